@@ -1,0 +1,3 @@
+"""bridgedoctor: evidence-based diagnosis of mautrix bridges deployed with MDAD."""
+
+__version__ = "0.1.0"

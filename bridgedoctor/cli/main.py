@@ -1,0 +1,112 @@
+"""bridgedoctor CLI. Exit codes: 0 all ok, 1 a problem found, 2 could not check or bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..diagnose import Options, check, check_all
+from ..findings import exit_code
+from ..render import text
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one sentence, exit 2, no usage dump
+        sys.stderr.write(f"bridgedoctor: {message}. See 'bridgedoctor --help'.\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="bridgedoctor",
+        description="Diagnose mautrix bridges deployed with matrix-docker-ansible-deploy.",
+        epilog="Exit codes: 0 all checked bridges ok, 1 a problem was found, "
+        "2 could not check (bad usage, unknown bridge, unreadable input).",
+    )
+    p.add_argument("--version", action="version", version=f"bridgedoctor {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser(
+        "check",
+        help="check one bridge, or all",
+        description="Prove which pickle key a bridge's crypto store uses and name the vars.yml fix.",
+    )
+    c.add_argument(
+        "name", help="bridge role name (gmessages, slack, meta-instagram, ...) or 'all'"
+    )
+    c.add_argument("--root", type=Path, default=Path("/matrix"), help="MDAD base data path")
+    c.add_argument(
+        "--db-host",
+        metavar="HOST[:PORT]|DIR",
+        help="connect here instead of the host in the bridge's database URI; a path is a "
+        "Unix-socket directory (MDAD: /matrix/postgres/run)",
+    )
+    c.add_argument(
+        "--systemd-dir",
+        type=Path,
+        default=Path("/etc/systemd/system"),
+        help="where the bridges' unit files are",
+    )
+    c.add_argument(
+        "--naming",
+        choices=("current", "legacy", "auto"),
+        default="auto",
+        help="MDAD variable naming: current (matrix_bridge_mautrix_*, from 2026-07-16), legacy "
+        "(matrix_mautrix_*), or auto (from the image tag the unit pins)",
+    )
+    c.add_argument(
+        "--try-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="another candidate pickle key (repeatable)",
+    )
+    c.add_argument(
+        "--reveal-keys",
+        action="store_true",
+        help="print non-public pickle keys instead of their fingerprints",
+    )
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
+        root=args.root,
+        systemd_dir=args.systemd_dir,
+        db_host=args.db_host,
+        naming=args.naming,
+        try_keys=tuple(args.try_key),
+        reveal_keys=args.reveal_keys,
+    )
+
+
+async def _run_check(args: argparse.Namespace) -> int:
+    opts = _options(args)
+    if args.name == "all":
+        fleet = await check_all(opts)
+        print(json.dumps(fleet.to_dict(), indent=2) if args.json else text.fleet(fleet))
+        return exit_code(fleet.reports)
+    report = await check(args.name, opts)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else text.bridge(report))
+    return exit_code([report])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.root.is_dir():
+        sys.stderr.write(f"bridgedoctor: {args.root} is not a directory; pass --root.\n")
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_run_check(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

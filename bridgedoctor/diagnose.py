@@ -1,0 +1,99 @@
+"""Wire probes to rules: the one entry point the CLI, the helper and tests use."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .facts import BridgeFacts, ConfigFacts, ProbeError
+from .findings import BridgeReport, Finding, FleetReport
+from .knowledge import NAME_RE, BridgeSpec, Knowledge, load
+from .naming import Preference, decide
+from .pin import fleet_pin
+from .probes import database, host
+from .probes.config import read_config
+from .rules import RuleContext, evaluate
+
+
+@dataclass(frozen=True)
+class Options:
+    root: Path = Path("/matrix")
+    systemd_dir: Path = Path("/etc/systemd/system")
+    db_host: str | None = None
+    naming: Preference = "auto"
+    try_keys: tuple[str, ...] = field(default=(), repr=False)
+    reveal_keys: bool = False
+
+
+def lookup(name: str, kb: Knowledge) -> BridgeSpec | Finding:
+    """The spec for a user-supplied bridge name, or the finding that explains why there is none."""
+    known = ", ".join(sorted(kb.bridges))
+    if not NAME_RE.fullmatch(name):
+        return Finding(
+            "bridge_unknown",
+            "unknown",
+            f"'{name[:40]}' is not a bridge name; use one of: {known}.",
+        )
+    if name in kb.not_bridges:
+        return Finding("bridge_unknown", "unknown", kb.not_bridges[name])
+    spec = kb.get(name) or kb.get(name.removeprefix("mautrix-"))
+    if spec is None:
+        return Finding(
+            "bridge_unknown", "unknown", f"Unknown bridge '{name}'; known bridges: {known}."
+        )
+    return spec
+
+
+async def gather(spec: BridgeSpec, opts: Options) -> BridgeFacts:
+    base = opts.root / spec.dirname
+    unit = host.read_unit(opts.systemd_dir / f"{spec.service}.service", opts.root)
+    config_dir = unit.config_dir if unit and unit.config_dir else base / "config"
+    data_dir = unit.data_dir if unit and unit.data_dir else base / "data"
+    cfg = await asyncio.to_thread(read_config, config_dir / "config.yaml")
+    db = None
+    if isinstance(cfg, ConfigFacts):
+        target = database.target_for(
+            cfg.db_uri,
+            data_dir=data_dir,
+            config_dir=config_dir,
+            base_dir=base,
+            db_host=opts.db_host,
+        )
+        db = target if isinstance(target, ProbeError) else await database.probe(target)
+    return BridgeFacts(spec=spec, base_dir=base, unit=unit, config=cfg, db=db)
+
+
+async def check(name: str, opts: Options, kb: Knowledge | None = None) -> BridgeReport:
+    kb = kb or load()
+    spec = lookup(name, kb)
+    if isinstance(spec, Finding):
+        return BridgeReport(bridge=name[:40], findings=[spec])
+    if spec.name not in host.discover(opts.root, opts.systemd_dir, kb):
+        return BridgeReport(
+            bridge=spec.name,
+            findings=[
+                Finding(
+                    "bridge_not_found",
+                    "unknown",
+                    f"{spec.name} is not deployed under {opts.root}: neither "
+                    f"{opts.root / spec.dirname / 'config' / 'config.yaml'} nor "
+                    f"{opts.systemd_dir / (spec.service + '.service')} exists.",
+                )
+            ],
+        )
+    facts = await gather(spec, opts)
+    ctx = RuleContext(
+        kb=kb,
+        naming=decide(spec, facts.unit, opts.naming),
+        try_keys=opts.try_keys,
+        reveal_keys=opts.reveal_keys,
+    )
+    return evaluate(facts, ctx)
+
+
+async def check_all(opts: Options, kb: Knowledge | None = None) -> FleetReport:
+    kb = kb or load()
+    names = host.discover(opts.root, opts.systemd_dir, kb)
+    reports = await asyncio.gather(*(check(n, opts, kb) for n in names))
+    return FleetReport(reports=list(reports), pin=fleet_pin(list(reports)))

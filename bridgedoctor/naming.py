@@ -1,0 +1,51 @@
+"""Which MDAD variable naming the admin's checkout uses (the 2026-07-16 prefix rename)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from .facts import UnitFacts
+from .knowledge import BridgeSpec
+
+Preference = Literal["current", "legacy", "auto"]
+Naming = Literal["current", "legacy", "both"]
+
+
+@dataclass(frozen=True)
+class NamingDecision:
+    naming: Naming
+    reason: str
+
+
+def _version(tag: str) -> tuple[int, ...] | None:
+    m = re.fullmatch(r"v?(\d+(?:\.\d+)*)", tag.strip())
+    return tuple(int(x) for x in m.group(1).split(".")) if m else None
+
+
+def decide(spec: BridgeSpec, unit: UnitFacts | None, preference: Preference) -> NamingDecision:
+    if spec.prefix_legacy is None:
+        return NamingDecision("current", f"MDAD's {spec.name} role only ever used the new prefix")
+    if preference != "auto":
+        return NamingDecision(preference, f"--naming {preference}")
+    if unit is None or not unit.tag:
+        return NamingDecision("both", "no image tag found in the bridge's systemd unit")
+    pinned, at_rename = _version(unit.tag), _version(spec.rename_tag or "")
+    if pinned is None or at_rename is None:
+        return NamingDecision("both", f"image tag {unit.tag} is not a release version")
+    if pinned > at_rename:
+        return NamingDecision(
+            "current",
+            f"image {unit.tag} is newer than {spec.rename_tag}, the tag MDAD pinned at the rename "
+            "(unless you override the bridge version in vars.yml)",
+        )
+    if pinned < at_rename:
+        return NamingDecision(
+            "legacy",
+            f"image {unit.tag} is older than {spec.rename_tag}, the tag MDAD pinned at the rename "
+            "(unless you override the bridge version in vars.yml)",
+        )
+    return NamingDecision(
+        "both", f"image {unit.tag} was pinned by MDAD both before and after the rename"
+    )

@@ -1,0 +1,1 @@
+"""Probes: read the host (files, databases, services) and return facts. Never write."""

@@ -1,0 +1,88 @@
+"""Read a bridge's config.yaml in the three layouts MDAD renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from ..facts import ConfigFacts, ProbeError
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+def _get(tree: object, *path: str) -> object:
+    for key in path:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def read_config(path: Path) -> ConfigFacts | ProbeError:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            return ProbeError(
+                "config_unreadable", f"{path} is larger than 4 MiB; not a bridge config."
+            )
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return ProbeError("config_missing", f"{path} does not exist.")
+    except (OSError, UnicodeDecodeError) as e:
+        return ProbeError("config_unreadable", f"{path} cannot be read ({type(e).__name__}).")
+    try:
+        tree = YAML(typ="safe").load(text)
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        return ProbeError("config_unreadable", f"{path} is not valid YAML{where}.")
+    if not isinstance(tree, dict):
+        return ProbeError("config_unreadable", f"{path} does not hold a YAML mapping.")
+    return _facts(path, tree)
+
+
+def _facts(path: Path, tree: dict) -> ConfigFacts | ProbeError:
+    appservice_db = _get(tree, "appservice", "database")
+    if isinstance(appservice_db, str):
+        # mautrix-python: URL string under appservice, encryption under bridge, key compiled in.
+        return ConfigFacts(
+            path=path,
+            layout="python",
+            encryption_allow=bool(_get(tree, "bridge", "encryption", "allow")),
+            pickle_key=None,
+            db_type=None,
+            db_uri=appservice_db,
+        )
+    if isinstance(appservice_db, dict):
+        # legacy mautrix-go `bridge` framework: key compiled into the binary.
+        uri = appservice_db.get("uri")
+        if not isinstance(uri, str):
+            return ProbeError("config_unreadable", f"{path} has no appservice.database.uri.")
+        return ConfigFacts(
+            path=path,
+            layout="legacy-go",
+            encryption_allow=bool(_get(tree, "bridge", "encryption", "allow")),
+            pickle_key=None,
+            db_type=str(appservice_db.get("type") or ""),
+            db_uri=uri,
+        )
+    db = tree.get("database")
+    uri = _get(db, "uri")
+    if not isinstance(uri, str):
+        return ProbeError(
+            "config_unreadable",
+            f"{path} has no database URI (database.uri or appservice.database).",
+        )
+    key = _get(tree, "encryption", "pickle_key")
+    prefix = tree.get("env_config_prefix")
+    return ConfigFacts(
+        path=path,
+        layout="bridgev2",
+        encryption_allow=bool(_get(tree, "encryption", "allow")),
+        # bridgev2's upgrader treats a missing or non-string value like "generate".
+        pickle_key=key if isinstance(key, str) else "generate",
+        db_type=str(_get(db, "type") or ""),
+        db_uri=uri,
+        env_config_prefix=prefix if isinstance(prefix, str) and prefix else None,
+    )

@@ -1,0 +1,71 @@
+"""Discover MDAD bridges under a root and read their systemd units."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path, PurePosixPath
+
+from ..facts import UnitFacts
+from ..knowledge import Knowledge
+
+MDAD_ROOT = PurePosixPath("/matrix")
+_MOUNT_RE = re.compile(r"--mount[= ]type=bind,src=([^,\s]+),dst=([^,\s]+)(,ro)?")
+
+
+def reroot(path: str, root: Path) -> Path:
+    """Map an absolute MDAD path (/matrix/...) onto the root being inspected."""
+    p = PurePosixPath(path)
+    try:
+        rel = p.relative_to(MDAD_ROOT)
+    except ValueError:
+        return Path(path)
+    return root.joinpath(*rel.parts)
+
+
+def discover(root: Path, systemd_dir: Path, kb: Knowledge) -> list[str]:
+    """Names of the bridges deployed under root: a config dir or a unit file is enough."""
+    found: list[str] = []
+    for name, spec in kb.bridges.items():
+        has_dir = (root / spec.dirname / "config" / "config.yaml").is_file()
+        has_unit = (systemd_dir / f"{spec.service}.service").is_file()
+        if has_dir or has_unit:
+            found.append(name)
+    return found
+
+
+def read_unit(path: Path, root: Path) -> UnitFacts | None:
+    try:
+        text = path.read_text("utf-8", errors="replace")
+    except OSError:
+        return None
+    # systemd continuation lines: join them so each docker argument sits on one logical line.
+    flat = text.replace("\\\n", " ")
+    config_dir = data_dir = None
+    config_ro = False
+    for src, dst, ro in _MOUNT_RE.findall(flat):
+        if dst == "/config":
+            config_dir, config_ro = reroot(src, root), bool(ro)
+        elif dst == "/data":
+            data_dir = reroot(src, root)
+    image = tag = None
+    for line in flat.splitlines():
+        if "docker" not in line or " create " not in f" {line} ":
+            continue
+        try:
+            words = shlex.split(line.split("=", 1)[1] if line.startswith("ExecStart") else line)
+        except ValueError:
+            continue
+        for w in words:
+            if not w.startswith("-") and "/" in w and ":" in w.rsplit("/", 1)[-1]:
+                image, tag = w.rsplit(":", 1)
+                break
+    return UnitFacts(
+        path=path,
+        image=image,
+        tag=tag,
+        config_dir=config_dir,
+        data_dir=data_dir,
+        config_read_only=config_ro,
+        no_update="--no-update" in flat,
+    )

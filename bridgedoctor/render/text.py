@@ -1,0 +1,59 @@
+"""Terminal text: verdict first, then evidence, then the fix."""
+
+from __future__ import annotations
+
+import textwrap
+
+from ..findings import BridgeReport, Fix, FleetReport
+from .common import STATUS_WORD, ordered, verdict
+
+WIDTH = 100
+
+
+def _wrap(text: str, indent: str) -> str:
+    return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent)
+
+
+def _fix(fix: Fix, indent: str) -> list[str]:
+    out = []
+    if fix.vars_yml:
+        out.append(f"{indent}vars.yml:")
+        out.extend(f"{indent}    {line}" for line in fix.vars_yml.splitlines())
+    for i, step in enumerate(fix.steps, 1):
+        out.append(_wrap(f"{i}. {step}", indent))
+    return out
+
+
+def bridge(report: BridgeReport) -> str:
+    lines = [f"{report.bridge}: {STATUS_WORD[report.status].upper()} - {verdict(report)}"]
+    if report.facts:
+        lines.append("  Facts")
+        width = max(len(k) for k in report.facts)
+        lines.extend(f"    {k.ljust(width)}  {v}" for k, v in report.facts.items())
+    for f in ordered(report):
+        lines.append(f"  [{f.severity}] {f.code}")
+        lines.append(_wrap(f.summary, "    "))
+        if f.evidence:
+            lines.append("    Evidence:")
+            lines.extend(_wrap(e, "      ") for e in f.evidence)
+        if f.fix and (f.fix.vars_yml or f.fix.steps):
+            lines.append("    Fix:")
+            lines.extend(_fix(f.fix, "      "))
+    return "\n".join(lines)
+
+
+def fleet(report: FleetReport) -> str:
+    if not report.reports:
+        return "No mautrix bridges found."
+    width = max(len(r.bridge) for r in report.reports)
+    lines = [
+        f"{r.bridge.ljust(width)}  {STATUS_WORD[r.status]:<15}  {verdict(r)}"
+        for r in report.reports
+    ]
+    if report.pin:
+        lines += ["", "Pin every proven key (recommended):"]
+        lines.extend(_fix(report.pin, "  "))
+    problems = [r.bridge for r in report.reports if r.status != "ok"]
+    if problems:
+        lines += ["", "Details and fixes: bridgedoctor check " + " | ".join(problems)]
+    return "\n".join(lines)

@@ -1,0 +1,378 @@
+"""Pure rules: facts in, findings out. No I/O here, so every verdict is reproducible in tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import pickle
+from .facts import BridgeFacts, ConfigFacts, DbFacts, ProbeError
+from .findings import BridgeReport, Finding, Fix
+from .fixes import apply_steps, join_variants, key_fix, key_variants, yaml_str
+from .knowledge import BridgeSpec, Knowledge
+from .naming import NamingDecision
+from .proof import KeyProof, candidates, in_force_key, prove, sessions_opened
+
+_SESSION_LABEL = {
+    "olm_session": "Olm sessions",
+    "megolm_inbound": "inbound Megolm sessions",
+    "megolm_outbound": "outbound Megolm sessions",
+    "secret": "stored secrets",
+}
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    kb: Knowledge
+    naming: NamingDecision
+    try_keys: tuple[str, ...] = ()
+    reveal_keys: bool = False
+
+    def show(self, key: str) -> str:
+        """A key as it may be printed: public constants verbatim, anything else fingerprinted."""
+        if key in self.kb.public_keys or self.reveal_keys:
+            return yaml_str(key)
+        return f"<secret key {pickle.fingerprint(key)}>"
+
+    def snippet_key(self, key: str) -> str:
+        if key in self.kb.public_keys or self.reveal_keys:
+            return yaml_str(key)
+        return f'"<key {pickle.fingerprint(key)}: rerun with --reveal-keys to print it>"'
+
+
+def evaluate(facts: BridgeFacts, ctx: RuleContext) -> BridgeReport:
+    spec = facts.spec
+    report = BridgeReport(bridge=spec.name)
+    report.facts.update(
+        framework=spec.framework,
+        service=spec.service,
+        naming=f"{ctx.naming.naming} ({ctx.naming.reason})",
+    )
+    if facts.unit is not None:
+        if facts.unit.tag:
+            report.facts["image"] = f"{facts.unit.image}:{facts.unit.tag}"
+    else:
+        report.findings.append(
+            Finding(
+                "unit_missing",
+                "info",
+                f"No systemd unit {spec.service}.service found; the bridge may be disabled.",
+            )
+        )
+    cfg = facts.config
+    if isinstance(cfg, ProbeError):
+        report.findings.append(_config_error(spec, cfg))
+        return report
+    report.facts.update(config=str(cfg.path), layout=cfg.layout)
+    report.findings.extend(_config_findings(spec, cfg, facts, ctx))
+    db = facts.db
+    if db is None:
+        return report
+    if isinstance(db, ProbeError):
+        report.findings.append(
+            Finding(
+                db.code,
+                "unknown",
+                f"Could not read the {spec.name} database: {db.message}",
+            )
+        )
+        return report
+    report.facts["database"] = f"{db.kind} {db.location}"
+    if db.versions:
+        report.facts["schema"] = ", ".join(f"{k} v{v}" for k, v in sorted(db.versions.items()))
+    report.findings.extend(_db_findings(spec, cfg, db, ctx, report))
+    return report
+
+
+def _config_error(spec: BridgeSpec, err: ProbeError) -> Finding:
+    return Finding(
+        "config_unreadable" if err.code != "config_missing" else "config_missing",
+        "unknown",
+        f"Cannot check {spec.name}: {err.message}",
+        fix=Fix(
+            vars_yml="",
+            steps=(
+                "MDAD rewrites config.yaml on every playbook run; render it again with "
+                f"just install-service {spec.dirname}",
+            ),
+        ),
+    )
+
+
+def _config_findings(
+    spec: BridgeSpec, cfg: ConfigFacts, facts: BridgeFacts, ctx: RuleContext
+) -> list[Finding]:
+    out: list[Finding] = []
+    if cfg.layout != spec.framework:
+        out.append(
+            Finding(
+                "config_layout_unexpected",
+                "warning",
+                f"config.yaml is in the {cfg.layout} layout, but MDAD renders {spec.name} as "
+                f"{spec.framework}; the roles or the image may be out of date.",
+                fix=Fix(vars_yml="", steps=("just roles", "just setup-all")),
+            )
+        )
+    if cfg.env_config_prefix:
+        out.append(
+            Finding(
+                "env_override_possible",
+                "info",
+                f"env_config_prefix is {cfg.env_config_prefix!r}: an environment variable "
+                f"{cfg.env_config_prefix}ENCRYPTION__PICKLE_KEY would override the configured key.",
+            )
+        )
+    if cfg.layout == "bridgev2" and cfg.pickle_key == "":
+        out.append(
+            Finding(
+                "pickle_key_empty",
+                "error",
+                "encryption.pickle_key is empty: the bridge panics with 'CryptoPickleKey not set'.",
+                fix=key_fix(spec, yaml_str(spec.default_key or ""), ctx.naming, ctx.kb),
+            )
+        )
+    if cfg.layout == "bridgev2" and cfg.pickle_key == "generate" and cfg.encryption_allow:
+        unsaved = "--no-update" if facts.unit is None or facts.unit.no_update else "its config"
+        out.append(
+            Finding(
+                "pickle_key_generate",
+                "warning",
+                "encryption.pickle_key is 'generate': under MDAD the bridge never saves the key "
+                f"it generates ({unsaved}), so every start uses a new random key and the crypto "
+                "store becomes unreadable from the second start on.",
+                fix=key_fix(
+                    spec, yaml_str(spec.default_key or "mautrix.bridge.e2ee"), ctx.naming, ctx.kb
+                ),
+            )
+        )
+    return out
+
+
+def _db_findings(
+    spec: BridgeSpec, cfg: ConfigFacts, db: DbFacts, ctx: RuleContext, report: BridgeReport
+) -> list[Finding]:
+    out: list[Finding] = []
+    if db.owner is not None and db.owner == f"mautrix-{spec.name}":
+        out.append(
+            Finding(
+                "db_pre_megabridge",
+                "warning",
+                f"database_owner is '{db.owner}': the database is on the pre-bridgev2 schema and "
+                "current releases refuse it until a release with migration support has run.",
+            )
+        )
+    if db.was_migrated or db.old_tables:
+        report.facts["history"] = "migrated from a pre-bridgev2 database" + (
+            f" (left-over tables: {', '.join(db.old_tables[:4])})" if db.old_tables else ""
+        )
+    if not db.tables:
+        out.append(
+            Finding("db_empty", "info", "The database is empty: the bridge has not run yet.")
+        )
+        return out
+    if not db.has_crypto_store:
+        sev = "info"
+        out.append(
+            Finding(
+                "no_crypto_store",
+                sev,
+                "No crypto store in the database yet"
+                + (
+                    "; the bridge creates one at its next start."
+                    if cfg.encryption_allow
+                    else " (encryption is off)."
+                ),
+            )
+        )
+        return out
+    if not db.accounts:
+        out.append(
+            Finding(
+                "no_crypto_account",
+                "info",
+                "The crypto store has no account yet; the bridge will create one with the "
+                "configured key.",
+            )
+        )
+        return out
+    configured = cfg.pickle_key
+    cands = candidates(spec, configured, list(ctx.try_keys), ctx.kb)
+    in_force = in_force_key(spec, configured)
+    for acct in db.accounts:
+        proof = prove(acct.pickle, cands)
+        report.facts["device"] = acct.device_id or "(none)"
+        out.extend(_key_findings(spec, cfg, db, ctx, report, proof, in_force))
+    return out
+
+
+def _attempt_lines(proof: KeyProof, ctx: RuleContext) -> tuple[str, ...]:
+    lines = []
+    for a in proof.attempts:
+        result = {
+            pickle.Verdict.OPENS: "opens the account",
+            pickle.Verdict.WRONG_KEY: "MAC mismatch",
+            pickle.Verdict.BAD_PLAINTEXT: "MAC matches but the content is not a valid account",
+        }[a.verdict]
+        lines.append(f"{ctx.show(a.candidate.key)} ({a.candidate.origin}): {result}")
+    return tuple(lines)
+
+
+def _key_findings(
+    spec: BridgeSpec,
+    cfg: ConfigFacts,
+    db: DbFacts,
+    ctx: RuleContext,
+    report: BridgeReport,
+    proof: KeyProof,
+    in_force: str | None,
+) -> list[Finding]:
+    if proof.corrupt:
+        return [
+            Finding(
+                "pickle_corrupt",
+                "error",
+                f"The stored crypto account is not a libolm pickle: {proof.corrupt}.",
+            )
+        ]
+    evidence = _attempt_lines(proof, ctx)
+    # A broken key only stops the bridge when encryption is on; otherwise it is a trap for later.
+    severity = "error" if cfg.encryption_allow else "warning"
+    if proof.opened_by is None:
+        if proof.mac_only:
+            return [
+                Finding(
+                    "pickle_unsupported",
+                    "error",
+                    f"Key {ctx.show(proof.mac_only[0].candidate.key)} passes the MAC check but the "
+                    "account inside is not one this libolm understands: the store was written by a "
+                    "newer libolm (a downgraded image?).",
+                    evidence=evidence,
+                )
+            ]
+        return [_unknown_key(spec, cfg, ctx, evidence, severity)]
+    key = proof.opened_by.key
+    acct = proof.account
+    report.pin = _pin_lines(spec, ctx, key)
+    if acct:
+        report.facts["identity"] = f"ed25519 {acct.ed25519}, account v{acct.version}"
+    out: list[Finding] = []
+    if in_force is not None and key == in_force:
+        out.append(
+            Finding(
+                "pickle_key_ok",
+                "info",
+                f"The {proof.opened_by.origin} pickle key {ctx.show(key)} opens the stored "
+                "crypto account (MAC verified).",
+                evidence=evidence,
+            )
+        )
+    else:
+        out.append(_mismatch(spec, cfg, ctx, key, proof, evidence, severity))
+    out.extend(_session_findings(db, key, ctx))
+    return out
+
+
+def _mismatch(
+    spec: BridgeSpec,
+    cfg: ConfigFacts,
+    ctx: RuleContext,
+    key: str,
+    proof: KeyProof,
+    evidence: tuple[str, ...],
+    severity: str,
+) -> Finding:
+    configured = (
+        ctx.show(cfg.pickle_key)
+        if cfg.pickle_key not in (None, "generate")
+        else repr(cfg.pickle_key)
+    )
+    origin = proof.opened_by.origin if proof.opened_by else ""
+    summary = (
+        f"Pickle key mismatch: the config has {configured}, but the crypto account was "
+        f"encrypted with {ctx.show(key)} ({origin})."
+    )
+    if severity == "error":
+        summary += " The bridge fails with 'the supplied account key is invalid'."
+    else:
+        summary += " Encryption is off now; enabling it would fail until the key is set."
+    fix = key_fix(spec, ctx.snippet_key(key), ctx.naming, ctx.kb)
+    if fix is None:
+        summary += (
+            f" MDAD cannot set the key of {spec.name} (it is compiled into the bridge), so this "
+            "store was written by a different build; restore the matching image or reset crypto."
+        )
+    return Finding("pickle_key_mismatch", severity, summary, evidence=evidence, fix=fix)  # type: ignore[arg-type]
+
+
+def _unknown_key(
+    spec: BridgeSpec, cfg: ConfigFacts, ctx: RuleContext, evidence: tuple[str, ...], severity: str
+) -> Finding:
+    why = []
+    if cfg.pickle_key == "generate":
+        why.append(
+            "the config says 'generate', so the key that encrypted the account was random and "
+            "never saved"
+        )
+    if spec.generate_era:
+        a, b = spec.generate_era
+        why.append(
+            f"MDAD rendered 'generate' for {spec.name} from {a} to {b}; stores created then "
+            "were encrypted with a random key that was never saved"
+        )
+    summary = (
+        f"No known key opens the {spec.name} crypto account ({len(evidence)} candidates tried): "
+        "the key is lost."
+    )
+    if why:
+        summary += " Likely cause: " + "; ".join(why) + "."
+    summary += (
+        " The way out is a crypto reset (clear the crypto tables, keep portals and logins); "
+        "nothing is changed until you ask for it. If you know the old key, retry with --try-key."
+    )
+    steps = [
+        "If you have an old config.yaml backup, look for encryption.pickle_key there and retry "
+        "with --try-key.",
+        f"Otherwise reset the crypto store of {spec.name}: back up the database first; portals, "
+        "logins and messages stay, the bridge creates a new device.",
+    ]
+    pin = None
+    if cfg.pickle_key == "generate":
+        pin = key_fix(
+            spec, yaml_str(spec.default_key or "mautrix.bridge.e2ee"), ctx.naming, ctx.kb
+        )
+    if pin:
+        steps.append("Before the reset, pin a stable key with the snippet, so this cannot recur.")
+        steps.append(apply_steps(spec)[1])
+    return Finding(
+        "pickle_key_unknown",
+        severity,  # type: ignore[arg-type]
+        summary,
+        evidence=evidence,
+        fix=Fix(
+            vars_yml=pin.vars_yml if pin else "",
+            steps=tuple(steps),
+            variants=pin.variants if pin else (),
+        ),
+    )
+
+
+def _pin_lines(spec: BridgeSpec, ctx: RuleContext, key: str) -> str:
+    if spec.key_setting == "none":
+        return f"# {spec.name}: key {ctx.show(key)} is compiled into the bridge; nothing to pin."
+    variants = key_variants(spec, ctx.snippet_key(key), ctx.naming, ctx.kb)
+    return f"# {spec.name}: proven key {ctx.show(key)}\n" + join_variants(variants)
+
+
+def _session_findings(db: DbFacts, key: str, ctx: RuleContext) -> list[Finding]:
+    opened = sessions_opened(db.samples, key)
+    bad = {k: v for k, v in opened.items() if v[0] < v[1]}
+    if not bad:
+        return []
+    parts = [f"{v[1] - v[0]} of {v[1]} sampled {_SESSION_LABEL[k]}" for k, v in bad.items()]
+    return [
+        Finding(
+            "sessions_other_key",
+            "warning",
+            f"The account opens with {ctx.show(key)}, but " + ", ".join(parts) + " do not: "
+            "part of the store was written with another key and cannot be decrypted.",
+        )
+    ]
