@@ -20,7 +20,8 @@ class NamingDecision:
 
 
 def _version(tag: str) -> tuple[int, ...] | None:
-    m = re.fullmatch(r"v?(\d+(?:\.\d+)*)", tag.strip())
+    # MDAD pins e.g. "v0.2608.0", and "ig-v0.2608.0" for mautrix-meta's Instagram image.
+    m = re.fullmatch(r"(?:[a-z]+-)?v?(\d+(?:\.\d+)*)", tag.strip())
     return tuple(int(x) for x in m.group(1).split(".")) if m else None
 
 

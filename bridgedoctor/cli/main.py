@@ -42,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--root", type=Path, default=Path("/matrix"), help="MDAD base data path")
     c.add_argument(
         "--db-host",
-        metavar="HOST[:PORT]|DIR",
+        metavar="HOST[:PORT]|DIR[:PORT]",
         help="connect here instead of the host in the bridge's database URI; a path is a "
-        "Unix-socket directory (MDAD: /matrix/postgres/run)",
+        "Unix-socket directory (MDAD: /matrix/postgres/run); the port defaults to the URI's",
     )
     c.add_argument(
         "--systemd-dir",

@@ -71,9 +71,7 @@ class SqliteTarget:
 
 
 def parse_db_host(value: str) -> tuple[str, int | None]:
-    """`--db-host`: HOST, HOST:PORT, or a Unix-socket directory (a path)."""
-    if value.startswith("/"):
-        return value, None
+    """`--db-host`: HOST, HOST:PORT, or a Unix-socket directory (a path, optionally DIR:PORT)."""
     host, sep, port = value.rpartition(":")
     if sep and port.isdigit():
         return host, int(port)
@@ -101,9 +99,13 @@ def target_for(
         )
     if scheme in ("file", "sqlite", "sqlite3"):
         raw = uri.split(":", 1)[1].split("?", 1)[0]
-        if raw.startswith("//"):
-            raw = raw[2:]  # sqlite:///x (SQLAlchemy/mautrix-python style)
+        if raw.startswith("/"):
+            # sqlite:////data/x.db (mautrix-python, mautrix-meta): "//" + absolute path
+            raw = "/" + raw.lstrip("/")
         return _sqlite_target(raw, data_dir, config_dir, base_dir)
+    if "://" not in uri:
+        # MDAD renders most SQLite URIs as a bare in-container path: /data/mautrix-<b>.db
+        return _sqlite_target(uri.split("?", 1)[0], data_dir, config_dir, base_dir)
     return ProbeError("db_unsupported", f"the database URI scheme '{scheme}' is not supported.")
 
 

@@ -1,0 +1,143 @@
+"""The libolm envelope verifier, checked against python-olm and vodozemac as oracles."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import struct
+
+import olm
+import pytest
+import vodozemac
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridgedoctor import pickle as p
+
+KEYS = ["mautrix.bridge.e2ee", "go.mau.fi/mautrix-gmessages", "", "ключ-🔑", "x" * 200]
+
+
+def vodozemac_opens(pickled: str, key: str) -> str | None:
+    try:
+        return vodozemac.Account.from_libolm_pickle(pickled, key.encode()).ed25519_key.to_base64()
+    except vodozemac.LibolmPickleException:
+        return None
+
+
+def seal(plain: bytes, key: bytes) -> str:
+    """Our own libolm envelope, to build pickles python-olm would never write."""
+    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(key)
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(plain) + padder.finalize()
+    enc = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:80])).encryptor()
+    ct = enc.update(data) + enc.finalize()
+    mac = hmac.new(okm[32:64], ct, hashlib.sha256).digest()[:8]
+    return base64.b64encode(ct + mac).decode().rstrip("=")
+
+
+@pytest.fixture(scope="module")
+def account() -> olm.Account:
+    a = olm.Account()
+    a.generate_one_time_keys(5)
+    a.generate_fallback_key()
+    return a
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_right_key_opens_and_yields_identity(account: olm.Account, key: str) -> None:
+    env = p.decode(account.pickle(key))
+    verdict, info = p.verify_account(env, key.encode())
+    assert verdict is p.Verdict.OPENS
+    assert info is not None
+    assert info.ed25519 == account.identity_keys["ed25519"]
+    assert info.curve25519 == account.identity_keys["curve25519"]
+    assert info.version == 4 and info.one_time_keys == 5
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_agrees_with_vodozemac_for_every_candidate(account: olm.Account, key: str) -> None:
+    pickled = account.pickle(key).decode()
+    env = p.decode(pickled)
+    for cand in KEYS:
+        ours, info = p.verify_account(env, cand.encode())
+        theirs = vodozemac_opens(pickled, cand)
+        assert (ours is p.Verdict.OPENS) == (theirs is not None), cand
+        if theirs:
+            assert info is not None and info.ed25519 == theirs
+
+
+@settings(max_examples=40, deadline=None)
+@given(key=st.text(max_size=80), other=st.text(max_size=80))
+def test_property_only_the_pickling_key_opens(key: str, other: str) -> None:
+    a = olm.Account()
+    env = p.decode(a.pickle(key))
+    assert p.verify_account(env, key.encode())[0] is p.Verdict.OPENS
+    if other != key:
+        assert p.verify_account(env, other.encode())[0] is p.Verdict.WRONG_KEY
+
+
+@settings(max_examples=40, deadline=None)
+@given(pos=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
+def test_property_any_flipped_bit_fails_the_mac(account: olm.Account, pos: int, bit: int) -> None:
+    raw = bytearray(base64.b64decode(account.pickle("k") + b"=" * 3))
+    raw[pos % len(raw)] ^= 1 << bit
+    tampered = base64.b64encode(bytes(raw)).decode().rstrip("=")
+    verdict, _ = p.verify_account(p.decode(tampered), b"k")
+    assert verdict is p.Verdict.WRONG_KEY
+    assert vodozemac_opens(tampered, "k") is None
+
+
+def test_mac_ok_but_unknown_version_is_bad_plaintext(account: olm.Account) -> None:
+    good = base64.b64decode(account.pickle("k") + b"===")
+    # Decrypt python-olm's plaintext, bump the version to 99, seal again with the same key.
+    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(b"k")
+    dec = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:80])).decryptor()
+    plain = dec.update(good[:-8]) + dec.finalize()
+    plain = plain[: -plain[-1]]
+    forged = seal(struct.pack(">I", 99) + plain[4:], b"k")
+    assert p.verify_account(p.decode(forged), b"k")[0] is p.Verdict.BAD_PLAINTEXT
+    assert vodozemac_opens(forged, "k") is None
+    resealed = seal(plain, b"k")
+    assert p.verify_account(p.decode(resealed), b"k")[0] is p.Verdict.OPENS
+    assert vodozemac_opens(resealed, "k") == account.identity_keys["ed25519"]
+
+
+def test_garbage_that_passes_mac_is_not_an_account() -> None:
+    forged = seal(struct.pack(">I", 4) + bytes(400), b"k")  # zero keys: curve pub != X25519(priv)
+    assert p.verify_account(p.decode(forged), b"k")[0] is p.Verdict.BAD_PLAINTEXT
+
+
+def test_session_pickles() -> None:
+    a, b = olm.Account(), olm.Account()
+    b.generate_one_time_keys(1)
+    otk = next(iter(b.one_time_keys["curve25519"].values()))
+    sess = olm.OutboundSession(a, b.identity_keys["curve25519"], otk)
+    out = olm.OutboundGroupSession()
+    inb = olm.InboundGroupSession(out.session_key)
+    for kind, blob in (
+        ("olm_session", sess.pickle("s")),
+        ("megolm_outbound", out.pickle("s")),
+        ("megolm_inbound", inb.pickle("s")),
+    ):
+        env = p.decode(blob)
+        assert p.verify_session(env, b"s", kind) is p.Verdict.OPENS, kind
+        assert p.verify_session(env, b"t", kind) is p.Verdict.WRONG_KEY, kind
+
+
+@pytest.mark.parametrize(
+    "stored,needle",
+    [(b"!!!not base64!!!", "base64"), (b"QUJD", "length"), ("", "length")],
+)
+def test_malformed_pickles_raise_clear_errors(stored: bytes | str, needle: str) -> None:
+    with pytest.raises(p.PickleError, match=needle):
+        p.decode(stored)
+
+
+def test_fingerprint_is_short_and_hides_the_key() -> None:
+    fp = p.fingerprint("s3cr3t-key-value")
+    assert fp.startswith("sha256:") and len(fp) == 17 and "s3cr3t" not in fp
