@@ -81,7 +81,9 @@ def test_healthy_sqlite_bridge_is_ok(tmp_path: Path, capsys, bridge: str) -> Non
     assert str(host.root / f"mautrix-{bridge}" / "data") in report["facts"]["database"]
 
 
-def test_gmessages_upgraded_from_legacy_gets_exact_snippet(host: Host, prefix: str, capsys) -> None:
+def test_gmessages_upgraded_from_legacy_gets_exact_snippet(
+    host: Host, prefix: str, capsys
+) -> None:
     host.add(
         "gmessages",
         StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages", migrated=True),
@@ -125,18 +127,24 @@ def test_gmessages_snippet_follows_the_pinned_image(
             'matrix_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"'
         )
         assert by["legacy"]["applies"] == "MDAD checkouts from 2024-10-11 to 2026-07-15"
-        assert "matrix_mautrix_gmessages_configuration_extension_yaml: |" in (
-            by["legacy-extension"]["vars_yml"]
+        assert (
+            "matrix_mautrix_gmessages_configuration_extension_yaml: |"
+            in (by["legacy-extension"]["vars_yml"])
         )
     if len(expected) > 1:  # ambiguous: every form labelled in the one snippet
         assert "# MDAD checkouts from 2026-07-16 on:" in fix["vars_yml"] or "current" not in by
 
 
 def test_naming_flag_overrides_auto(host: Host, prefix: str, capsys) -> None:
-    host.add("whatsapp", StoreSpec("whatsapp", account_key="mautrix.bridge.e2ee"), db_prefix=prefix)
+    host.add(
+        "whatsapp", StoreSpec("whatsapp", account_key="mautrix.bridge.e2ee"), db_prefix=prefix
+    )
     _, report = run_json(capsys, "check", "whatsapp", "--naming", "legacy", *host.args())
     fix = finding(report, "pickle_key_mismatch")["fix"]
-    assert fix["vars_yml"] == 'matrix_mautrix_whatsapp_bridge_encryption_pickle_key: "mautrix.bridge.e2ee"'
+    assert (
+        fix["vars_yml"]
+        == 'matrix_mautrix_whatsapp_bridge_encryption_pickle_key: "mautrix.bridge.e2ee"'
+    )
 
 
 def test_slack_created_while_mdad_rendered_generate(host: Host, prefix: str, capsys) -> None:
@@ -152,7 +160,9 @@ def test_slack_created_while_mdad_rendered_generate(host: Host, prefix: str, cap
 
 
 def test_generate_in_config_is_its_own_finding(host: Host, prefix: str, capsys) -> None:
-    host.add("slack", StoreSpec("slack", account_key=None), pickle_key="generate", db_prefix=prefix)
+    host.add(
+        "slack", StoreSpec("slack", account_key=None), pickle_key="generate", db_prefix=prefix
+    )
     code, report = run_json(capsys, "check", "slack", *host.args())
     assert code == 1 and report["status"] == "warning"
     f = finding(report, "pickle_key_generate")
@@ -164,7 +174,9 @@ def test_generate_in_config_is_its_own_finding(host: Host, prefix: str, capsys) 
 
 def test_signal_set_up_in_2023_needs_extension_yaml(host: Host, prefix: str, capsys) -> None:
     host.add(
-        "signal", StoreSpec("signal", account_key="maunium.net/go/mautrix-signal"), db_prefix=prefix
+        "signal",
+        StoreSpec("signal", account_key="maunium.net/go/mautrix-signal"),
+        db_prefix=prefix,
     )
     code, report = run_json(capsys, "check", "signal", *host.args())
     assert code == 1
@@ -221,7 +233,9 @@ def test_try_key_proves_a_secret_key_without_printing_it(host: Host, prefix: str
 
 def test_configured_secret_key_is_fingerprinted(host: Host, prefix: str, capsys) -> None:
     secret = "Kq" + secrets.token_hex(31)
-    host.add("twitter", StoreSpec("twitter", account_key=secret), pickle_key=secret, db_prefix=prefix)
+    host.add(
+        "twitter", StoreSpec("twitter", account_key=secret), pickle_key=secret, db_prefix=prefix
+    )
     code, text = run(capsys, "check", "twitter", *host.args())
     assert code == 0 and secret not in text and "<secret key sha256:" in text
 
@@ -260,35 +274,64 @@ def test_unix_socket_db_host(host: Host, prefix: str, capsys, pg: PgServer) -> N
     if not pg.socket_dir:
         pytest.skip("external PostgreSQL: no socket directory known")
     host.add("gvoice", StoreSpec("gvoice"), db_prefix=prefix)
-    args = ["--root", str(host.root), "--systemd-dir", str(host.systemd), "--db-host", f"{pg.socket_dir}:{pg.port}"]
+    args = [
+        "--root",
+        str(host.root),
+        "--systemd-dir",
+        str(host.systemd),
+        "--db-host",
+        f"{pg.socket_dir}:{pg.port}",
+    ]
     code, report = run_json(capsys, "check", "gvoice", *args)
     assert (code, report["status"]) == (0, "ok"), report
 
 
 def test_check_all_is_one_line_each_with_a_pin_block(host: Host, prefix: str, capsys) -> None:
-    host.add("gmessages", StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
-             db_prefix=prefix)
-    host.add("whatsapp", StoreSpec("whatsapp", account_key="maunium.net/go/mautrix-whatsapp"),
-             db_prefix=prefix)
+    host.add(
+        "gmessages",
+        StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
+        db_prefix=prefix,
+    )
+    host.add(
+        "whatsapp",
+        StoreSpec("whatsapp", account_key="maunium.net/go/mautrix-whatsapp"),
+        db_prefix=prefix,
+    )
     host.add("meta-instagram", StoreSpec("meta-instagram"), db_prefix=prefix)
-    host.add("discord", StoreSpec("discord", account_key="maunium.net/go/mautrix-whatsapp"),
-             db_prefix=prefix)
+    host.add(
+        "discord",
+        StoreSpec("discord", account_key="maunium.net/go/mautrix-whatsapp"),
+        db_prefix=prefix,
+    )
     host.add("telegram", StoreSpec("telegram", account_key=None), db_prefix=prefix)
     code, text = run(capsys, "check", "all", *host.args())
     assert code == 1
     lines = text.splitlines()
     summary = lines[: lines.index("")]
     assert [line.split()[0] for line in summary] == [
-        "discord", "gmessages", "meta-instagram", "telegram", "whatsapp"
+        "discord",
+        "gmessages",
+        "meta-instagram",
+        "telegram",
+        "whatsapp",
     ]
     assert "broken" in summary[1] and "ok" in summary[0]
-    assert 'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"' in text
-    assert 'matrix_bridge_mautrix_whatsapp_bridge_encryption_pickle_key: "maunium.net/go/mautrix-whatsapp"' in text
+    assert (
+        'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"'
+        in text
+    )
+    assert (
+        'matrix_bridge_mautrix_whatsapp_bridge_encryption_pickle_key: "maunium.net/go/mautrix-whatsapp"'
+        in text
+    )
     assert "matrix_bridge_mautrix_meta_instagram_configuration_extension_yaml: |" in text
-    assert "# discord: key \"maunium.net/go/mautrix-whatsapp\" is compiled into the bridge" in text
+    assert '# discord: key "maunium.net/go/mautrix-whatsapp" is compiled into the bridge' in text
     code, fleet = run_json(capsys, "check", "all", *host.args())
     assert {b["bridge"]: b["status"] for b in fleet["bridges"]} == {
-        "discord": "ok", "gmessages": "broken", "meta-instagram": "ok", "telegram": "ok",
+        "discord": "ok",
+        "gmessages": "broken",
+        "meta-instagram": "ok",
+        "telegram": "ok",
         "whatsapp": "ok",
     }
     assert "pin" in fleet and fleet["pin"]["vars_yml"]

@@ -67,9 +67,7 @@ class TempCluster:
         self.password = secrets.token_hex(12)
         self.runas: str | None = None
         if os.geteuid() == 0:
-            self.runas = next(
-                (u for u in ("postgres", "nobody") if _user_exists(u)), None
-            )
+            self.runas = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
             if self.runas is None:
                 raise RuntimeError("running as root but no 'postgres' or 'nobody' user exists")
             pw = pwd.getpwnam(self.runas)
@@ -86,12 +84,15 @@ class TempCluster:
             self.runas,
             [
                 str(self.bindir / "initdb"),
-                "-D", str(self.data),
-                "-U", "bdadmin",
+                "-D",
+                str(self.data),
+                "-U",
+                "bdadmin",
                 f"--pwfile={pwfile}",
                 "--auth-local=trust",
                 "--auth-host=scram-sha-256",
-                "-E", "UTF8",
+                "-E",
+                "UTF8",
                 "--locale=C",
             ],
         )
@@ -101,8 +102,19 @@ class TempCluster:
         )
         _run_as(
             self.runas,
-            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.tmp / "log"),
-             "-o", opts, "-w", "-t", "60", "start"],
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.tmp / "log"),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -135,5 +147,6 @@ def from_env() -> PgServer | None:
     if not dsn:
         return None
     p = urlsplit(dsn)
-    return PgServer(p.hostname or "127.0.0.1", p.port or 5432, p.username or "postgres",
-                    p.password or "", None)
+    return PgServer(
+        p.hostname or "127.0.0.1", p.port or 5432, p.username or "postgres", p.password or "", None
+    )

@@ -69,7 +69,9 @@ class StoreSpec:
     account_key: str | None = "mautrix.bridge.e2ee"  # None: crypto tables but no account row
     crypto_tables: bool = True
     session_key: str | None = None  # defaults to account_key; another value makes a mixed store
-    owner: str | None = "megabridge"  # "megabridge" -> megabridge/mautrix-<bridge>; "legacy" -> mautrix-<bridge>
+    owner: str | None = (
+        "megabridge"  # "megabridge" -> megabridge/mautrix-<bridge>; "legacy" -> mautrix-<bridge>
+    )
     migrated: bool = False  # leave database_was_migrated and *_old tables behind
     recovery_key: bool = False
     corrupt_account: bool = False
@@ -96,30 +98,50 @@ def build(spec: StoreSpec, blob: str) -> BuiltStore:
             if stmt.strip():
                 add((stmt.strip(), ()))
 
-    ddl(BRIDGEV2_MAIN if spec.flavour == "go" else "CREATE TABLE version (version INTEGER PRIMARY KEY)")
+    ddl(
+        BRIDGEV2_MAIN
+        if spec.flavour == "go"
+        else "CREATE TABLE version (version INTEGER PRIMARY KEY)"
+    )
     if spec.flavour == "go":
         add(("INSERT INTO version VALUES (?, ?)", (29, 9)))
         add(("INSERT INTO mx_version VALUES (?, ?)", (11, 3)))
         if spec.owner:
-            owner = f"megabridge/mautrix-{spec.bridge}" if spec.owner == "megabridge" else (
-                f"mautrix-{spec.bridge}" if spec.owner == "legacy" else spec.owner)
+            owner = (
+                f"megabridge/mautrix-{spec.bridge}"
+                if spec.owner == "megabridge"
+                else (f"mautrix-{spec.bridge}" if spec.owner == "legacy" else spec.owner)
+            )
             add(("INSERT INTO database_owner (key, owner) VALUES (0, ?)", (owner,)))
-        add(("INSERT INTO portal (bridge_id, id, mxid, name) VALUES (?, ?, ?, ?)",
-             ("", "chat1", "!portal1:example.com", "Family")))
-        add(("INSERT INTO user_login (bridge_id, user_mxid, id) VALUES (?, ?, ?)",
-             ("", "@admin:example.com", "login1")))
+        add(
+            (
+                "INSERT INTO portal (bridge_id, id, mxid, name) VALUES (?, ?, ?, ?)",
+                ("", "chat1", "!portal1:example.com", "Family"),
+            )
+        )
+        add(
+            (
+                "INSERT INTO user_login (bridge_id, user_mxid, id) VALUES (?, ?, ?)",
+                ("", "@admin:example.com", "login1"),
+            )
+        )
         if spec.recovery_key:
             add(("INSERT INTO kv_store VALUES (?, ?, ?)", ("", "recovery_key", "EsTc abcd efgh")))
     else:
         add(("INSERT INTO version VALUES (?)", (10,)))
     if spec.migrated:
-        ddl("CREATE TABLE database_was_migrated (x INTEGER); CREATE TABLE portal_old (id TEXT);"
-            " CREATE TABLE message_old (id TEXT)")
+        ddl(
+            "CREATE TABLE database_was_migrated (x INTEGER); CREATE TABLE portal_old (id TEXT);"
+            " CREATE TABLE message_old (id TEXT)"
+        )
     if not spec.crypto_tables:
         return out
     ddl(GO_CRYPTO if spec.flavour == "go" else PY_CRYPTO)
-    add(("INSERT INTO crypto_version VALUES (?, ?)", (21, 20)) if spec.flavour == "go"
-        else ("INSERT INTO crypto_version VALUES (?)", (10,)))
+    add(
+        ("INSERT INTO crypto_version VALUES (?, ?)", (21, 20))
+        if spec.flavour == "go"
+        else ("INSERT INTO crypto_version VALUES (?)", (10,))
+    )
     if spec.account_key is None:
         return out
     acct = olm.Account()
@@ -129,8 +151,13 @@ def build(spec: StoreSpec, blob: str) -> BuiltStore:
     pickled = acct.pickle(spec.account_key)
     if spec.corrupt_account:
         pickled = b"this is not a pickle!"
-    add(("INSERT INTO crypto_account (account_id, device_id, shared, sync_token, account) "
-         "VALUES (?, ?, ?, ?, ?)", ("", spec.device_id, True, "s1_2_3", pickled)))
+    add(
+        (
+            "INSERT INTO crypto_account (account_id, device_id, shared, sync_token, account) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ("", spec.device_id, True, "s1_2_3", pickled),
+        )
+    )
     skey = spec.session_key if spec.session_key is not None else spec.account_key
     peer = olm.Account()
     peer.generate_one_time_keys(1)
@@ -138,14 +165,42 @@ def build(spec: StoreSpec, blob: str) -> BuiltStore:
     olm_sess = olm.OutboundSession(acct, peer.identity_keys["curve25519"], otk)
     outbound = olm.OutboundGroupSession()
     inbound = olm.InboundGroupSession(outbound.session_key)
-    add((f"INSERT INTO crypto_olm_session (account_id, session_id, sender_key, session) VALUES (?, ?, ?, ?)",
-         ("", olm_sess.id[:43], peer.identity_keys["curve25519"], olm_sess.pickle(skey))))
-    add(("INSERT INTO crypto_megolm_inbound_session (account_id, session_id, sender_key, signing_key, "
-         "room_id, session) VALUES (?, ?, ?, ?, ?, ?)",
-         ("", inbound.id, out.curve25519, out.ed25519, "!portal1:example.com", inbound.pickle(skey))))
-    add(("INSERT INTO crypto_megolm_outbound_session (account_id, room_id, session_id, session, shared, "
-         "max_messages, message_count, max_age) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-         ("", "!portal1:example.com", outbound.id, outbound.pickle(skey), True, 100, 1, 604800000)))
+    add(
+        (
+            "INSERT INTO crypto_olm_session (account_id, session_id, sender_key, session) VALUES (?, ?, ?, ?)",
+            ("", olm_sess.id[:43], peer.identity_keys["curve25519"], olm_sess.pickle(skey)),
+        )
+    )
+    add(
+        (
+            "INSERT INTO crypto_megolm_inbound_session (account_id, session_id, sender_key, signing_key, "
+            "room_id, session) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                "",
+                inbound.id,
+                out.curve25519,
+                out.ed25519,
+                "!portal1:example.com",
+                inbound.pickle(skey),
+            ),
+        )
+    )
+    add(
+        (
+            "INSERT INTO crypto_megolm_outbound_session (account_id, room_id, session_id, session, shared, "
+            "max_messages, message_count, max_age) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                "",
+                "!portal1:example.com",
+                outbound.id,
+                outbound.pickle(skey),
+                True,
+                100,
+                1,
+                604800000,
+            ),
+        )
+    )
     return out
 
 
