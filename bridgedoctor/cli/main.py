@@ -98,7 +98,10 @@ async def _run_check(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors: return, don't raise
+        return int(e.code or 0)
     if not args.root.is_dir():
         sys.stderr.write(f"bridgedoctor: {args.root} is not a directory; pass --root.\n")
         return EXIT_USAGE
