@@ -102,7 +102,8 @@ def load() -> Knowledge:
     raw = YAML(typ="safe").load(text)
     bridges = {name: _spec(name, spec) for name, spec in raw["bridges"].items()}
     known = tuple(raw["known_keys"])
-    public = set(known)
+    # "generate" and "" are tried as literal keys; neither is a secret worth hiding.
+    public = set(known) | {"generate", ""}
     for b in bridges.values():
         public.update(b.legacy_keys)
         public.update(k for k in (b.default_key, b.compiled_key) if k)

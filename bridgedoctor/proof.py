@@ -53,7 +53,7 @@ def candidates(
 
     in_force = in_force_key(spec, configured)
     if in_force is not None:
-        add(in_force, "configured" if spec.key_setting != "none" and configured else "compiled in")
+        add(in_force, "configured" if spec.key_setting != "none" and configured else "compiled-in")
     for k in spec.legacy_keys:
         add(k, f"historical key of {spec.name}")
     add(spec.default_key, "MDAD default")

@@ -28,3 +28,9 @@ def verdict(report: BridgeReport) -> str:
         ok = [f for f in findings if f.code == "pickle_key_ok"]
         return (ok[0] if ok else head).summary
     return head.summary
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a summary, for one-line listings."""
+    head, sep, _ = text.partition(". ")
+    return head + "." if sep else text

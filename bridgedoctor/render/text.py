@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from ..findings import BridgeReport, Fix, FleetReport
-from .common import STATUS_WORD, ordered, verdict
+from .common import STATUS_WORD, first_sentence, ordered, verdict
 
 WIDTH = 100
 
@@ -47,7 +47,7 @@ def fleet(report: FleetReport) -> str:
         return "No mautrix bridges found."
     width = max(len(r.bridge) for r in report.reports)
     lines = [
-        f"{r.bridge.ljust(width)}  {STATUS_WORD[r.status]:<15}  {verdict(r)}"
+        f"{r.bridge.ljust(width)}  {STATUS_WORD[r.status]:<15}  {first_sentence(verdict(r))}"
         for r in report.reports
     ]
     if report.pin:

@@ -1,0 +1,60 @@
+"""`bridgedoctor-helper --config FILE`. Exit codes: 0 stopped by a signal, 2 bad config or setup."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from .. import __version__
+from .audit import log, setup_logging
+from .config import DEFAULT_CONFIG, ConfigError, load, prepare_dirs
+from .listen import StartupError
+from .server import Helper
+
+EXIT_CONFIG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one sentence, exit 2, no usage dump
+        sys.stderr.write(f"bridgedoctor-helper: {message}.\n")
+        raise SystemExit(EXIT_CONFIG)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"bridgedoctor-helper: {message}\n")
+    return EXIT_CONFIG
+
+
+async def _serve(helper: Helper) -> None:
+    await helper.start()
+    await helper.run_until_signal()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _Parser(
+        prog="bridgedoctor-helper",
+        description="Answer bridgedoctor's maubot plugin over a local Unix socket.",
+    )
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config file")
+    p.add_argument("--version", action="version", version=f"bridgedoctor-helper {__version__}")
+    args = p.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load(args.config)
+        prepare_dirs(cfg)
+        helper = Helper(cfg)
+    except ConfigError as e:
+        return _fail(str(e))
+    try:
+        asyncio.run(_serve(helper))
+    except StartupError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        log.info("interrupted")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""The three operations, each bounded to what the helper itself discovered on the host."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..diagnose import Options, check, check_all
+from ..knowledge import Knowledge
+from ..probes import host
+from ..protocol import E_UNKNOWN_BRIDGE, ProtocolError, Request
+from .config import HelperConfig
+
+
+def options(cfg: HelperConfig) -> Options:
+    # try_keys and reveal_keys stay at their defaults: a chat client never gets key material.
+    return Options(
+        root=cfg.root, systemd_dir=cfg.systemd_dir, db_host=cfg.db_host, naming=cfg.naming
+    )
+
+
+async def discovered(cfg: HelperConfig, kb: Knowledge) -> list[str]:
+    return await asyncio.to_thread(host.discover, cfg.root, cfg.systemd_dir, kb)
+
+
+async def run(req: Request, cfg: HelperConfig, kb: Knowledge) -> tuple[dict[str, Any], str]:
+    """The result object and a short outcome for the audit line."""
+    if req.op == "list":
+        names = await discovered(cfg, kb)
+        return {"bridges": names}, "ok"
+    if req.op == "check":
+        names = await discovered(cfg, kb)
+        # Use our own string, never the client's: only names from discovery reach path building.
+        name = next((n for n in names if n == req.bridge), None)
+        if name is None:
+            raise ProtocolError(E_UNKNOWN_BRIDGE, "No such bridge is deployed on this host.")
+        report = await check(name, options(cfg), kb)
+        return report.to_dict(), report.status
+    fleet = await check_all(options(cfg), kb)
+    statuses = sorted({r.status for r in fleet.reports})
+    return fleet.to_dict(), ",".join(statuses) or "empty"

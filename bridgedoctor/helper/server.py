@@ -1,0 +1,167 @@
+"""The asyncio Unix-socket server: one request line in, one response line out, per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import signal
+import time
+import traceback
+from typing import Any
+
+from ..knowledge import Knowledge, load
+from ..protocol import (
+    E_BAD_REQUEST,
+    E_BUSY,
+    E_INTERNAL,
+    E_TIMEOUT,
+    E_UNAUTHORIZED,
+    MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
+    ProtocolError,
+    Request,
+    decode_request,
+    encode_response,
+)
+from . import listen, ops
+from .audit import Entry, audit_log, log
+from .config import HelperConfig
+from .peer import Peer, credentials
+
+INTERNAL_MESSAGE = "The helper hit an unexpected error; its log on the host has the details."
+
+
+def parse(line: bytes) -> Request:
+    """decode_request, plus the one failure it lets escape: json.loads raises RecursionError on
+    deeply nested input such as 4000 '[' (a protocol.py fix belongs upstream; this guards it)."""
+    try:
+        return decode_request(line)
+    except RecursionError:
+        raise ProtocolError(E_BAD_REQUEST, "The request is not valid JSON.") from None
+
+
+class Helper:
+    def __init__(self, cfg: HelperConfig, kb: Knowledge | None = None) -> None:
+        self.cfg = cfg
+        self.kb = kb or load()
+        # Counts requests being worked on; a full semaphore means "busy", never a queue.
+        self.slots = asyncio.Semaphore(cfg.max_concurrent)
+        self._token = cfg.token.encode()
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: int | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        sock = listen.bind(self.cfg)
+        self._inode = os.stat(self.cfg.socket).st_ino
+        # limit bounds readuntil(): a line longer than MAX_REQUEST_BYTES is refused unread.
+        self._server = await asyncio.start_unix_server(
+            self._connection, sock=sock, limit=MAX_REQUEST_BYTES
+        )
+        log.info("listening on %s (max_concurrent=%d)", self.cfg.socket, self.cfg.max_concurrent)
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), remove the socket."""
+        if self._server is not None:
+            self._server.close()
+        grace = self.cfg.request_timeout + 2 * self.cfg.read_timeout
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        listen.unlink_if_ours(self.cfg.socket, self._inode)
+        log.info("stopped")
+
+    async def run_until_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await self.close()
+
+    async def _connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        started = time.monotonic()
+        peer = credentials(writer.get_extra_info("socket"))
+        entry = Entry(uid=peer.uid if peer else None, pid=peer.pid if peer else None)
+        try:
+            try:
+                result = await self._answer(reader, peer, entry)
+                response = encode_response(result)
+            except ProtocolError as e:
+                entry.result = e.code
+                response = encode_response(error=e)
+            except Exception as e:  # noqa: BLE001 - any bug becomes a generic answer, never a crash
+                entry.result = E_INTERNAL
+                self._log_internal(e)
+                response = encode_response(error=ProtocolError(E_INTERNAL, INTERNAL_MESSAGE))
+            if len(response) > MAX_RESPONSE_BYTES:
+                entry.result = E_INTERNAL
+                log.error("response of %d bytes exceeds the protocol limit", len(response))
+                response = encode_response(error=ProtocolError(E_INTERNAL, INTERNAL_MESSAGE))
+            await self._send(writer, response)
+        finally:
+            audit_log.info(entry.line((time.monotonic() - started) * 1000))
+
+    async def _answer(
+        self, reader: asyncio.StreamReader, peer: Peer | None, entry: Entry
+    ) -> dict[str, Any]:
+        allowed = self.cfg.allowed_uids
+        if allowed is not None and (peer is None or peer.uid not in allowed):
+            raise ProtocolError(E_UNAUTHORIZED, "This user may not use the helper.")
+        req = parse(await self._read_line(reader))
+        entry.op, entry.bridge = req.op, req.bridge or "-"
+        # surrogatepass: JSON may carry lone surrogates, which plain UTF-8 encoding rejects.
+        if not hmac.compare_digest(req.token.encode("utf-8", "surrogatepass"), self._token):
+            raise ProtocolError(E_UNAUTHORIZED, "The token is wrong.")
+        if self.slots.locked():
+            raise ProtocolError(E_BUSY, "The helper is busy with other checks; try again soon.")
+        async with self.slots:
+            try:
+                result, entry.result = await asyncio.wait_for(
+                    ops.run(req, self.cfg, self.kb), self.cfg.request_timeout
+                )
+            except TimeoutError:
+                raise ProtocolError(
+                    E_TIMEOUT, "The check took too long and was stopped."
+                ) from None
+        return result
+
+    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
+        try:
+            return await asyncio.wait_for(reader.readuntil(b"\n"), self.cfg.read_timeout)
+        except asyncio.IncompleteReadError as e:
+            return e.partial  # no newline before EOF: decode_request calls it truncated
+        except asyncio.LimitOverrunError:
+            raise ProtocolError(E_BAD_REQUEST, "The request is too large.") from None
+        except TimeoutError:
+            raise ProtocolError(E_TIMEOUT, "No request arrived in time.") from None
+
+    async def _send(self, writer: asyncio.StreamWriter, response: bytes) -> None:
+        try:
+            writer.write(response)
+            # A client that stops reading must not pin this task: bound the flush too.
+            await asyncio.wait_for(writer.drain(), self.cfg.read_timeout)
+        except (OSError, TimeoutError):
+            log.debug("client went away before the answer was sent")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), self.cfg.read_timeout)
+
+    def _log_internal(self, e: BaseException) -> None:
+        # The traceback helps the admin; the token is the one secret the helper holds, so scrub it.
+        text = "".join(traceback.format_exception(e)).replace(self.cfg.token, "<token>")
+        log.error("internal error answering a request:\n%s", text.rstrip())
