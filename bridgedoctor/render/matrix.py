@@ -80,7 +80,9 @@ def _inline_html(text: str, command: str) -> str:
     out = []
     for i, part in enumerate(text.split("`")):
         if i % 2:  # inside backticks
-            out.append(f"<code>{_e(part.replace('bridgedoctor check', command + ' check'))}</code>")
+            out.append(
+                f"<code>{_e(part.replace('bridgedoctor check', command + ' check'))}</code>"
+            )
             continue
         pos = 0
         for m in _COMMAND_RE.finditer(part):
@@ -154,7 +156,7 @@ def _fits(plain: str, html: str) -> bool:
 
 
 def bridge_report(report: Report, command: str = "!bridge") -> Message:
-    """One bridge: verdict line, other findings, evidence in <details>, then each fix."""
+    """One bridge: verdict line, other findings, evidence folded in <details>, then each fix."""
     head_plain, head_html = _headline(report)
     findings = _findings(report)
     shown = verdict(report)
@@ -163,25 +165,30 @@ def bridge_report(report: Report, command: str = "!bridge") -> Message:
     if others:
         marks = [(SEVERITY_MARK.get(str(f.get("severity")), "⬜"), f) for f in others]
         plain += [f"{m} {f.get('summary', '')}" for m, f in marks]
-        html.append(
-            "<ul>" + "".join(f"<li>{m} {_e(f.get('summary', ''))}</li>" for m, f in marks) + "</ul>"
-        )
-    ev_plain, ev_html = _evidence(report, findings)
+        items = "".join(f"<li>{m} {_e(f.get('summary', ''))}</li>" for m, f in marks)
+        html.append(f"<ul>{items}</ul>")
+    fix_plain: list[str] = []
+    fix_html: list[str] = []
     for f in findings:
         fix = f.get("fix")
         if isinstance(fix, Mapping) and (fix.get("vars_yml") or fix.get("steps")):
             p, h = _fix(fix, command, "Fix")
-            plain += ["", *p]
-            html += h
-    text_plain, text_html = "\n".join(plain), "".join(html)
-    with_evidence = (
-        "\n".join([*plain, "", *ev_plain]) if ev_plain else text_plain,
-        text_html + ev_html,
+            fix_plain += ["", *p]
+            fix_html += h
+    ev_plain, ev_html = _evidence(report, findings)
+    full = (
+        "\n".join([*plain, *([""] + ev_plain if ev_plain else []), *fix_plain]),
+        "".join([*html, ev_html, *fix_html]),
     )
-    if _fits(*with_evidence):
-        return with_evidence
-    note = f"The evidence is too long for one message; run bridgedoctor check {report.get('bridge')}"
-    return text_plain + f"\n\n{note} on the host.", text_html + f"<p>{_e(note)} on the host.</p>"
+    if _fits(*full):
+        return full
+    # Never drop the fix: the evidence is what gives way.
+    name = report.get("bridge")
+    note = f"The evidence is too long for one message; run bridgedoctor check {name} on the host."
+    return (
+        "\n".join([*plain, "", note, *fix_plain]),
+        "".join([*html, f"<p>{_e(note)}</p>", *fix_html]),
+    )
 
 
 def fleet_report(fleet: Report, command: str = "!bridge") -> Message:
@@ -194,7 +201,8 @@ def fleet_report(fleet: Report, command: str = "!bridge") -> Message:
     for r in reports:
         counts[_status(r)] = counts.get(_status(r), 0) + 1
     tally = ", ".join(
-        f"{n} {STATUS_WORD[s]}" for s, n in sorted(counts.items(), key=lambda i: -_STATUS_RANK[i[0]])
+        f"{n} {STATUS_WORD[s]}"
+        for s, n in sorted(counts.items(), key=lambda i: -_STATUS_RANK[i[0]])
     )
     noun = "bridge" if len(reports) == 1 else "bridges"
     summary = f"{STATUS_SQUARE[worst]} {len(reports)} {noun} checked: {tally}."

@@ -1,0 +1,173 @@
+"""Matrix renderer on report dicts produced by the real core over MDAD-shaped hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import html
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridgedoctor.diagnose import Options, check, check_all
+from bridgedoctor.render import common
+from bridgedoctor.render import matrix as render
+from tests.support.fleet import SECRETS, Host
+from tests.support.pg import PgServer
+from tests.support.store import StoreSpec
+
+GMESSAGES_SNIPPET = (
+    'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"'
+)
+_counter = itertools.count()
+
+
+@pytest.fixture
+def host(tmp_path: Path, pg: PgServer) -> Host:
+    prefix = f"rm{next(_counter)}_"
+    h = Host.at(tmp_path, pg)
+    h.add(
+        "gmessages",
+        StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
+        db_prefix=prefix,
+    )
+    h.add(
+        "whatsapp",
+        StoreSpec("whatsapp", account_key="maunium.net/go/mautrix-whatsapp"),
+        db_prefix=prefix,
+    )
+    return h
+
+
+def opts(host: Host) -> Options:
+    assert host.pg is not None
+    return Options(root=host.root, systemd_dir=host.systemd, db_host=f"127.0.0.1:{host.pg.port}")
+
+
+def report(host: Host, name: str) -> dict[str, Any]:
+    return asyncio.run(check(name, opts(host))).to_dict()
+
+
+def fleet(host: Host) -> dict[str, Any]:
+    return asyncio.run(check_all(opts(host))).to_dict()
+
+
+def code_blocks(formatted: str) -> list[str]:
+    found = re.findall(r'<pre><code class="language-yaml">(.*?)</code></pre>', formatted, re.S)
+    return [html.unescape(b).rstrip("\n") for b in found]
+
+
+def assert_clean(plain: str, formatted: str) -> None:
+    for secret in SECRETS:
+        assert secret not in plain and secret not in formatted
+    assert "<table" not in formatted
+    assert not any(line.lstrip().startswith("|") for line in plain.splitlines())
+    assert "Traceback" not in plain
+
+
+def test_broken_bridge_verdict_evidence_snippet_command(host: Host) -> None:
+    plain, formatted = render.bridge_report(report(host, "gmessages"))
+    assert_clean(plain, formatted)
+    # Verdict first, in both bodies.
+    assert plain.startswith("🟥 gmessages: broken — Pickle key mismatch")
+    assert formatted.startswith("<p>🟥 <b>gmessages</b>: broken — Pickle key mismatch")
+    # Then the evidence, folded; then the snippet; then the command to run.
+    details = formatted.index("<details><summary>Evidence</summary>")
+    snippet = formatted.index('<pre><code class="language-yaml">')
+    install = formatted.index("<code>just install-service mautrix-gmessages</code>")
+    assert details < snippet < install
+    assert formatted.count("<details>") == formatted.count("</details>") == 1
+    assert "MAC mismatch" in formatted[details:snippet]
+    assert code_blocks(formatted) == [GMESSAGES_SNIPPET]
+    # Byte for byte in the HTML too (quotes are not entity-escaped outside attributes).
+    assert GMESSAGES_SNIPPET in formatted
+    assert f"```yaml\n{GMESSAGES_SNIPPET}\n```" in plain
+    assert "just install-service mautrix-gmessages" in plain
+
+
+def test_report_text_is_html_escaped(host: Host) -> None:
+    r = report(host, "gmessages")
+    _, formatted = render.bridge_report(r)
+    # The real fix step names "<your matrix domain>": escaped, not swallowed as a tag.
+    assert "inventory/host_vars/&lt;your matrix domain&gt;/vars.yml" in formatted
+    assert "<your matrix domain>" not in formatted
+    hostile = copy.deepcopy(r)
+    hostile["findings"][0]["summary"] = "<script>alert(1)</script> & <b>"
+    hostile["findings"][0]["evidence"].append("<img src=x onerror=alert(1)>")
+    hostile["facts"]["config"] = "/matrix/<i>x</i>"
+    hostile["findings"][0]["fix"]["vars_yml"] = "a: '<b>&'"
+    plain, formatted = render.bridge_report(hostile)
+    assert "<script>" not in formatted and "<img" not in formatted and "<i>" not in formatted
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;" in formatted
+    assert code_blocks(formatted) == ["a: '<b>&'"]
+    assert "<script>alert(1)</script>" in plain  # the plain body is plain text
+
+
+def test_healthy_bridge_is_green(host: Host) -> None:
+    plain, formatted = render.bridge_report(report(host, "whatsapp"))
+    assert_clean(plain, formatted)
+    assert plain.startswith("🟩 whatsapp: ok — The configured pickle key")
+    assert "MAC verified" in plain.splitlines()[0]
+    assert "<pre>" not in formatted  # nothing to fix
+
+
+def test_unknown_bridge_could_not_check(host: Host) -> None:
+    plain, formatted = render.bridge_report(report(host, "nope"))
+    assert plain.startswith("⬜ nope: could not check — Unknown bridge 'nope'")
+    assert "<details>" not in formatted
+
+
+def test_fleet_one_line_per_bridge_and_pin(host: Host) -> None:
+    f = fleet(host)
+    plain, formatted = render.fleet_report(f)
+    assert_clean(plain, formatted)
+    lines = plain.splitlines()
+    assert lines[0] == "🟥 2 bridges checked: 1 broken, 1 ok."
+    assert lines[1].startswith("🟥 gmessages: broken — ")
+    assert lines[2].startswith("🟩 whatsapp: ok — ")
+    assert formatted.count("<li>🟥 <b>gmessages</b>") == 1
+    assert formatted.count("<li>🟩 <b>whatsapp</b>") == 1
+    (pin,) = code_blocks(formatted)
+    assert GMESSAGES_SNIPPET in pin.splitlines()
+    assert (
+        'matrix_bridge_mautrix_whatsapp_bridge_encryption_pickle_key: "maunium.net/go/mautrix-whatsapp"'
+        in pin.splitlines()
+    )
+    assert "<code>just setup-all</code>" in formatted
+    assert "Details and fixes: !bridge check gmessages" in plain
+    assert "<code>!bridge check gmessages</code>" in formatted
+
+
+def test_empty_fleet_and_list() -> None:
+    assert render.fleet_report({"bridges": []})[0] == "No mautrix bridges found."
+    assert render.bridge_list({"bridges": []})[0] == "No mautrix bridges found."
+    plain, formatted = render.bridge_list({"bridges": ["gmessages", {"bridge": "whatsapp"}]})
+    assert plain.splitlines()[:3] == ["Deployed bridges (2):", "- gmessages", "- whatsapp"]
+    assert "<li>gmessages</li><li>whatsapp</li>" in formatted
+    assert "!bridge check &lt;name&gt;" in formatted
+
+
+def test_error_is_one_escaped_sentence() -> None:
+    plain, formatted = render.error("Socket /run/x<y> is gone.")
+    assert plain == "⚠️ Socket /run/x<y> is gone."
+    assert formatted == "<p>⚠️ Socket /run/x&lt;y&gt; is gone.</p>"
+
+
+def test_wording_matches_the_terminal_renderer(host: Host) -> None:
+    assert render.STATUS_WORD == common.STATUS_WORD
+    for name in ("gmessages", "whatsapp", "nope"):
+        obj = asyncio.run(check(name, opts(host)))
+        assert render.verdict(obj.to_dict()) == common.verdict(obj)
+
+
+def test_oversized_evidence_keeps_the_fix(host: Host) -> None:
+    r = report(host, "gmessages")
+    r["findings"][0]["evidence"] = [f"candidate {i}: " + "x" * 200 for i in range(400)]
+    plain, formatted = render.bridge_report(r)
+    assert len(plain.encode()) + len(formatted.encode()) < 60_000
+    assert "<details>" not in formatted
+    assert "evidence is too long" in plain
+    assert code_blocks(formatted) == [GMESSAGES_SNIPPET]
