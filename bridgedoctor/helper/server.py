@@ -96,32 +96,46 @@ class Helper:
         started = time.monotonic()
         peer = credentials(writer.get_extra_info("socket"))
         entry = Entry(uid=peer.uid if peer else None, pid=peer.pid if peer else None)
+        logged = False
         try:
-            try:
-                result = await self._answer(reader, peer, entry)
-                response = encode_response(result)
-            except ProtocolError as e:
-                entry.result = e.code
-                response = encode_response(error=e)
-            except Exception as e:  # noqa: BLE001 - any bug becomes a generic answer, never a crash
-                entry.result = E_INTERNAL
-                self._log_internal(e)
-                response = encode_response(error=ProtocolError(E_INTERNAL, INTERNAL_MESSAGE))
-            if len(response) > MAX_RESPONSE_BYTES:
-                entry.result = E_INTERNAL
-                log.error("response of %d bytes exceeds the protocol limit", len(response))
-                response = encode_response(error=ProtocolError(E_INTERNAL, INTERNAL_MESSAGE))
+            response = await self._respond(reader, peer, entry)
+            # Log before sending: once the client sees the answer, its audit line exists.
+            audit_log.info(entry.line((time.monotonic() - started) * 1000))
+            logged = True
             await self._send(writer, response)
         finally:
-            audit_log.info(entry.line((time.monotonic() - started) * 1000))
+            if not logged:  # cancelled at shutdown: still exactly one line
+                entry.result = entry.result if entry.result != "-" else "cancelled"
+                audit_log.info(entry.line((time.monotonic() - started) * 1000))
+
+    async def _respond(
+        self, reader: asyncio.StreamReader, peer: Peer | None, entry: Entry
+    ) -> bytes:
+        try:
+            response = encode_response(await self._answer(reader, peer, entry))
+        except ProtocolError as e:
+            entry.result = e.code
+            return encode_response(error=e)
+        except Exception as e:  # noqa: BLE001 - any bug becomes a generic answer, never a crash
+            entry.result = E_INTERNAL
+            self._log_internal(e)
+            return encode_response(error=ProtocolError(E_INTERNAL, INTERNAL_MESSAGE))
+        if len(response) > MAX_RESPONSE_BYTES:
+            entry.result = E_INTERNAL
+            log.error("a response of %d bytes exceeds the protocol limit", len(response))
+            return encode_response(error=ProtocolError(E_INTERNAL, INTERNAL_MESSAGE))
+        return response
 
     async def _answer(
         self, reader: asyncio.StreamReader, peer: Peer | None, entry: Entry
     ) -> dict[str, Any]:
+        line = await self._read_line(reader)
         allowed = self.cfg.allowed_uids
+        # Checked after the (bounded) read but before parsing: answering before the client has
+        # written would make its write fail with EPIPE, and it would never see this answer.
         if allowed is not None and (peer is None or peer.uid not in allowed):
             raise ProtocolError(E_UNAUTHORIZED, "This user may not use the helper.")
-        req = parse(await self._read_line(reader))
+        req = parse(line)
         entry.op, entry.bridge = req.op, req.bridge or "-"
         # surrogatepass: JSON may carry lone surrogates, which plain UTF-8 encoding rejects.
         if not hmac.compare_digest(req.token.encode("utf-8", "surrogatepass"), self._token):

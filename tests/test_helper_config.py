@@ -1,0 +1,206 @@
+"""bridgedoctor-helper's configuration and its console script, run as the admin would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor.helper.config import ConfigError, load
+from bridgedoctor.protocol import decode_response
+
+SCRIPT = Path(sys.executable).parent / "bridgedoctor-helper"
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def site() -> Iterator[Path]:
+    """A root, a token file and a socket dir; short path because of the 107-byte socket limit."""
+    d = Path(tempfile.mkdtemp(prefix="bdc-", dir="/tmp"))
+    (d / "matrix").mkdir()
+    (d / "token").write_text(TOKEN + "\n")
+    (d / "token").chmod(0o640)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def write(site: Path, text: str) -> Path:
+    """A config with site-local paths, plus `text` (whose keys win)."""
+    base = {
+        "root": site / "matrix",
+        "token_file": site / "token",
+        "socket": site / "run" / "h.sock",
+        "backup_dir": site / "backups",
+    }
+    given = {line.split(":", 1)[0] for line in text.splitlines()}
+    head = "".join(f"{k}: {v}\n" for k, v in base.items() if k not in given)
+    path = site / "helper.yaml"
+    path.write_text(head + text)
+    return path
+
+
+def run_script(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), "--config", str(config)], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_defaults(site: Path) -> None:
+    cfg = load(write(site, ""))
+    assert cfg.systemd_dir == Path("/etc/systemd/system")
+    assert (cfg.socket_mode, cfg.socket_gid, cfg.allowed_uids) == (0o660, None, None)
+    assert (cfg.naming, cfg.max_concurrent, cfg.db_host) == ("auto", 4, None)
+    assert (cfg.request_timeout, cfg.read_timeout) == (60.0, 5.0)
+    assert cfg.token == TOKEN and TOKEN not in repr(cfg)
+
+
+def test_all_keys(site: Path) -> None:
+    cfg = load(
+        write(
+            site,
+            "systemd_dir: /srv/units\ndb_host: /matrix/postgres/run\nsocket_group: 0\n"
+            "socket_mode: 0o600\nallowed_uids: [991, 1000]\nnaming: legacy\nmax_concurrent: 2\n"
+            "request_timeout: 30\nread_timeout: 1.5\n",
+        )
+    )
+    assert cfg.db_host == "/matrix/postgres/run" and cfg.socket_gid == 0
+    assert cfg.socket_mode == 0o600 and cfg.allowed_uids == frozenset({991, 1000})
+    assert (cfg.naming, cfg.max_concurrent, cfg.read_timeout) == ("legacy", 2, 1.5)
+
+
+@pytest.mark.parametrize("value", ["'0640'", "'640'", "0o640", "416"])
+def test_socket_mode_spellings(site: Path, value: str) -> None:
+    assert load(write(site, f"socket_mode: {value}\n")).socket_mode == 0o640
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("socket_mode: 0660\n", "socket_mode 660 is not a permission mode"),  # YAML 1.2: decimal
+        ("bogus: 1\n", "unknown setting 'bogus'"),
+        ("naming: newest\n", "naming must be one of"),
+        ("max_concurrent: 0\n", "max_concurrent must be"),
+        ("max_concurrent: true\n", "max_concurrent must be"),
+        ("request_timeout: -1\n", "request_timeout must be"),
+        ("read_timeout: soon\n", "read_timeout must be"),
+        ("allowed_uids: [root]\n", "allowed_uids must be"),
+        ("allowed_uids: 0\n", "allowed_uids must be"),
+        ("socket_group: no-such-group-bd\n", "socket_group 'no-such-group-bd' does not exist"),
+        ("db_host: 'evil host;x'\n", "db_host 'evil host;x' is not HOST[:PORT]"),
+        ("db_host: 'pg:99999'\n", "db_host port 99999 is out of range"),
+        ("systemd_dir: relative/dir\n", "systemd_dir must be an absolute path"),
+        ("socket: /tmp/" + "s" * 120 + "\n", "longer than 107 bytes"),
+        ("naming: auto\nnaming: legacy\n", "is not valid YAML at line 6"),  # duplicate key
+    ],
+)
+def test_bad_values(site: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(site, text))
+    assert needle in str(err.value)
+    assert str(err.value).endswith(".") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("db_host", ["127.0.0.1", "matrix-postgres:5432", "/matrix/postgres/run"])
+def test_db_host_forms(site: Path, db_host: str) -> None:
+    assert load(write(site, f"db_host: {db_host}\n")).db_host == db_host
+
+
+def test_token_file_is_required(site: Path) -> None:
+    (site / "helper.yaml").write_text(f"root: {site / 'matrix'}\n")
+    with pytest.raises(ConfigError, match="token_file is required"):
+        load(site / "helper.yaml")
+
+
+def test_short_token_is_refused(site: Path) -> None:
+    (site / "token").write_text("short\n")
+    with pytest.raises(ConfigError, match="openssl rand -hex 32"):
+        load(write(site, ""))
+
+
+def test_missing_root_is_refused(site: Path) -> None:
+    (site / "matrix").rmdir()
+    with pytest.raises(ConfigError, match="is not a directory"):
+        load(write(site, ""))
+
+
+# --- through the console script: one sentence on stderr, exit 2 ----------------------------------
+
+
+def assert_one_sentence(proc: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert proc.returncode == 2, proc
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bridgedoctor-helper: "), proc.stderr
+    assert needle in lines[0] and lines[0].endswith(".")
+    assert "Traceback" not in proc.stderr and TOKEN not in proc.stderr
+
+
+def test_script_bad_yaml(site: Path) -> None:
+    path = write(site, "naming: [unclosed\n")
+    assert_one_sentence(run_script(path), "is not valid YAML at line")
+
+
+def test_script_world_readable_token(site: Path) -> None:
+    (site / "token").chmod(0o644)
+    assert_one_sentence(run_script(write(site, "")), "is accessible to all users (mode 0644)")
+
+
+def test_script_unknown_key(site: Path) -> None:
+    assert_one_sentence(run_script(write(site, "reveal_keys: true\n")), "unknown setting")
+
+
+def test_script_missing_config(site: Path) -> None:
+    assert_one_sentence(run_script(site / "nope.yaml"), "cannot read the config file")
+
+
+def test_script_not_a_mapping(site: Path) -> None:
+    (site / "helper.yaml").write_text("- a\n- b\n")
+    assert_one_sentence(run_script(site / "helper.yaml"), "must be a mapping")
+
+
+def test_script_socket_path_is_a_file(site: Path) -> None:
+    (site / "run").mkdir()
+    (site / "run" / "h.sock").write_text("keep me")
+    assert_one_sentence(run_script(write(site, "")), "exists and is not a socket")
+    assert (site / "run" / "h.sock").read_text() == "keep me"
+
+
+def test_script_serves_and_stops_cleanly_on_sigterm(site: Path) -> None:
+    config = write(site, f"systemd_dir: {site / 'units'}\n")
+    sock = site / "run" / "h.sock"
+    proc = subprocess.Popen(
+        [str(SCRIPT), "--config", str(config)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():  # waiting for readiness, not asserting on time
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the helper did not create its socket"
+            time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(str(sock))
+            s.sendall(json.dumps({"v": 1, "token": TOKEN, "op": "list"}).encode() + b"\n")
+            line = s.makefile("rb").readline()
+        assert decode_response(line) == {"bridges": []}
+        assert (site / "backups").is_dir()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read() if proc.stderr else ""
+    assert f"request op=list bridge=- uid={os.getuid()}" in err and "result=ok" in err
+    assert TOKEN not in err
+    assert not sock.exists()

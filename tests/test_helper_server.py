@@ -1,0 +1,468 @@
+"""bridgedoctor-helper's server, in-process over a real Unix socket, against an MDAD-shaped host
+with real crypto stores in a real PostgreSQL.
+
+The server runs in its own thread and event loop, exactly as in production; the tests talk to it
+with plain blocking sockets, so every byte goes through the kernel the way the plugin's would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bridgedoctor.helper import ops
+from bridgedoctor.helper.config import HelperConfig, parse
+from bridgedoctor.helper.listen import StartupError
+from bridgedoctor.helper.server import Helper
+from bridgedoctor.protocol import MAX_REQUEST_BYTES, VERSION
+from tests.support.fleet import SECRETS, Host, mdad_default_key
+from tests.support.pg import PgServer
+from tests.support.store import StoreSpec
+
+T = TypeVar("T")
+TOKEN = "t0k3n-" + secrets.token_hex(24)
+ERROR_CODES = {
+    "bad_request",
+    "unauthorized",
+    "unknown_op",
+    "unknown_bridge",
+    "busy",
+    "timeout",
+    "internal",
+}
+
+
+# --- a sample host, built once per module: two PostgreSQL bridges and one SQLite bridge --------
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, pg: PgServer) -> Host:
+    host = Host.at(tmp_path_factory.mktemp("helperhost"), pg)
+    prefix = f"h{os.getpid()}_"
+    # A store pickled with the bridge's old compiled-in key: the key MDAD renders today is wrong.
+    host.add(
+        "gmessages",
+        StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
+        db_prefix=prefix,
+    )
+    host.add(
+        "whatsapp",
+        StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp")),
+        db_prefix=prefix,
+    )
+    host.add(
+        "signal", StoreSpec("signal", account_key=mdad_default_key("signal")), engine="sqlite"
+    )
+    return host
+
+
+def make_config(host: Host, sockdir: Path, **overrides: Any) -> HelperConfig:
+    token_file = sockdir / "token"
+    if not token_file.exists():
+        token_file.write_text(TOKEN + "\n")
+        token_file.chmod(0o640)
+    raw: dict[str, Any] = {
+        "root": str(host.root),
+        "systemd_dir": str(host.systemd),
+        "db_host": f"{host.pg.host}:{host.pg.port}" if host.pg else None,
+        "socket": str(sockdir / "h.sock"),
+        "token_file": str(token_file),
+        "backup_dir": str(sockdir / "backups"),
+    }
+    raw.update(overrides)
+    return parse(raw, sockdir / "helper.yaml")
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    # Not tmp_path: a Unix socket path must fit in 107 bytes, and pytest's paths can be long.
+    d = Path(tempfile.mkdtemp(prefix="bdh-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# --- the server in a thread ----------------------------------------------------------------------
+
+
+class Running:
+    """A Helper serving on its own event loop in a background thread."""
+
+    def __init__(self, cfg: HelperConfig) -> None:
+        self.cfg = cfg
+        self.path = str(cfg.socket)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.helper: Helper = self.call(self._start())
+        self.closed = False
+
+    async def _start(self) -> Helper:
+        helper = Helper(self.cfg)
+        await helper.start()
+        return helper
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.call(self.helper.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def raw(self, data: bytes, *, eof: bool = True, timeout: float = 30) -> bytes:
+        return exchange(self.path, data, eof=eof, timeout=timeout)
+
+    def ask(self, body: Any, **kw: Any) -> dict[str, Any]:
+        return answer(self.raw(json.dumps(body).encode() + b"\n", **kw))
+
+    def req(self, op: str, bridge: str | None = None, token: str = TOKEN) -> dict[str, Any]:
+        body: dict[str, Any] = {"v": VERSION, "token": token, "op": op}
+        if bridge is not None:
+            body["bridge"] = bridge
+        return self.ask(body)
+
+
+def exchange(path: str, data: bytes, *, eof: bool = True, timeout: float = 30) -> bytes:
+    """Send data, optionally half-close, and read until the helper closes the connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        if data:
+            s.sendall(data)
+        if eof:
+            s.shutdown(socket.SHUT_WR)
+        return read_all(s)
+
+
+def read_all(s: socket.socket, *, reset_ends: bool = False) -> bytes:
+    chunks = []
+    try:
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        # Linux reports ECONNRESET once the queued answer is read if the helper closed with our
+        # unread bytes still in its buffer, which is what refusing an oversized line means.
+        if not reset_ends:
+            raise
+    return b"".join(chunks)
+
+
+def answer(raw: bytes) -> dict[str, Any]:
+    """Check that raw is exactly one valid protocol response line, and return it."""
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 1, raw[:200]
+    body = json.loads(raw)
+    assert body["v"] == VERSION
+    if body["ok"] is True:
+        assert set(body) == {"v", "ok", "result"} and isinstance(body["result"], dict)
+    else:
+        assert body["ok"] is False and set(body) == {"v", "ok", "error"}
+        assert body["error"]["code"] in ERROR_CODES
+        message = body["error"]["message"]
+        assert isinstance(message, str) and message.endswith(".") and "\n" not in message
+    text = raw.decode()
+    for secret in (TOKEN, *SECRETS):
+        assert secret not in text, "a secret leaked into an answer"
+    return body
+
+
+def error_code(body: dict[str, Any]) -> str:
+    assert body["ok"] is False, body
+    return body["error"]["code"]
+
+
+@pytest.fixture
+def start(fleet: Host, sockdir: Path) -> Iterator[Any]:
+    """start(**config overrides) -> Running; stopped at the end of the test."""
+    started: list[Running] = []
+
+    def _start(**overrides: Any) -> Running:
+        r = Running(make_config(fleet, sockdir, **overrides))
+        started.append(r)
+        return r
+
+    yield _start
+    for r in started:
+        r.stop()
+
+
+@pytest.fixture
+def helper(start: Any) -> Running:
+    return start()
+
+
+# --- operations ----------------------------------------------------------------------------------
+
+
+def test_list_names_the_discovered_bridges(helper: Running) -> None:
+    body = helper.req("list")
+    assert body["ok"] is True
+    assert sorted(body["result"]["bridges"]) == ["gmessages", "signal", "whatsapp"]
+
+
+def test_check_proves_the_wrong_pickle_key(helper: Running) -> None:
+    body = helper.req("check", "gmessages")
+    report = body["result"]
+    assert report["bridge"] == "gmessages" and report["status"] == "broken"
+    mismatch = next(f for f in report["findings"] if f["code"] == "pickle_key_mismatch")
+    assert mismatch["fix"]["vars_yml"] == (
+        'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"'
+    )
+
+
+def test_check_healthy_bridges(helper: Running) -> None:
+    assert helper.req("check", "whatsapp")["result"]["status"] == "ok"
+    sqlite = helper.req("check", "signal")["result"]
+    assert sqlite["status"] == "ok" and sqlite["facts"]["database"].startswith("sqlite ")
+
+
+def test_check_all_is_the_fleet_report(helper: Running) -> None:
+    result = helper.req("check_all")["result"]
+    statuses = {r["bridge"]: r["status"] for r in result["bridges"]}
+    assert statuses == {"gmessages": "broken", "whatsapp": "ok", "signal": "ok"}
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+def test_wrong_token_is_unauthorized(helper: Running) -> None:
+    assert error_code(helper.req("list", token="not-" + TOKEN)) == "unauthorized"
+    # A non-ASCII token must not break the constant-time comparison.
+    assert error_code(helper.req("list", token="\u00e9\ud800")) == "unauthorized"
+
+
+def test_missing_token_is_unauthorized(helper: Running) -> None:
+    assert error_code(helper.ask({"v": 1, "op": "list"})) == "unauthorized"
+
+
+def test_unknown_op(helper: Running) -> None:
+    assert error_code(helper.ask({"v": 1, "token": TOKEN, "op": "reset"})) == "unknown_op"
+
+
+@pytest.mark.parametrize("bridge", ["../../etc", "whatsapp/../../etc", "slack", "zz-not-one"])
+def test_only_discovered_bridges_are_checked(helper: Running, bridge: str) -> None:
+    # slack is a real bridge, just not deployed on this host: still not the client's choice.
+    assert error_code(helper.req("check", bridge)) == "unknown_bridge"
+
+
+def test_truncated_request(helper: Running) -> None:
+    body = answer(helper.raw(b'{"v": 1, "token": "x", "op": "li'))
+    assert error_code(body) == "bad_request" and "truncated" in body["error"]["message"]
+
+
+def test_empty_connection(helper: Running) -> None:
+    assert error_code(answer(helper.raw(b""))) == "bad_request"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xfe\x00\x01garbage\n", b"\x00" * 100 + b"\n", b"[" * 4000 + b"\n", b"null\n"],
+    ids=["binary", "nul", "deep-nesting", "null"],
+)
+def test_garbage_is_a_bad_request(helper: Running, data: bytes) -> None:
+    assert error_code(answer(helper.raw(data))) == "bad_request"
+    assert helper.req("list")["ok"] is True
+
+
+def test_line_just_over_the_limit(helper: Running) -> None:
+    pad = "x" * MAX_REQUEST_BYTES
+    assert error_code(helper.ask({"v": 1, "token": TOKEN, "op": "list", "pad": pad})) == (
+        "bad_request"
+    )
+
+
+def test_endless_line_is_refused_without_reading_it_all(helper: Running) -> None:
+    """A writer that never stops: if the helper tried to read the whole line, no answer would
+    ever come. It answers after at most a few KiB, and the writer then hits a closed socket."""
+    sent = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(helper.path)
+        stop = threading.Event()
+
+        def flood() -> None:
+            nonlocal sent
+            chunk = b"A" * 65536
+            try:
+                while not stop.is_set() and sent < 1 << 30:
+                    sent += s.send(chunk)
+            except OSError:
+                pass  # the helper closed its end: what we want
+
+        writer = threading.Thread(target=flood, daemon=True)
+        writer.start()
+        raw = read_all(s, reset_ends=True)
+        stop.set()
+        writer.join(30)
+    body = answer(raw)
+    assert error_code(body) == "bad_request" and "too large" in body["error"]["message"]
+    assert sent < 1 << 30
+
+
+def test_silent_client_is_dropped_after_read_timeout(start: Any) -> None:
+    helper = start(read_timeout=0.3)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)  # far above read_timeout: the helper, not this timeout, ends the wait
+        s.connect(helper.path)
+        t0 = time.monotonic()
+        raw = read_all(s)  # never sends, never half-closes
+        waited = time.monotonic() - t0
+    assert error_code(answer(raw)) == "timeout"
+    assert waited >= 0.25
+
+
+def test_busy_when_all_slots_are_taken(start: Any) -> None:
+    helper = start(max_concurrent=2)
+    sem = helper.helper.slots
+    for _ in range(2):
+        helper.call(sem.acquire())  # two checks "in flight", deterministically
+    assert error_code(helper.req("list")) == "busy"
+    helper.loop.call_soon_threadsafe(sem.release)
+    assert helper.req("list")["ok"] is True  # one free slot again
+
+
+def test_request_timeout(start: Any) -> None:
+    # A "PostgreSQL" that accepts connections and never answers: the check hangs in the probe.
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)
+        helper = start(request_timeout=0.3, db_host=f"127.0.0.1:{mute.getsockname()[1]}")
+        body = helper.req("check", "gmessages")
+        assert error_code(body) == "timeout"
+        assert helper.req("list")["ok"] is True
+
+
+def test_allowed_uids_refuses_other_users(start: Any) -> None:
+    helper = start(allowed_uids=[os.getuid() + 1])
+    assert error_code(helper.req("list")) == "unauthorized"
+
+
+def test_allowed_uids_admits_listed_users(start: Any) -> None:
+    helper = start(allowed_uids=[os.getuid()])
+    assert helper.req("list")["ok"] is True
+
+
+def test_unexpected_error_is_generic(
+    helper: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError(f"exploded near {SECRETS[0]} with {TOKEN}")
+
+    monkeypatch.setattr(ops, "run", broken)
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+        body = helper.req("list")
+    assert error_code(body) == "internal"
+    assert "exploded" not in json.dumps(body)
+    assert "RuntimeError" in caplog.text and TOKEN not in caplog.text
+    monkeypatch.undo()
+    assert helper.req("list")["ok"] is True
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+
+def test_one_audit_line_per_request(helper: Running, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper.audit"):
+        helper.req("check", "gmessages")
+        helper.req("list", token="wrong-token-123456")
+        helper.raw(b"\xff\n")
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
+    assert len(lines) == 3
+    uid, pid = os.getuid(), os.getpid()
+    assert lines[0].startswith(
+        f"request op=check bridge=gmessages uid={uid} pid={pid} result=broken ms="
+    )
+    assert lines[1].startswith(f"request op=list bridge=- uid={uid} pid={pid} result=unauthorized")
+    assert lines[2].startswith(f"request op=- bridge=- uid={uid} pid={pid} result=bad_request")
+    for secret in (TOKEN, "wrong-token-123456", *SECRETS, "postgres://"):
+        assert secret not in caplog.text
+
+
+# --- the socket file -----------------------------------------------------------------------------
+
+
+def _other_group() -> int:
+    """A group other than ours that we may chown to (any group, as root)."""
+    if os.geteuid() == 0:
+        return next(g.gr_gid for g in grp.getgrall() if g.gr_gid != os.getegid())
+    others = [g for g in os.getgroups() if g != os.getegid()]
+    if not others:
+        pytest.skip("this user belongs to one group only")
+    return others[0]
+
+
+def test_socket_mode_and_group_are_applied(start: Any) -> None:
+    gid = _other_group()
+    helper = start(socket_mode=0o640, socket_group=gid)
+    st = os.stat(helper.path)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_gid == gid
+
+
+def test_default_socket_mode(helper: Running) -> None:
+    assert stat.S_IMODE(os.stat(helper.path).st_mode) == 0o660
+
+
+def test_stale_socket_is_replaced(fleet: Host, sockdir: Path, start: Any) -> None:
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(sockdir / "h.sock"))
+    stale.close()  # a crashed helper leaves exactly this: a socket nobody listens on
+    assert start().req("list")["ok"] is True
+
+
+def test_refuses_to_replace_a_non_socket(fleet: Host, sockdir: Path) -> None:
+    (sockdir / "h.sock").write_text("precious")
+    with pytest.raises(StartupError, match="not a socket"):
+        Running(make_config(fleet, sockdir))
+    assert (sockdir / "h.sock").read_text() == "precious"
+
+
+def test_refuses_to_steal_a_live_socket(helper: Running, fleet: Host, sockdir: Path) -> None:
+    with pytest.raises(StartupError, match="already listening"):
+        Running(make_config(fleet, sockdir))
+    assert helper.req("list")["ok"] is True
+
+
+def test_close_finishes_in_flight_requests(
+    helper: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown begins while a request is being worked on: it is answered, then the socket goes."""
+    closing: list[asyncio.Task[None]] = []
+
+    async def slow(*_: Any) -> tuple[dict[str, Any], str]:
+        closing.append(asyncio.get_running_loop().create_task(helper.helper.close()))
+        await asyncio.sleep(0)  # let close() stop the listener while we are still in flight
+        assert not os.path.exists(helper.path) or not helper.helper._server.is_serving()
+        await asyncio.sleep(0.05)
+        return {"bridges": ["late"]}, "ok"
+
+    monkeypatch.setattr(ops, "run", slow)
+    body = helper.req("list")
+    assert body["result"] == {"bridges": ["late"]}
+    helper.call(_wait(closing))
+    helper.closed = True
+    assert not os.path.exists(helper.path)
+    with pytest.raises(OSError), socket.socket(socket.AF_UNIX) as s:
+        s.connect(helper.path)
+
+
+async def _wait(tasks: list[asyncio.Task[None]]) -> None:
+    await asyncio.gather(*tasks)
