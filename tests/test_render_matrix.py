@@ -127,6 +127,7 @@ def test_fleet_one_line_per_bridge_and_pin(host: Host) -> None:
     lines = plain.splitlines()
     assert lines[0] == "🟥 2 bridges checked: 1 broken, 1 ok."
     assert lines[1].startswith("🟥 gmessages: broken — ")
+    assert "supplied account key" not in lines[1]  # one sentence per bridge, as the terminal
     assert lines[2].startswith("🟩 whatsapp: ok — ")
     assert formatted.count("<li>🟥 <b>gmessages</b>") == 1
     assert formatted.count("<li>🟩 <b>whatsapp</b>") == 1
@@ -158,6 +159,8 @@ def test_error_is_one_escaped_sentence() -> None:
 
 def test_wording_matches_the_terminal_renderer(host: Host) -> None:
     assert render.STATUS_WORD == common.STATUS_WORD
+    for text in ("One. Two.", "One.", "No stop", "a.b. c"):
+        assert render.first_sentence(text) == common.first_sentence(text)
     for name in ("gmessages", "whatsapp", "nope"):
         obj = asyncio.run(check(name, opts(host)))
         assert render.verdict(obj.to_dict()) == common.verdict(obj)

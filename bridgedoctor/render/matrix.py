@@ -65,9 +65,17 @@ def verdict(report: Report) -> str:
     return str(head.get("summary", ""))
 
 
-def _headline(report: Report) -> tuple[str, str]:
+def first_sentence(text: str) -> str:
+    """The first sentence of a summary, for one-line listings (as render/common)."""
+    head, sep, _ = text.partition(". ")
+    return head + "." if sep else text
+
+
+def _headline(report: Report, short: bool = False) -> tuple[str, str]:
     status = _status(report)
     name, word, text = report.get("bridge", "?"), STATUS_WORD[status], verdict(report)
+    if short:
+        text = first_sentence(text)
     square = STATUS_SQUARE[status]
     return (
         f"{square} {name}: {word} — {text}",
@@ -206,7 +214,7 @@ def fleet_report(fleet: Report, command: str = "!bridge") -> Message:
     )
     noun = "bridge" if len(reports) == 1 else "bridges"
     summary = f"{STATUS_SQUARE[worst]} {len(reports)} {noun} checked: {tally}."
-    lines = [_headline(r) for r in reports]
+    lines = [_headline(r, short=True) for r in reports]
     plain = [summary, *(p for p, _ in lines)]
     html = [f"<p>{_e(summary)}</p>", "<ul>" + "".join(f"<li>{h}</li>" for _, h in lines) + "</ul>"]
     pin = fleet.get("pin")

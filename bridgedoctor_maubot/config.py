@@ -1,0 +1,89 @@
+"""Instance configuration: the maubot proxy config and the typed settings the commands use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
+
+DEFAULT_SOCKET = "/run/bridgedoctor/helper.sock"
+KEYS = (
+    "socket_path",
+    "token",
+    "admins",
+    "allowed_rooms",
+    "timeouts.check",
+    "timeouts.working_after",
+)
+
+
+class Config(BaseProxyConfig):
+    def do_update(self, helper: ConfigUpdateHelper) -> None:
+        # Keys not copied here revert to base-config.yaml values on every update.
+        for key in KEYS:
+            helper.copy(key)
+
+
+def _ids(value: Any) -> frozenset[str]:
+    if not isinstance(value, (list, tuple)):
+        return frozenset()
+    return frozenset(str(v).strip() for v in value if isinstance(v, str) and v.strip())
+
+
+def _seconds(value: Any, default: float, lowest: float) -> float:
+    try:
+        return max(float(value), lowest)
+    except (TypeError, ValueError):
+        return default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. A missing or mistyped key falls back to the safe value, never raises
+    (maubot returns None for missing keys, and a TypeError in a handler would only be logged)."""
+
+    socket_path: str = DEFAULT_SOCKET
+    token: str = field(default="", repr=False)  # never in a repr, a log line or a room
+    admins: frozenset[str] = frozenset()
+    allowed_rooms: frozenset[str] = frozenset()
+    check_timeout: float = 90.0
+    working_after: float = 3.0
+
+    @classmethod
+    def load(cls, get: Callable[[str], Any]) -> Settings:
+        """Build from a config getter such as maubot's `self.config.__getitem__`."""
+        socket_path = get("socket_path")
+        token = get("token")
+        return cls(
+            socket_path=socket_path.strip()
+            if isinstance(socket_path, str) and socket_path.strip()
+            else DEFAULT_SOCKET,
+            token=token.strip() if isinstance(token, str) else "",
+            admins=_ids(get("admins")),
+            allowed_rooms=_ids(get("allowed_rooms")),
+            check_timeout=_seconds(get("timeouts.check"), 90.0, 1.0),
+            working_after=_seconds(get("timeouts.working_after"), 3.0, 0.0),
+        )
+
+    def may_use(self, sender: str, room_id: str) -> bool:
+        """Admins, in an allowed room. Empty lists allow nobody: a fresh instance stays mute
+        until configured, because reports name hosts, paths and database servers."""
+        return sender in self.admins and room_id in self.allowed_rooms
+
+    def problems(self) -> list[str]:
+        """Configuration mistakes worth a warning in the maubot log."""
+        out = []
+        if not self.token:
+            out.append("token is empty: the helper will refuse every request")
+        if not self.admins:
+            out.append("admins is empty: every command will be refused")
+        if not self.allowed_rooms:
+            out.append("allowed_rooms is empty: every command will be refused")
+        aliases = sorted(r for r in self.allowed_rooms if r.startswith("#"))
+        if aliases:
+            out.append(
+                "allowed_rooms must hold room IDs (!id:server), not aliases: " + ", ".join(aliases)
+            )
+        return out

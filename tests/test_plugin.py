@@ -1,0 +1,455 @@
+"""The maubot plugin under maubot's own test harness, against a fake helper on a Unix socket.
+
+The fake helper speaks bridgedoctor.protocol for real (asyncio.start_unix_server); the Matrix
+side is maubot.testing's TestBot, patched as knowledge/maubot.md §4.2 advises (no plugin DB,
+fake event IDs, plugin stopped after each test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from maubot import Plugin
+from maubot import testing as mtest
+from maubot.matrix import MaubotMessageEvent
+from mautrix.types import EventType, MessageEvent, MessageType
+
+from bridgedoctor import protocol
+from bridgedoctor_maubot import BridgeDoctorPlugin
+from bridgedoctor_maubot.config import Config
+from bridgedoctor_maubot.helper_client import HelperClient, HelperError
+from bridgedoctor_maubot.replies import REFUSAL, UNEXPECTED
+
+REPO = Path(__file__).resolve().parents[1]
+ADMIN = "@admin:example.com"
+STRANGER = "@stranger:example.com"
+ROOM = "!ops:example.com"
+OTHER_ROOM = "!lobby:example.com"
+TOKEN = "plugin-test-token-5b0c1f2e9a7d4c3b"
+SNIPPET = (
+    'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"'
+)
+
+GMESSAGES: dict[str, Any] = {
+    "bridge": "gmessages",
+    "status": "broken",
+    "findings": [
+        {
+            "code": "pickle_key_mismatch",
+            "severity": "error",
+            "summary": 'Pickle key mismatch: the config has "mautrix.bridge.e2ee", but the crypto '
+            'account was encrypted with "go.mau.fi/mautrix-gmessages". The bridge fails.',
+            "evidence": ['"mautrix.bridge.e2ee" (configured): MAC mismatch'],
+            "fix": {
+                "vars_yml": SNIPPET,
+                "steps": [
+                    "Add the snippet to inventory/host_vars/<your matrix domain>/vars.yml.",
+                    "Re-render the config and restart the bridge: "
+                    "just install-service mautrix-gmessages",
+                ],
+                "variants": [],
+            },
+        }
+    ],
+    "facts": {"service": "matrix-mautrix-gmessages"},
+}
+WHATSAPP: dict[str, Any] = {
+    "bridge": "whatsapp",
+    "status": "ok",
+    "findings": [
+        {
+            "code": "pickle_key_ok",
+            "severity": "info",
+            "summary": "The configured pickle key opens the stored crypto account (MAC verified).",
+            "fix": None,
+        }
+    ],
+    "facts": {},
+}
+
+
+@dataclass
+class FakeHelper:
+    """A helper answering from canned results; records every request it decoded."""
+
+    path: str
+    token: str = TOKEN
+    delay: float = 0.0
+    error: protocol.ProtocolError | None = None
+    requests: list[protocol.Request] = field(default_factory=list)
+    server: asyncio.AbstractServer | None = None
+
+    def result(self, req: protocol.Request) -> dict[str, Any]:
+        if req.op == "list":
+            return {"bridges": ["gmessages", "whatsapp"]}
+        if req.op == "check_all":
+            return {"bridges": [GMESSAGES, WHATSAPP], "pin": {"vars_yml": SNIPPET, "steps": []}}
+        reports = {"gmessages": GMESSAGES, "whatsapp": WHATSAPP}
+        if req.bridge not in reports:
+            raise protocol.ProtocolError(
+                protocol.E_UNKNOWN_BRIDGE, "No such bridge is deployed on this host."
+            )
+        return reports[req.bridge]
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            req = protocol.decode_request(await reader.readline())
+            self.requests.append(req)
+            await asyncio.sleep(self.delay)
+            if self.error:
+                raise self.error
+            if req.token != self.token:
+                raise protocol.ProtocolError(protocol.E_UNAUTHORIZED, "The token is wrong.")
+            writer.write(protocol.encode_response(self.result(req)))
+        except protocol.ProtocolError as err:
+            writer.write(protocol.encode_response(error=err))
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_unix_server(self.handle, path=self.path)
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    # pytest's tmp_path can exceed the 107-byte limit of a Unix socket path.
+    path = Path(tempfile.mkdtemp(prefix="bdp-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def helper(sock_dir: Path) -> AsyncIterator[FakeHelper]:
+    fake = FakeHelper(str(sock_dir / "helper.sock"))
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+# --- maubot.testing fixture overrides -------------------------------------------------------
+
+
+@pytest.fixture
+def maubot_plugin_path() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def maubot_plugin_class() -> type[Plugin]:
+    return BridgeDoctorPlugin
+
+
+@pytest.fixture
+def maubot_plugin_config_class() -> type[Config]:
+    return Config
+
+
+@pytest.fixture
+def maubot_plugin_db() -> None:
+    return None  # database: false; the stock fixture raises StopAsyncIteration
+
+
+@pytest.fixture
+def maubot_plugin_config_overrides(sock_dir: Path) -> dict[str, Any]:
+    return {
+        "socket_path": str(sock_dir / "helper.sock"),
+        "token": TOKEN,
+        "admins": [ADMIN],
+        "allowed_rooms": [ROOM],
+        "timeouts": {"check": 2, "working_after": 5},
+    }
+
+
+@pytest.fixture
+async def maubot_test_bot() -> AsyncIterator[mtest.TestBot]:
+    bot = mtest.TestBot()
+    ids = itertools.count(1)
+    record = bot.client.send_message_event
+    bot.redacted = []  # type: ignore[attr-defined]
+
+    async def send(room_id: str, event_type: EventType, content: Any, **kw: Any) -> str:
+        await record(room_id, event_type, content, **kw)
+        return f"$ev{next(ids)}"  # the stock recorder returns None
+
+    async def redact(room_id: str, event_id: str, **kw: Any) -> str:
+        bot.redacted.append(event_id)  # type: ignore[attr-defined]
+        return f"$ev{next(ids)}"
+
+    bot.client.send_message_event = send  # type: ignore[method-assign]
+    bot.client.redact = redact  # type: ignore[method-assign]
+    yield bot
+    await bot.client.api.session.close()
+
+
+@pytest.fixture
+async def plugin(maubot_plugin: BridgeDoctorPlugin) -> AsyncIterator[BridgeDoctorPlugin]:
+    yield maubot_plugin
+    await maubot_plugin.internal_stop()  # the stock fixture never stops the plugin
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+async def say(bot: mtest.TestBot, text: str, sender: str = ADMIN, room: str = ROOM) -> None:
+    await asyncio.wait_for(bot.send(text, room_id=room, sender=sender), 10)
+
+
+def notices(bot: mtest.TestBot) -> list[Any]:
+    return [r for r in bot.responded if r.event_type == EventType.ROOM_MESSAGE]
+
+
+def only_notice(bot: mtest.TestBot) -> Any:
+    (reply,) = notices(bot)
+    content = reply.content
+    assert content.msgtype == MessageType.NOTICE
+    assert content.relates_to.in_reply_to.event_id == "test"  # make_message's event id
+    assert "Traceback" not in content.body
+    return content
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+async def test_admin_gets_a_verdict(
+    plugin: Plugin, maubot_test_bot: mtest.TestBot, helper
+) -> None:
+    await say(maubot_test_bot, "!bridge check gmessages")
+    content = only_notice(maubot_test_bot)
+    assert content.body.startswith("🟥 gmessages: broken — Pickle key mismatch")
+    assert f'<pre><code class="language-yaml">{SNIPPET}\n</code></pre>' in content.formatted_body
+    assert "<code>just install-service mautrix-gmessages</code>" in content.formatted_body
+    assert [(r.op, r.bridge, r.token) for r in helper.requests] == [("check", "gmessages", TOKEN)]
+
+
+async def test_healthy_list_all_and_help(plugin, maubot_test_bot: mtest.TestBot, helper) -> None:
+    for text in ("!bridge check WhatsApp", "!bridge list", "!BRIDGE CHECK ALL", "!bridge"):
+        await say(maubot_test_bot, text)
+    ok, listing, fleet, help_ = (n.content for n in notices(maubot_test_bot))
+    assert ok.body.startswith("🟩 whatsapp: ok")
+    assert listing.body.splitlines()[:3] == ["Deployed bridges (2):", "- gmessages", "- whatsapp"]
+    assert fleet.body.splitlines()[1:3] == [
+        '🟥 gmessages: broken — Pickle key mismatch: the config has "mautrix.bridge.e2ee", '
+        'but the crypto account was encrypted with "go.mau.fi/mautrix-gmessages".',
+        "🟩 whatsapp: ok — The configured pickle key opens the stored crypto account (MAC "
+        "verified).",
+    ]
+    assert "<table" not in fleet.formatted_body
+    assert "!bridge check all" in help_.body
+    assert [r.op for r in helper.requests] == ["check", "list", "check_all"]
+
+
+@pytest.mark.parametrize(
+    "sender,room",
+    [(STRANGER, ROOM), (ADMIN, OTHER_ROOM), (STRANGER, OTHER_ROOM)],
+    ids=["non-admin", "wrong-room", "both"],
+)
+async def test_refusal_is_uniform(
+    plugin, maubot_test_bot: mtest.TestBot, helper, sender: str, room: str
+) -> None:
+    probes = [
+        "!bridge check gmessages",
+        "!bridge",
+        "!bridge nope",
+        "!bridge check",
+        "!bridge help",
+    ]
+    for text in probes:
+        await say(maubot_test_bot, text, sender=sender, room=room)
+    bodies = {n.content.body for n in notices(maubot_test_bot)}
+    assert bodies == {REFUSAL}  # same words whatever was asked: no command probing
+    assert len(notices(maubot_test_bot)) == len(probes)
+    assert helper.requests == []
+
+
+@pytest.mark.parametrize("key", ["admins", "allowed_rooms"])
+async def test_empty_lists_allow_nobody(
+    maubot_plugin_config_overrides: dict[str, Any], key: str
+) -> None:
+    from bridgedoctor_maubot.config import Settings
+
+    raw = {**maubot_plugin_config_overrides, key: []}
+    settings = Settings.load(lambda k: _dotted(raw, k))
+    assert not settings.may_use(ADMIN, ROOM)
+    assert any(key in p for p in settings.problems())
+
+
+def _dotted(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return d
+
+
+async def test_edit_does_not_rerun(plugin, maubot_test_bot: mtest.TestBot, helper) -> None:
+    edit = MessageEvent.deserialize(
+        {
+            "type": "m.room.message",
+            "room_id": ROOM,
+            "event_id": "$edit",
+            "sender": ADMIN,
+            "origin_server_ts": 1,
+            "content": {
+                "msgtype": "m.text",
+                "body": "* !bridge check gmessages",
+                "m.new_content": {"msgtype": "m.text", "body": "!bridge check gmessages"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"},
+            },
+        }
+    )
+    assert edit.content.body == "!bridge check gmessages"  # what maubot's parser sees
+    event = MaubotMessageEvent(edit, maubot_test_bot.client)
+    await maubot_test_bot.dispatch(EventType.ROOM_MESSAGE, event)
+    assert maubot_test_bot.responded == []
+    assert helper.requests == []
+
+
+async def test_socket_missing(plugin, maubot_test_bot: mtest.TestBot, sock_dir: Path) -> None:
+    await say(maubot_test_bot, "!bridge check gmessages")
+    body = only_notice(maubot_test_bot).body
+    path = sock_dir / "helper.sock"
+    assert body == (
+        f"⚠️ The bridgedoctor helper socket {path} does not exist: is "
+        "bridgedoctor-helper.service running on the host, and is the socket mounted into the "
+        "maubot container?"
+    )
+
+
+async def test_stale_socket_not_answering(
+    plugin, maubot_test_bot: mtest.TestBot, sock_dir: Path
+) -> None:
+    path = sock_dir / "helper.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # bound, never listening: what a crashed helper leaves behind
+        await say(maubot_test_bot, "!bridge check gmessages")
+    body = only_notice(maubot_test_bot).body
+    assert f"The bridgedoctor helper is not answering on {path}" in body
+
+
+async def test_permission_denied(monkeypatch: pytest.MonkeyPatch, sock_dir: Path) -> None:
+    # Root ignores socket modes, so the refusal is simulated at the connect call.
+    async def denied(*a: Any, **kw: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(asyncio, "open_unix_connection", denied)
+    path = str(sock_dir / "helper.sock")
+    with pytest.raises(HelperError) as err:
+        await HelperClient(path, TOKEN, 1).check("gmessages")
+    assert err.value.code == "permission_denied"
+    assert str(err.value).startswith(f"Permission denied on the bridgedoctor helper socket {path}")
+    assert "socket_group" in str(err.value)
+
+
+async def test_helper_timeout(plugin, maubot_test_bot: mtest.TestBot, helper) -> None:
+    helper.delay = 5  # beyond timeouts.check = 2
+    await say(maubot_test_bot, "!bridge check gmessages")
+    body = only_notice(maubot_test_bot).body
+    assert body == (
+        f"⚠️ The bridgedoctor helper on {helper.path} did not answer within 2 seconds: check "
+        "`journalctl -u bridgedoctor-helper.service` on the host."
+    )
+
+
+async def test_unauthorized_never_shows_the_token(
+    plugin, maubot_test_bot: mtest.TestBot, helper, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    helper.token = "the-helper-expects-another-token"
+    await say(maubot_test_bot, "!bridge check gmessages")
+    body = only_notice(maubot_test_bot).body
+    assert f"The bridgedoctor helper on {helper.path} refused the plugin" in body
+    assert "token_file" in body
+    everything = caplog.text + repr(maubot_test_bot.responded) + repr(plugin.settings)
+    assert TOKEN not in everything
+    assert helper.requests[0].token == TOKEN  # it was sent, to the helper only
+
+
+async def test_unknown_bridge_passes_the_helpers_message(
+    plugin, maubot_test_bot: mtest.TestBot, helper
+) -> None:
+    await say(maubot_test_bot, "!bridge check telegram")
+    body = only_notice(maubot_test_bot).body
+    assert body == (
+        "No such bridge is deployed on this host. !bridge list shows the deployed bridges."
+    )
+
+
+async def test_busy(plugin, maubot_test_bot: mtest.TestBot, helper) -> None:
+    helper.error = protocol.ProtocolError(protocol.E_BUSY, "The helper is busy.")
+    await say(maubot_test_bot, "!bridge check all")
+    assert "busy with other checks" in only_notice(maubot_test_bot).body
+
+
+async def test_bad_names_never_reach_the_helper(
+    plugin, maubot_test_bot: mtest.TestBot, helper
+) -> None:
+    for text in ("!bridge check ../../etc", "!bridge check a b", "!bridge frobnicate"):
+        await say(maubot_test_bot, text)
+    bodies = [n.content.body for n in notices(maubot_test_bot)]
+    assert bodies[0].startswith("'../../etc' is not a bridge name")
+    assert bodies[1] == "Usage: !bridge check <name>, or !bridge check all."
+    assert bodies[2].startswith("Unknown command")
+    assert helper.requests == []
+
+
+async def test_slow_check_shows_progress_then_removes_it(
+    plugin, maubot_test_bot: mtest.TestBot, helper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        plugin, "settings", dataclasses.replace(plugin.settings, working_after=0.05)
+    )
+    helper.delay = 0.4
+    await say(maubot_test_bot, "!bridge check gmessages")
+    reaction, reply = maubot_test_bot.responded
+    assert reaction.event_type == EventType.REACTION
+    assert reaction.content.relates_to.key == "⏳"
+    assert reaction.content.relates_to.event_id == "test"
+    assert maubot_test_bot.redacted == ["$ev1"]  # the ⏳ reaction, removed when done
+    assert reply.content.body.startswith("🟥 gmessages")
+
+
+async def test_fast_check_has_no_progress(plugin, maubot_test_bot: mtest.TestBot, helper) -> None:
+    await say(maubot_test_bot, "!bridge check whatsapp")
+    assert [r.event_type for r in maubot_test_bot.responded] == [EventType.ROOM_MESSAGE]
+    assert maubot_test_bot.redacted == []
+
+
+async def test_unexpected_error_is_one_sentence(
+    plugin, maubot_test_bot: mtest.TestBot, helper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridgedoctor.render import matrix
+
+    def boom(*a: Any, **kw: Any) -> None:
+        raise RuntimeError("renderer bug")
+
+    monkeypatch.setattr(matrix, "bridge_report", boom)
+    await say(maubot_test_bot, "!bridge check gmessages")
+    body = only_notice(maubot_test_bot).body
+    assert body == f"⚠️ {UNEXPECTED}"
+    assert "renderer bug" not in body
+
+
+async def test_config_update_applies_without_restart(
+    plugin: BridgeDoctorPlugin,
+    maubot_test_bot: mtest.TestBot,
+    helper,
+    maubot_plugin_config_dict: dict[str, Any],
+) -> None:
+    maubot_plugin_config_dict["admins"] = [STRANGER]  # what the stored config now says
+    plugin.on_external_config_update()
+    await say(maubot_test_bot, "!bridge check gmessages")
+    assert only_notice(maubot_test_bot).body == REFUSAL
