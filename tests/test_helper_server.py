@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import itertools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from tests.support.pg import PgServer
 from tests.support.store import StoreSpec
 
 T = TypeVar("T")
+_hosts = itertools.count()
 TOKEN = "t0k3n-" + secrets.token_hex(24)
 ERROR_CODES = {
     "bad_request",
@@ -53,7 +55,7 @@ ERROR_CODES = {
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, pg: PgServer) -> Host:
     host = Host.at(tmp_path_factory.mktemp("helperhost"), pg)
-    prefix = f"h{os.getpid()}_"
+    prefix = f"h{os.getpid()}_{next(_hosts)}_"  # one PostgreSQL cluster serves every test
     # A store pickled with the bridge's old compiled-in key: the key MDAD renders today is wrong.
     host.add(
         "gmessages",
