@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
-from bridgedoctor.helper.config import ConfigError, load
+from bridgedoctor.helper.config import KEYS, ConfigError, load, parse
 from bridgedoctor.protocol import decode_response
 
 SCRIPT = Path(sys.executable).parent / "bridgedoctor-helper"
@@ -204,3 +205,13 @@ def test_script_serves_and_stops_cleanly_on_sigterm(site: Path) -> None:
     assert f"request op=list bridge=- uid={os.getuid()}" in err and "result=ok" in err
     assert TOKEN not in err
     assert not sock.exists()
+
+
+def test_example_config_is_valid(site: Path) -> None:
+    """deploy/helper.example.yaml names every key with a valid value (host paths swapped)."""
+    example = Path(__file__).parent.parent / "deploy" / "helper.example.yaml"
+    raw = YAML(typ="safe").load(example.read_text())
+    assert set(raw) == KEYS
+    raw.update(root=str(site / "matrix"), token_file=str(site / "token"), socket_group=0)
+    cfg = parse(raw, example)
+    assert cfg.socket_mode == 0o660 and cfg.db_host == "/matrix/postgres/run"
