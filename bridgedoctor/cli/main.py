@@ -12,6 +12,7 @@ from .. import __version__
 from ..diagnose import Options, check, check_all
 from ..findings import exit_code
 from ..render import text
+from ..reset import cli as reset_cli
 
 EXIT_USAGE = 2
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print non-public pickle keys instead of their fingerprints",
     )
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    reset_cli.add_parsers(sub, reset_cli.common_parser())
     return p
 
 
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root.is_dir():
         sys.stderr.write(f"bridgedoctor: {args.root} is not a directory; pass --root.\n")
         return EXIT_USAGE
+    if args.command != "check":
+        return reset_cli.run(args)
     try:
         return asyncio.run(_run_check(args))
     except KeyboardInterrupt:

@@ -1,0 +1,159 @@
+"""Files side of a backup: the per-bridge lock, the free-space check, the data directory tar."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ResetError
+
+# Backups must fit with room to spare: COPY text is larger than the on-disk pages for bytea
+# (escaped), and the disk is shared with whatever else runs.
+SPACE_FACTOR = 2.0
+SPACE_MARGIN = 1 << 20
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def lock(bridge_dir: Path) -> Iterator[None]:
+    """One reset or restore at a time per bridge; a lock left by a dead process is broken."""
+    bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = bridge_dir / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if _holder_alive(path):
+                raise ResetError(
+                    f"another reset or restore of this bridge is running (lock {path})."
+                ) from None
+            path.unlink(missing_ok=True)
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.fsync(fd)
+        os.close(fd)
+        break
+    else:
+        raise ResetError(f"cannot take the lock {path}.")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _holder_alive(path: Path) -> bool:
+    try:
+        pid = int(path.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def ensure_space(where: Path, needed: int) -> None:
+    """Refuse before anything is touched when the backup would not fit."""
+    free = shutil.disk_usage(where).free
+    want = int(needed * SPACE_FACTOR) + SPACE_MARGIN
+    if free < want:
+        raise ResetError(
+            f"not enough space for the backup in {where}: about {want // 1024} KiB needed, "
+            f"{free // 1024} KiB free; nothing was changed (use --backup-dir)."
+        )
+
+
+def tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
+def dir_digest(path: Path) -> str:
+    """sha256 over every entry's relative path, type, mode and content (or link target)."""
+    h = hashlib.sha256()
+    for rel in sorted(_walk(path)):
+        p = path / rel
+        st = os.lstat(p)
+        h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode)}\0".encode())
+        if stat.S_ISLNK(st.st_mode):
+            h.update(os.readlink(p).encode())
+        elif stat.S_ISREG(st.st_mode):
+            h.update(_file_sha(p).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _walk(path: Path) -> Iterator[str]:
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            yield os.path.relpath(os.path.join(root, name), path)
+
+
+def _file_sha(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tar_dir(src: Path, dest: Path) -> str:
+    """Write src's contents (not src itself) to dest; return dest's sha256 read back from disk."""
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
+        for rel in sorted(_walk(src)):
+            tf.add(src / rel, arcname=rel, recursive=False)
+    with dest.open("rb") as f:
+        os.fsync(f.fileno())
+    return _file_sha(dest)
+
+
+def verify_tar(tar: Path, expected_sha: str, src: Path) -> None:
+    """Re-read the tar: its checksum, and every regular file's content against the source."""
+    if _file_sha(tar) != expected_sha:
+        raise ResetError(f"the backup {tar} does not read back as written; nothing was changed.")
+    with tarfile.open(tar) as tf:
+        for m in tf.getmembers():
+            if m.isfile():
+                f = tf.extractfile(m)
+                assert f is not None
+                if hashlib.sha256(f.read()).hexdigest() != _file_sha(src / m.name):
+                    raise ResetError(f"{m.name} differs in the backup; nothing was changed.")
+
+
+def clear_dir(path: Path) -> None:
+    """Empty a directory, keeping the directory itself (its owner and mode stay the bridge's)."""
+    if not path.is_dir():
+        path.mkdir(parents=True)
+        return
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def untar_into(tar: Path, dest: Path) -> None:
+    clear_dir(dest)
+    with tarfile.open(tar) as tf:
+        # Our own archive, written by this tool: owners and modes must come back as they were.
+        tf.extractall(dest, numeric_owner=True, filter="fully_trusted")
+
+
+def verify_tar_sha(tar: Path, expected_sha: str) -> None:
+    if _file_sha(tar) != expected_sha:
+        raise ResetError(f"the backup {tar} is damaged; nothing restored.")

@@ -1,0 +1,112 @@
+"""`reset`, `backups` and `restore` subcommands (wired into cli/main.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from ..diagnose import Options
+from .errors import ResetError
+from .manifest import all_for
+from .plan import DEFAULT_BACKUP_ROOT, Plan
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    r = sub.add_parser(
+        "reset",
+        parents=[common],
+        help="back up, then reset a bridge's crypto store (or everything)",
+        description="Stop the bridge, back up and verify, reset, start. Undo with 'restore'.",
+    )
+    r.add_argument("name", help="bridge role name")
+    r.add_argument("--mode", choices=("crypto", "full"), default="crypto")
+    r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    b = sub.add_parser("backups", parents=[common], help="list a bridge's reset backups")
+    b.add_argument("name", help="bridge role name")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    s = sub.add_parser("restore", parents=[common], help="put a reset backup back exactly")
+    s.add_argument("name", help="bridge role name")
+    s.add_argument("id", help="backup id, as 'bridgedoctor backups NAME' lists it")
+    s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def common_parser() -> argparse.ArgumentParser:
+    c = argparse.ArgumentParser(add_help=False)
+    c.add_argument("--root", type=Path, default=Path("/matrix"), help="MDAD base data path")
+    c.add_argument("--db-host", metavar="HOST[:PORT]|DIR[:PORT]", help="as for check")
+    c.add_argument("--systemd-dir", type=Path, default=Path("/etc/systemd/system"))
+    c.add_argument(
+        "--backup-dir",
+        type=Path,
+        default=DEFAULT_BACKUP_ROOT,
+        help=f"where backups go, one directory per bridge (default {DEFAULT_BACKUP_ROOT})",
+    )
+    return c
+
+
+def _ask(text: str, yes: bool) -> bool:
+    if yes:
+        return True
+    print(text)
+    if not sys.stdin.isatty():
+        sys.stderr.write("bridgedoctor: not a terminal; re-run with --yes to confirm.\n")
+        return False
+    try:
+        return input("Type 'yes' to continue: ").strip() == "yes"
+    except EOFError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import run as runner
+
+    opts = Options(root=args.root, systemd_dir=args.systemd_dir, db_host=args.db_host)
+    root: Path = args.backup_dir
+    try:
+        if args.command == "backups":
+            return _backups(args.name, root, args.json)
+        if args.command == "reset":
+
+            def confirm(plan: Plan) -> bool:
+                return _ask(plan.render(), args.yes)
+
+            m = asyncio.run(runner.reset(args.name, args.mode, opts, root, confirm))
+            print(f"Reset {m.bridge} ({m.mode}) done. Backup: {m.location}")
+            print(f"Undo: bridgedoctor restore {m.bridge} {m.id}")
+            if m.mode == "full":
+                print("Now log in to the remote network again (the bridge's login command).")
+            return EXIT_OK
+        m = asyncio.run(
+            runner.restore(args.name, args.id, opts, root, lambda t: _ask(t, args.yes))
+        )
+        print(f"Restored {m.bridge} from {m.source}.")
+        return EXIT_OK
+    except ResetError as e:
+        sys.stderr.write(f"bridgedoctor: {e}\n")
+        return EXIT_USAGE if e.usage else EXIT_REFUSED
+
+
+def _backups(name: str, root: Path, as_json: bool) -> int:
+    from ..diagnose import lookup
+    from ..findings import Finding
+    from ..knowledge import load
+
+    spec = lookup(name, load())
+    if isinstance(spec, Finding):
+        sys.stderr.write(f"bridgedoctor: {spec.summary}\n")
+        return EXIT_USAGE
+    items = [m for m in all_for(root / spec.name) if m.kind == "reset"]
+    if as_json:
+        keys = ("id", "mode", "state", "created_at", "requested_by", "location")
+        print(json.dumps([{k: getattr(m, k) for k in keys} for m in items], indent=2))
+        return EXIT_OK
+    if not items:
+        print(f"No backups of {spec.name} in {root / spec.name}.")
+    for m in items:
+        print(f"{m.id}  {m.mode:6}  {m.state:11}  {m.requested_by}  {m.location}")
+    return EXIT_OK

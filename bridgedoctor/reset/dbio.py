@@ -1,0 +1,246 @@
+"""Write access to a bridge database, PostgreSQL or SQLite, behind one small interface.
+
+Table data is backed up per table in a format that restores byte-exactly:
+- PostgreSQL: COPY text format (`COPY ... TO STDOUT`), loaded back with `COPY ... FROM STDIN`;
+  the server itself encodes every type, so nothing is lost in a Python round trip.
+- SQLite: JSON lines, one row a line, bytes as {"b64": ...} (SQLite has only five storage
+  classes, all of which JSON plus that tag represents exactly).
+A table's digest is sha256 over its rows ordered by every column, so two databases with the same
+rows compare equal whatever their physical order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from ..probes.database import CONNECT_TIMEOUT, PgTarget, SqliteTarget
+
+QUERY_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class TableSum:
+    rows: int
+    sha256: str
+
+
+def qi(name: str) -> str:
+    """Quote an identifier; table names come from the catalog, never from the user."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def file_sum(path: Path) -> tuple[int, str]:
+    """Lines and sha256 of a written file, read back from disk (the verification step)."""
+    h = hashlib.sha256()
+    lines = 0
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+            lines += chunk.count(b"\n")
+    return lines, h.hexdigest()
+
+
+class PgDb:
+    kind = "postgres"
+
+    def __init__(self, conn: asyncpg.Connection, target: PgTarget) -> None:
+        self.conn = conn
+        self.target = target
+
+    @classmethod
+    async def open(cls, t: PgTarget) -> PgDb:
+        conn = await asyncpg.connect(
+            user=t.user,
+            password=t.password,
+            host=t.host,
+            port=t.port,
+            database=t.database,
+            ssl=t.ssl,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=QUERY_TIMEOUT,
+            server_settings={"application_name": "bridgedoctor-reset"},
+        )
+        return cls(conn, t)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def schema(self) -> str:
+        return str(await self.conn.fetchval("SELECT current_schema()"))
+
+    async def tables(self) -> list[str]:
+        rows = await self.conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+        )
+        return [r[0] for r in rows]
+
+    async def size(self, tables: list[str] | None) -> int:
+        if tables is None:
+            return int(await self.conn.fetchval("SELECT pg_database_size(current_database())"))
+        total = 0
+        for t in tables:
+            total += int(await self.conn.fetchval("SELECT pg_total_relation_size($1)", qi(t)))
+        return total
+
+    async def digest(self, table: str) -> TableSum:
+        ncols = await self.conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = $1",
+            table,
+        )
+        order = ", ".join(str(i) for i in range(1, int(ncols) + 1))
+        h = hashlib.sha256()
+        lines = 0
+
+        async def sink(chunk: bytes) -> None:
+            nonlocal lines
+            h.update(chunk)
+            lines += chunk.count(b"\n")
+
+        await self.conn.copy_from_query(f"SELECT * FROM {qi(table)} ORDER BY {order}", output=sink)
+        return TableSum(lines, h.hexdigest())
+
+    async def dump(self, table: str, path: Path, where: str = "") -> None:
+        sql = f"SELECT * FROM {qi(table)}" + (f" WHERE {where}" if where else "")
+        with path.open("wb") as f:
+            await self.conn.copy_from_query(sql, output=f)
+            f.flush()
+            _fsync(f)
+
+    async def count(self, table: str, where: str = "") -> int:
+        sql = f"SELECT count(*) FROM {qi(table)}" + (f" WHERE {where}" if where else "")
+        return int(await self.conn.fetchval(sql))
+
+    async def delete(self, table: str, where: str = "") -> None:
+        await self.conn.execute(f"DELETE FROM {qi(table)}" + (f" WHERE {where}" if where else ""))
+
+    async def load(self, table: str, path: Path, schema: str | None = None) -> None:
+        if path.stat().st_size:
+            await self.conn.copy_to_table(table, source=path, schema_name=schema)
+
+    def transaction(self) -> Any:
+        return self.conn.transaction()
+
+
+class SqliteDb:
+    kind = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection, target: SqliteTarget) -> None:
+        self.conn = conn
+        self.target = target
+
+    @classmethod
+    async def open(cls, t: SqliteTarget) -> SqliteDb:
+        # isolation_level None: we issue BEGIN/COMMIT ourselves so a step is one transaction.
+        conn = sqlite3.connect(t.path, timeout=QUERY_TIMEOUT, isolation_level=None)
+        return cls(conn, t)
+
+    async def close(self) -> None:
+        self.conn.close()
+
+    async def schema(self) -> str:
+        return "main"
+
+    async def tables(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY 1"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    async def size(self, tables: list[str] | None) -> int:
+        # Row payloads are bounded by the file; a crypto backup is at most the whole file.
+        return self.target.path.stat().st_size
+
+    def _rows(self, sql: str) -> Any:
+        return self.conn.execute(sql)
+
+    async def digest(self, table: str) -> TableSum:
+        ncols = len(self.conn.execute(f"PRAGMA table_info({qi(table)})").fetchall())
+        order = ", ".join(str(i) for i in range(1, ncols + 1))
+        h = hashlib.sha256()
+        n = 0
+        for row in self._rows(f"SELECT * FROM {qi(table)} ORDER BY {order}"):
+            h.update(_encode_row(row))
+            n += 1
+        return TableSum(n, h.hexdigest())
+
+    async def dump(self, table: str, path: Path, where: str = "") -> None:
+        sql = f"SELECT * FROM {qi(table)}" + (f" WHERE {where}" if where else "")
+        with path.open("wb") as f:
+            for row in self._rows(sql):
+                f.write(_encode_row(row))
+            f.flush()
+            _fsync(f)
+
+    async def count(self, table: str, where: str = "") -> int:
+        sql = f"SELECT count(*) FROM {qi(table)}" + (f" WHERE {where}" if where else "")
+        return int(self.conn.execute(sql).fetchone()[0])
+
+    async def delete(self, table: str, where: str = "") -> None:
+        self.conn.execute(f"DELETE FROM {qi(table)}" + (f" WHERE {where}" if where else ""))
+
+    async def load(self, table: str, path: Path, schema: str | None = None) -> None:
+        with path.open("rb") as f:
+            for line in f:
+                values = [_decode(v) for v in json.loads(line)]
+                marks = ", ".join("?" for _ in values)
+                self.conn.execute(f"INSERT INTO {qi(table)} VALUES ({marks})", values)
+
+    def transaction(self) -> _SqliteTx:
+        return _SqliteTx(self.conn)
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def __aenter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+Db = PgDb | SqliteDb
+
+
+async def open_db(target: PgTarget | SqliteTarget) -> Db:
+    if isinstance(target, SqliteTarget):
+        return await SqliteDb.open(target)
+    return await PgDb.open(target)
+
+
+async def snapshot(db: Db) -> dict[str, TableSum]:
+    """Row count and digest of every table: what the manifest records and restore is checked by."""
+    return {t: await db.digest(t) for t in await db.tables()}
+
+
+def _encode_row(row: tuple[Any, ...]) -> bytes:
+    return (json.dumps([_encode(v) for v in row], separators=(",", ":")) + "\n").encode()
+
+
+def _encode(v: Any) -> Any:
+    if isinstance(v, (bytes, memoryview)):
+        return {"b64": base64.b64encode(bytes(v)).decode("ascii")}
+    return v
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, dict):
+        return base64.b64decode(v["b64"])
+    return v
+
+
+def _fsync(f: Any) -> None:
+    import os
+
+    os.fsync(f.fileno())

@@ -1,0 +1,162 @@
+"""Full reset: the whole bridge database and data directory, backed up, then emptied.
+
+PostgreSQL: we connect with the bridge's own credentials (MDAD makes that user the database
+owner). The schema comes from `pg_dump --section=pre-data/post-data` (run with the same
+credentials, password via PGPASSWORD, never argv); rows are dumped per table with COPY, exactly
+like the crypto backup, and sequences with their values. Only the bridge schema's own objects are
+dumped and restored, so the bridge's foreign-tables check never sees anything else. Emptying is
+`DROP OWNED BY CURRENT_USER` in one transaction: a fresh database owned by the same user.
+SQLite: the database file sits in the data directory, so the data directory tar holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ..probes.database import PgTarget, SqliteTarget
+from .backup import tar_dir, verify_tar
+from .dbio import Db, PgDb, file_sum, qi
+from .errors import ResetError
+
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin/pg_dump"
+
+
+def find_pg_dump(server_major: int) -> str:
+    """Newest pg_dump not older than the server (pg_dump refuses newer servers)."""
+    cands = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")), key=_ver, reverse=True)
+    found = shutil.which("pg_dump")
+    paths = [str(c) for c in cands] + ([found] if found else [])
+    for p in paths:
+        if _ver(Path(p)) in (0, None) or _ver(Path(p)) >= server_major:
+            return p
+    raise ResetError(
+        f"no pg_dump for PostgreSQL {server_major} found (PATH, {PG_BIN_GLOB}); install "
+        f"postgresql-client-{server_major}. Nothing was changed."
+    )
+
+
+def _ver(p: Path) -> int:
+    m = re.search(r"/postgresql/(\d+)/bin/", str(p))
+    return int(m.group(1)) if m else 0
+
+
+def _pg_dump(t: PgTarget, exe: str, section: str, schema: str, out: Path) -> None:
+    env = {**os.environ, "PGPASSWORD": t.password, "PGSSLMODE": "require" if t.ssl else "prefer"}
+    args = [exe, "-h", t.host, "-p", str(t.port), "-U", t.user, "-d", t.database]
+    args += ["--no-owner", "--no-privileges", f"--section={section}", "-n", schema, "-f", str(out)]
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        msg = r.stderr.strip().splitlines()[-1:] or ["failed"]
+        raise ResetError(f"pg_dump {section}: {msg[0][:200]}; nothing was changed.")
+
+
+async def backup_db(db: Db, dest: Path) -> dict[str, Any]:
+    """Returns what the manifest needs to restore: files and sequence values."""
+    if not isinstance(db, PgDb):
+        return {}
+    conn = db.conn
+    await _guard(db)
+    major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+    exe = find_pg_dump(major)
+    schema = await db.schema()
+    _pg_dump(db.target, exe, "pre-data", schema, dest / "schema-pre.sql")
+    _pg_dump(db.target, exe, "post-data", schema, dest / "schema-post.sql")
+    tables = {}
+    for t in await db.tables():
+        f = f"table.{t}.copy"
+        await db.dump(t, dest / f)
+        tables[t] = {"table": t, "where": "", "file": f}
+    seqs = await conn.fetch(
+        "SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = current_schema()"
+    )
+    return {
+        "schema": schema,
+        "files": tables,
+        "sequences": {r[0]: r[1] for r in seqs},
+        "sql": {n: file_sum(dest / n)[1] for n in ("schema-pre.sql", "schema-post.sql")},
+    }
+
+
+async def _guard(db: PgDb) -> None:
+    """DROP OWNED is only safe in a database that is the bridge's own (MDAD's shape)."""
+    ok = await db.conn.fetchval(
+        "SELECT NOT r.rolsuper AND d.datdba = r.oid FROM pg_roles r, pg_database d "
+        "WHERE r.rolname = current_user AND d.datname = current_database()"
+    )
+    if not ok:
+        raise ResetError(
+            "the bridge's database user does not own its database (or is a superuser); a full "
+            "reset would touch more than the bridge. Nothing was changed.",
+        )
+
+
+async def verify_db(db: Db, dest: Path, info: dict[str, Any]) -> None:
+    for rec in info.get("files", {}).values():
+        rows, sha = file_sum(dest / rec["file"])
+        live = await db.count(rec["table"])
+        if rows != live:
+            raise ResetError(f"backup of {rec['table']} has {rows} rows, not {live}; aborted.")
+        rec["rows"], rec["sha256"] = rows, sha
+
+
+async def clear_db(db: Db) -> None:
+    if isinstance(db, PgDb):
+        schema = await db.schema()
+        async with db.transaction():
+            await db.conn.execute("DROP OWNED BY CURRENT_USER")
+            await db.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(schema)}")
+
+
+def clear_sqlite(t: SqliteTarget) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{t.path}{suffix}").unlink(missing_ok=True)
+
+
+async def restore_db(db: Db, src: Path, info: dict[str, Any]) -> None:
+    if not isinstance(db, PgDb):
+        return
+    for name, sha in info["sql"].items():
+        if file_sum(src / name)[1] != sha:
+            raise ResetError(f"backup file {name} is damaged; nothing restored.")
+    for rec in info["files"].values():
+        if file_sum(src / rec["file"]) != (rec["rows"], rec["sha256"]):
+            raise ResetError(f"backup file {rec['file']} is damaged; nothing restored.")
+    schema = info["schema"]
+    conn = db.conn
+    async with db.transaction():
+        await conn.execute("DROP OWNED BY CURRENT_USER")
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(schema)}")
+        await conn.execute(_sql(src / "schema-pre.sql"))
+        for rec in info["files"].values():
+            await db.load(rec["table"], src / rec["file"], schema)
+        for seq, value in info["sequences"].items():
+            if value is not None:
+                await conn.execute("SELECT setval($1, $2, true)", f"{qi(schema)}.{qi(seq)}", value)
+        await conn.execute(_sql(src / "schema-post.sql"))
+        await conn.execute("RESET search_path")
+
+
+def _sql(path: Path) -> str:
+    # pg_dump ≥ 15.14/17.6 writes psql meta-commands (\restrict); they are not SQL.
+    # The schema may still exist after DROP OWNED (PG 15+: owned by pg_database_owner).
+    lines = path.read_text("utf-8").splitlines()
+    out = [
+        "CREATE SCHEMA IF NOT EXISTS " + line[len("CREATE SCHEMA ") :]
+        if line.startswith("CREATE SCHEMA ")
+        else line
+        for line in lines
+        if not line.startswith("\\")
+    ]
+    return "\n".join(out)
+
+
+def backup_data(data_dir: Path, dest: Path) -> str:
+    """Tar the data directory, re-read it and compare it file by file; returns the tar sha256."""
+    sha = tar_dir(data_dir, dest / "data.tar")
+    verify_tar(dest / "data.tar", sha, data_dir)
+    return sha

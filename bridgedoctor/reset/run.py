@@ -1,0 +1,157 @@
+"""Entry points: prepare a plan, run a reset, run a restore (each under the bridge's lock)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ..diagnose import Options
+from . import backup, services
+from .engine import RESET_STEPS, RESTORE_STEPS, Ctx, drive, options_dict
+from .errors import ResetError
+from .manifest import Manifest, all_for, now
+from .plan import Mode, Plan, make
+from .recover import recover_locked, rollback
+from .target import Bridge, resolve
+
+Confirm = Callable[[Plan], bool]
+
+
+async def prepare(name: str, mode: Mode, opts: Options, backup_root: Path) -> tuple[Bridge, Plan]:
+    """Everything read-only: where the bridge is, what it holds, whether the backup fits."""
+    bridge = resolve(name, opts)
+    from .dbio import open_db
+
+    try:
+        db = await open_db(bridge.db)
+    except Exception as e:  # noqa: BLE001 - any connect failure is bad input here
+        msg = f"cannot open {bridge.db.location} ({type(e).__name__})."
+        raise ResetError(msg, usage=True) from None
+    try:
+        tables = await db.tables()
+        if mode == "crypto":
+            from .crypto import CLEARED
+
+            need = await db.size([t for t in tables if t in CLEARED or t == "kv_store"])
+        else:
+            need = await db.size(None) + backup.tree_size(bridge.data_dir)
+    finally:
+        await db.close()
+    bridge_dir = backup_root / bridge.name
+    bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    backup.ensure_space(bridge_dir, need)
+    was_active = services.is_active(bridge.unit)
+    plan = make(
+        bridge.name,
+        mode,
+        bridge.unit,
+        was_active,
+        bridge.db.location,
+        bridge.data_dir,
+        bridge_dir,
+        tables,
+    )
+    return bridge, plan
+
+
+def requester() -> str:
+    try:
+        return f"{getpass.getuser()} (uid {os.getuid()})"
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+async def reset(
+    name: str,
+    mode: Mode,
+    opts: Options,
+    backup_root: Path,
+    confirm: Confirm,
+    requested_by: str | None = None,
+) -> Manifest:
+    bridge = resolve(name, opts)
+    bridge_dir = backup_root / bridge.name
+    bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with backup.lock(bridge_dir):
+        await recover_locked(bridge_dir)
+        bridge, plan = await prepare(name, mode, opts, backup_root)
+        if not confirm(plan):
+            raise ResetError("not confirmed; nothing was changed.")
+        plan.backup_dir.mkdir(mode=0o700)
+        m = Manifest(
+            id=plan.id,
+            kind="reset",
+            bridge=bridge.name,
+            mode=mode,
+            requested_by=requested_by or requester(),
+            created_at=now(),
+            location=str(plan.backup_dir),
+            unit=bridge.unit,
+            was_active=plan.was_active,
+            database=bridge.db.location,
+            engine="sqlite" if hasattr(bridge.db, "path") else "postgres",
+            data_dir=str(bridge.data_dir),
+            extra={"options": options_dict(opts), "plan": plan.render()},
+        )
+        m.save()
+        try:
+            await drive(Ctx(m, bridge), RESET_STEPS[mode])
+        except ResetError as e:
+            await rollback(m, str(e))
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever failed, leave no half-reset bridge
+            await rollback(m, f"{type(e).__name__}: {e}")
+            raise ResetError(f"reset failed ({type(e).__name__}); {m.error}") from e
+        return m
+
+
+async def restore(
+    name: str, ident: str, opts: Options, backup_root: Path, confirm: Callable[[str], bool]
+) -> Manifest:
+    bridge = resolve(name, opts)
+    bridge_dir = backup_root / bridge.name
+    with backup.lock(bridge_dir):
+        await recover_locked(bridge_dir)
+        src = next((m for m in all_for(bridge_dir) if m.id == ident and m.kind == "reset"), None)
+        if src is None:
+            raise ResetError(f"no backup {ident} of {bridge.name} in {bridge_dir}.", usage=True)
+        if "verify" not in src.done_steps():
+            raise ResetError(f"backup {ident} was never completed and verified; cannot restore.")
+        text = (
+            f"Restore {bridge.name} from {ident} ({src.mode}): stop {bridge.unit}, put back "
+            + ("the crypto rows" if src.mode == "crypto" else "the whole database and data dir")
+            + f" from {src.location}, start it again."
+        )
+        if not confirm(text):
+            raise ResetError("not confirmed; nothing was changed.")
+        was_active = services.is_active(bridge.unit)
+        op_dir = bridge_dir / f"{src.id}.restore-{now().replace(':', '')}"
+        op_dir.mkdir(mode=0o700)
+        m = Manifest(
+            id=op_dir.name,
+            kind="restore",
+            bridge=bridge.name,
+            mode=src.mode,
+            requested_by=requester(),
+            created_at=now(),
+            location=src.location,
+            unit=bridge.unit,
+            was_active=was_active,
+            database=bridge.db.location,
+            source=src.id,
+            extra={"options": options_dict(opts), "op_dir": str(op_dir)},
+        )
+        m.save()
+        try:
+            await drive(Ctx(m, bridge, src), RESTORE_STEPS[src.mode])
+        except Exception as e:  # noqa: BLE001
+            m.state, m.error = "failed", f"{type(e).__name__}: {e}"
+            m.save()
+            raise ResetError(
+                f"restore failed ({m.error}); the bridge is left stopped. Retry with "
+                f"'bridgedoctor restore {bridge.name} {src.id}'.",
+                touched=True,
+            ) from e
+        return m

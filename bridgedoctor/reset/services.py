@@ -1,0 +1,53 @@
+"""systemd control through the `systemctl` found on PATH (tests put a fake one first)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+from .errors import ResetError
+
+STOP_SETTLE_SECONDS = 30.0
+INACTIVE = ("inactive", "failed")
+
+
+def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("systemctl")
+    if exe is None:
+        raise ResetError("systemctl is not on PATH; cannot stop the bridge safely.")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+
+
+def state(unit: str) -> str:
+    r = _systemctl("show", "-p", "ActiveState", "--value", unit)
+    if r.returncode != 0:
+        raise ResetError(f"systemctl cannot tell the state of {unit}.")
+    return r.stdout.strip()
+
+
+def is_active(unit: str) -> bool:
+    return state(unit) not in INACTIVE
+
+
+def stop(unit: str) -> None:
+    """Stop and prove it: the database is only touched once the unit is really inactive."""
+    r = _systemctl("stop", unit)
+    if r.returncode != 0:
+        raise ResetError(f"systemctl stop {unit} failed; nothing was changed.")
+    deadline = time.monotonic() + STOP_SETTLE_SECONDS
+    while True:
+        s = state(unit)
+        if s in INACTIVE:
+            return
+        # "deactivating" may still settle; anything else means it is running (Restart=, a
+        # concurrent start): abort rather than write under a live bridge.
+        if s != "deactivating" or time.monotonic() > deadline:
+            raise ResetError(f"{unit} is still {s} after systemctl stop; nothing was changed.")
+        time.sleep(0.2)
+
+
+def start(unit: str) -> None:
+    r = _systemctl("start", unit)
+    if r.returncode != 0:
+        raise ResetError(f"systemctl start {unit} failed; see journalctl -u {unit}.", touched=True)

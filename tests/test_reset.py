@@ -1,0 +1,177 @@
+"""Reset and restore against MDAD-shaped hosts (real PostgreSQL and SQLite), fake systemctl."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor.cli.main import main
+from bridgedoctor.reset.dbio import open_db
+from bridgedoctor.reset.target import resolve
+from tests.support.fleet import SECRETS, Host
+from tests.support.pg import PgServer
+from tests.support.reset_env import Systemd, fake_systemd, options, state
+from tests.support.store import StoreSpec
+
+BRIDGE = "gmessages"
+UNIT = "matrix-mautrix-gmessages.service"
+CRYPTO_GONE = (
+    "crypto_account",
+    "crypto_olm_session",
+    "crypto_megolm_inbound_session",
+    "crypto_megolm_outbound_session",
+    "crypto_secrets",
+)
+_counter = itertools.count()
+
+
+def deploy(tmp: Path, pg: PgServer | None, engine: str) -> Host:
+    host = Host.at(tmp, pg if engine == "postgres" else None)
+    prefix = f"r{next(_counter)}_" if engine == "postgres" else ""
+    host.add(BRIDGE, StoreSpec(BRIDGE, recovery_key=True), engine=engine, db_prefix=prefix)
+    b = resolve(BRIDGE, options(host))
+    b.data_dir.mkdir(parents=True, exist_ok=True)
+    (b.data_dir / "media").mkdir(exist_ok=True)
+    (b.data_dir / "media" / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    _exec(
+        host,
+        "INSERT INTO crypto_device (user_id, device_id, identity_key, signing_key, trust, "
+        "deleted, name) VALUES ('@a:example.com', 'DEV', 'ik', 'sk', 0, false, 'phone')",
+        "INSERT INTO crypto_tracked_user (user_id) VALUES ('@a:example.com')",
+        "INSERT INTO crypto_secrets (account_id, name, secret) VALUES ('', 'm.megolm_backup.v1', "
+        "'c2VjcmV0')",
+    )
+    return host
+
+
+def _exec(host: Host, *sqls: str) -> None:
+    async def go() -> None:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            for sql in sqls:
+                r = db.conn.execute(sql)
+                if asyncio.iscoroutine(r):
+                    await r
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Systemd:
+    sd = fake_systemd(tmp_path)
+    for k, v in sd.env().items():
+        monkeypatch.setenv(k, v)
+    sd.set(UNIT, "active")
+    return sd
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def host(tmp_path: Path, pg: PgServer, engine: str) -> Host:
+    return deploy(tmp_path, pg, engine)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    text = out + err
+    assert "Traceback" not in text
+    for secret in SECRETS:
+        assert secret not in text, "a secret leaked into the output"
+    return code, text
+
+
+def backup_args(tmp: Path) -> list[str]:
+    return ["--backup-dir", str(tmp / "backups")]
+
+
+def only_backup(capsys: pytest.CaptureFixture[str], host: Host, tmp: Path) -> dict:
+    code, text = run(capsys, "backups", BRIDGE, "--json", *host.args(), *backup_args(tmp))
+    assert code == 0
+    items = json.loads(text)
+    assert len(items) == 1
+    return items[0]
+
+
+def test_crypto_reset_then_restore(host: Host, systemd: Systemd, tmp_path: Path, capsys) -> None:
+    before = state(host, BRIDGE)
+    code, text = run(capsys, "reset", BRIDGE, "--yes", *host.args(), *backup_args(tmp_path))
+    assert code == 0, text
+    after = state(host, BRIDGE)
+    tables = after["tables"]
+    for t in CRYPTO_GONE:
+        assert tables[t][0] == 0, t
+    # Portals, logins, devices and the rest of the bridge are untouched.
+    for t, digest in before["tables"].items():
+        if t not in CRYPTO_GONE and t != "kv_store":
+            assert tables[t] == digest, t
+    assert tables["kv_store"][0] == 0  # the recovery_key row, the only one here
+    if host.pg is not None:  # with SQLite the database file itself lives in the data dir
+        assert after["data"] == before["data"]
+    assert systemd.calls()[:2] == [f"show -p ActiveState --value {UNIT}", f"stop {UNIT}"]
+    assert f"start {UNIT}" in systemd.calls() and systemd.get(UNIT) == "active"
+    code, text = run(capsys, "check", BRIDGE, "--json", *host.args())
+    assert "no_crypto_account" in [f["code"] for f in json.loads(text)["findings"]]
+
+    item = only_backup(capsys, host, tmp_path)
+    assert (item["mode"], item["state"]) == ("crypto", "done")
+    manifest = json.loads((Path(item["location"]) / "manifest.json").read_text())
+    assert manifest["tables"]["crypto_account"]["rows"] == 1
+    assert manifest["tables"]["kv_store.recovery_key"]["rows"] == 1
+    code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
+                     *backup_args(tmp_path))  # fmt: skip
+    assert code == 0, text
+    restored = state(host, BRIDGE)
+    assert restored["tables"] == before["tables"]  # every table, by checksum
+    if host.pg is not None:
+        assert restored["data"] == before["data"]
+    assert systemd.get(UNIT) == "active"
+
+
+def test_full_reset_then_restore(host: Host, systemd: Systemd, tmp_path: Path, capsys) -> None:
+    before = state(host, BRIDGE)
+    code, text = run(
+        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
+    )
+    assert code == 0, text
+    assert "log in to the remote network again" in text
+    b = resolve(BRIDGE, options(host))
+    assert list(b.data_dir.iterdir()) == []
+    assert state(host, BRIDGE)["tables"] == {}
+    item = only_backup(capsys, host, tmp_path)
+    code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
+                     *backup_args(tmp_path))  # fmt: skip
+    assert code == 0, text
+    assert state(host, BRIDGE) == before
+
+
+def test_unit_that_does_not_stop_aborts_untouched(
+    host: Host, systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    before = state(host, BRIDGE)
+    systemd.refuse_stop_once(UNIT)
+    code, text = run(capsys, "reset", BRIDGE, "--yes", *host.args(), *backup_args(tmp_path))
+    assert code == 1
+    assert "still active" in text and "nothing was changed" in text
+    assert state(host, BRIDGE) == before
+    assert only_backup(capsys, host, tmp_path)["state"] == "rolled_back"
+
+
+def test_no_tty_without_yes_refuses(host: Host, systemd: Systemd, tmp_path: Path, capsys) -> None:
+    before = state(host, BRIDGE)
+    code, text = run(capsys, "reset", BRIDGE, *host.args(), *backup_args(tmp_path))
+    assert code == 1
+    assert "Reset plan for gmessages (crypto)" in text and "--yes" in text
+    assert "bridgedoctor restore gmessages" in text
+    assert not any(c.startswith("stop") for c in systemd.calls())
+    assert state(host, BRIDGE) == before
