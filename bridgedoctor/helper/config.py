@@ -239,5 +239,5 @@ def prepare_dirs(cfg: HelperConfig) -> None:
             raise ConfigError(f"cannot create {directory}: {_reason(e)}.") from None
         if not directory.is_dir():
             raise ConfigError(f"{directory} is not a directory.")
-    if os.access(cfg.backup_dir, os.W_OK) is False:
+    if not os.access(cfg.backup_dir, os.W_OK):
         raise ConfigError(f"backup_dir {cfg.backup_dir} is not writable.")

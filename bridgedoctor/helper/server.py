@@ -147,7 +147,7 @@ class Helper:
                 result, entry.result = await asyncio.wait_for(
                     ops.run(req, self.cfg, self.kb), self.cfg.request_timeout
                 )
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
                 raise ProtocolError(
                     E_TIMEOUT, "The check took too long and was stopped."
                 ) from None
@@ -160,7 +160,7 @@ class Helper:
             return e.partial  # no newline before EOF: decode_request calls it truncated
         except asyncio.LimitOverrunError:
             raise ProtocolError(E_BAD_REQUEST, "The request is too large.") from None
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
             raise ProtocolError(E_TIMEOUT, "No request arrived in time.") from None
 
     async def _send(self, writer: asyncio.StreamWriter, response: bytes) -> None:
@@ -168,11 +168,11 @@ class Helper:
             writer.write(response)
             # A client that stops reading must not pin this task: bound the flush too.
             await asyncio.wait_for(writer.drain(), self.cfg.read_timeout)
-        except (OSError, TimeoutError):
+        except (OSError, asyncio.TimeoutError):
             log.debug("client went away before the answer was sent")
         finally:
             writer.close()
-            with contextlib.suppress(OSError, TimeoutError):
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), self.cfg.read_timeout)
 
     def _log_internal(self, e: BaseException) -> None:
