@@ -63,9 +63,11 @@ def decode_request(line: bytes) -> Request:
         raise ProtocolError(E_BAD_REQUEST, "The request was truncated (no end of line).")
     try:
         body = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: deeply nested input such as 4000 '[' is hostile, not a crash.
         raise ProtocolError(E_BAD_REQUEST, "The request is not valid JSON.") from None
-    if not isinstance(body, dict) or body.get("v") != VERSION:
+    # type() check: True and 1.0 compare equal to 1 but are not version 1.
+    if not isinstance(body, dict) or type(body.get("v")) is not int or body["v"] != VERSION:
         raise ProtocolError(E_BAD_REQUEST, f"The request is not a version {VERSION} object.")
     token, op, bridge = body.get("token"), body.get("op"), body.get("bridge")
     if not isinstance(token, str):
@@ -94,7 +96,7 @@ def decode_response(line: bytes) -> dict[str, Any]:
     """The result of a response line, or ProtocolError carrying the helper's error."""
     try:
         body = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ProtocolError(E_BAD_REQUEST, "The helper's answer is not valid JSON.") from None
     if not isinstance(body, dict) or body.get("v") != VERSION:
         raise ProtocolError(E_BAD_REQUEST, "The helper speaks another protocol version.")

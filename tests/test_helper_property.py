@@ -28,7 +28,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import bridgedoctor
-from bridgedoctor.helper.server import parse
 from bridgedoctor.protocol import (
     BRIDGE_RE,
     MAX_REQUEST_BYTES,
@@ -197,7 +196,7 @@ payloads = json_lines() | st.binary(max_size=2000) | hostile  # long lines: in `
 @given(payloads)
 def test_parse_accepts_or_refuses_plainly(line: bytes) -> None:
     try:
-        req = parse(line)
+        req = decode_request(line)
     except ProtocolError as e:
         assert e.code in ERROR_CODES and e.message.endswith(".")
         return
@@ -209,15 +208,12 @@ def test_parse_accepts_or_refuses_plainly(line: bytes) -> None:
         assert req.bridge is None
 
 
-@pytest.mark.xfail(
-    raises=RecursionError,
-    strict=True,
-    reason="protocol.decode_request lets json.loads' RecursionError escape; server.parse guards "
-    "it. Remove this test once decode_request catches RecursionError itself.",
-)
-def test_decode_request_deep_nesting_upstream() -> None:
+def test_decode_request_deep_nesting() -> None:
     with pytest.raises(ProtocolError):
         decode_request(b"[" * 4000 + b"\n")
+    for version in (b"true", b"1.0"):  # equal to 1 in Python, but not version 1
+        with pytest.raises(ProtocolError):
+            decode_request(b'{"v": ' + version + b', "token": "t", "op": "list"}\n')
 
 
 # --- the running helper --------------------------------------------------------------------------

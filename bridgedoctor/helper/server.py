@@ -21,7 +21,6 @@ from ..protocol import (
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
     ProtocolError,
-    Request,
     decode_request,
     encode_response,
 )
@@ -31,15 +30,6 @@ from .config import HelperConfig
 from .peer import Peer, credentials
 
 INTERNAL_MESSAGE = "The helper hit an unexpected error; its log on the host has the details."
-
-
-def parse(line: bytes) -> Request:
-    """decode_request, plus the one failure it lets escape: json.loads raises RecursionError on
-    deeply nested input such as 4000 '[' (a protocol.py fix belongs upstream; this guards it)."""
-    try:
-        return decode_request(line)
-    except RecursionError:
-        raise ProtocolError(E_BAD_REQUEST, "The request is not valid JSON.") from None
 
 
 class Helper:
@@ -135,7 +125,7 @@ class Helper:
         # written would make its write fail with EPIPE, and it would never see this answer.
         if allowed is not None and (peer is None or peer.uid not in allowed):
             raise ProtocolError(E_UNAUTHORIZED, "This user may not use the helper.")
-        req = parse(line)
+        req = decode_request(line)
         entry.op, entry.bridge = req.op, req.bridge or "-"
         # surrogatepass: JSON may carry lone surrogates, which plain UTF-8 encoding rejects.
         if not hmac.compare_digest(req.token.encode("utf-8", "surrogatepass"), self._token):
