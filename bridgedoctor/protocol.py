@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = 1
@@ -43,7 +43,7 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class Request:
-    token: str
+    token: str = field(repr=False)  # never in a log line or a traceback
     op: str
     bridge: str | None = None
 
