@@ -60,6 +60,22 @@ class PgTarget:
     def location(self) -> str:
         return f"postgres://{self.user}@{self.host}:{self.port}/{self.database}"
 
+    async def connect(self, *, read_only: bool, application_name: str) -> asyncpg.Connection:
+        settings = {"application_name": application_name}
+        if read_only:
+            settings["default_transaction_read_only"] = "on"
+        return await asyncpg.connect(
+            user=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=self.database,
+            ssl=self.ssl,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=QUERY_TIMEOUT,
+            server_settings=settings,
+        )
+
 
 @dataclass(frozen=True)
 class SqliteTarget:
@@ -143,20 +159,7 @@ async def probe(target: PgTarget | SqliteTarget) -> DbFacts | ProbeError:
 async def _probe_pg(t: PgTarget) -> DbFacts | ProbeError:
     where = f"PostgreSQL at {t.host}" + ("" if t.host.startswith("/") else f":{t.port}")
     try:
-        conn = await asyncpg.connect(
-            user=t.user,
-            password=t.password,
-            host=t.host,
-            port=t.port,
-            database=t.database,
-            ssl=t.ssl,
-            timeout=CONNECT_TIMEOUT,
-            command_timeout=QUERY_TIMEOUT,
-            server_settings={
-                "default_transaction_read_only": "on",
-                "application_name": "bridgedoctor",
-            },
-        )
+        conn = await t.connect(read_only=True, application_name="bridgedoctor")
     except asyncpg.InvalidPasswordError:
         return ProbeError(
             "db_unreachable",

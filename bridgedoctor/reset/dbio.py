@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from ..probes.database import CONNECT_TIMEOUT, PgTarget, SqliteTarget
+from ..probes.database import PgTarget, SqliteTarget
 
 QUERY_TIMEOUT = 120.0
 
@@ -57,17 +57,7 @@ class PgDb:
 
     @classmethod
     async def open(cls, t: PgTarget) -> PgDb:
-        conn = await asyncpg.connect(
-            user=t.user,
-            password=t.password,
-            host=t.host,
-            port=t.port,
-            database=t.database,
-            ssl=t.ssl,
-            timeout=CONNECT_TIMEOUT,
-            command_timeout=QUERY_TIMEOUT,
-            server_settings={"application_name": "bridgedoctor-reset"},
-        )
+        conn = await t.connect(read_only=False, application_name="bridgedoctor-reset")
         return cls(conn, t)
 
     async def close(self) -> None:
