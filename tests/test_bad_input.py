@@ -14,11 +14,10 @@ from hypothesis import strategies as st
 
 from bridgedoctor.probes.config import read_config
 from tests.fixtures import mdad
+from tests.support.cli import run, run_json
 from tests.support.fleet import DB_PASSWORD, Host
 from tests.support.pg import PgServer
 from tests.support.store import StoreSpec
-
-from .test_check import run, run_json
 
 
 def tree_digest(root: Path) -> str:

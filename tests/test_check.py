@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import json
 import secrets
 from pathlib import Path
 
 import pytest
 
-from bridgedoctor.cli.main import main
 from tests.fixtures import mdad
-from tests.support.fleet import SECRETS, Host, flavour, mdad_default_key
+from tests.support.cli import run, run_json
+from tests.support.fleet import Host, flavour, mdad_default_key
 from tests.support.pg import PgServer
 from tests.support.store import StoreSpec
 
@@ -27,21 +26,6 @@ def host(tmp_path: Path, pg: PgServer) -> Host:
 def prefix() -> str:
     """Unique database-name prefix: all tests share one PostgreSQL cluster."""
     return f"t{next(_counter)}_"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    text = out + err
-    assert "Traceback" not in text
-    for secret in SECRETS:
-        assert secret not in text, "a secret leaked into the output"
-    return code, text
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
-    code, text = run(capsys, *argv, "--json")
-    return code, json.loads(text)
 
 
 def codes(report: dict) -> list[str]:
@@ -287,16 +271,7 @@ def test_unix_socket_db_host(host: Host, prefix: str, capsys, pg: PgServer) -> N
 
 
 def test_check_all_is_one_line_each_with_a_pin_block(host: Host, prefix: str, capsys) -> None:
-    host.add(
-        "gmessages",
-        StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
-        db_prefix=prefix,
-    )
-    host.add(
-        "whatsapp",
-        StoreSpec("whatsapp", account_key="maunium.net/go/mautrix-whatsapp"),
-        db_prefix=prefix,
-    )
+    host.add_broken_gmessages_healthy_whatsapp(prefix)
     host.add("meta-instagram", StoreSpec("meta-instagram"), db_prefix=prefix)
     host.add(
         "discord",

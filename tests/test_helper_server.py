@@ -56,17 +56,7 @@ ERROR_CODES = {
 def fleet(tmp_path_factory: pytest.TempPathFactory, pg: PgServer) -> Host:
     host = Host.at(tmp_path_factory.mktemp("helperhost"), pg)
     prefix = f"h{os.getpid()}_{next(_hosts)}_"  # one PostgreSQL cluster serves every test
-    # A store pickled with the bridge's old compiled-in key: the key MDAD renders today is wrong.
-    host.add(
-        "gmessages",
-        StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
-        db_prefix=prefix,
-    )
-    host.add(
-        "whatsapp",
-        StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp")),
-        db_prefix=prefix,
-    )
+    host.add_broken_gmessages_healthy_whatsapp(prefix)
     host.add(
         "signal", StoreSpec("signal", account_key=mdad_default_key("signal")), engine="sqlite"
     )

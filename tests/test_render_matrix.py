@@ -17,7 +17,6 @@ from bridgedoctor.render import common
 from bridgedoctor.render import matrix as render
 from tests.support.fleet import SECRETS, Host
 from tests.support.pg import PgServer
-from tests.support.store import StoreSpec
 
 GMESSAGES_SNIPPET = (
     'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"'
@@ -29,16 +28,7 @@ _counter = itertools.count()
 def host(tmp_path: Path, pg: PgServer) -> Host:
     prefix = f"rm{next(_counter)}_"
     h = Host.at(tmp_path, pg)
-    h.add(
-        "gmessages",
-        StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
-        db_prefix=prefix,
-    )
-    h.add(
-        "whatsapp",
-        StoreSpec("whatsapp", account_key="maunium.net/go/mautrix-whatsapp"),
-        db_prefix=prefix,
-    )
+    h.add_broken_gmessages_healthy_whatsapp(prefix)
     return h
 
 

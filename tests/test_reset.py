@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from bridgedoctor.cli.main import main
 from bridgedoctor.reset.dbio import open_db
 from bridgedoctor.reset.target import resolve
-from tests.support.fleet import SECRETS, Host
+from tests.support.cli import run
+from tests.support.fleet import Host
 from tests.support.pg import PgServer
-from tests.support.reset_env import Systemd, fake_systemd, options, state
+from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, options, state
 from tests.support.store import StoreSpec
 
-BRIDGE = "gmessages"
-UNIT = "matrix-mautrix-gmessages.service"
+BRIDGE, UNIT = RESET_BRIDGE, RESET_UNIT
 CRYPTO_GONE = (
     "crypto_account",
     "crypto_olm_session",
@@ -62,15 +61,6 @@ def _exec(host: Host, *sqls: str) -> None:
     asyncio.run(go())
 
 
-@pytest.fixture
-def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Systemd:
-    sd = fake_systemd(tmp_path)
-    for k, v in sd.env().items():
-        monkeypatch.setenv(k, v)
-    sd.set(UNIT, "active")
-    return sd
-
-
 @pytest.fixture(params=["postgres", "sqlite"])
 def engine(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -79,16 +69,6 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def host(tmp_path: Path, pg: PgServer, engine: str) -> Host:
     return deploy(tmp_path, pg, engine)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    text = out + err
-    assert "Traceback" not in text
-    for secret in SECRETS:
-        assert secret not in text, "a secret leaked into the output"
-    return code, text
 
 
 def backup_args(tmp: Path) -> list[str]:

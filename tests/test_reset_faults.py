@@ -15,19 +15,10 @@ from bridgedoctor.reset import recover
 from bridgedoctor.reset.engine import CRASH_ENV, RESET_STEPS, RESTORE_STEPS
 from bridgedoctor.reset.manifest import all_for
 from tests.support.pg import PgServer
-from tests.support.reset_env import Systemd, fake_systemd, state
+from tests.support.reset_env import Systemd, state
 from tests.test_reset import BRIDGE, CRYPTO_GONE, UNIT, deploy
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Systemd:
-    sd = fake_systemd(tmp_path)
-    for k, v in sd.env().items():
-        monkeypatch.setenv(k, v)
-    sd.set(UNIT, "active")
-    return sd
 
 
 def cli(host_args: list[str], backups: Path, *argv: str, crash: str) -> int:

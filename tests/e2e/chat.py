@@ -52,16 +52,7 @@ def sample_fleet(workdir: Path, pg: PgServer, prefix: str, *, broken_extra: bool
     """gmessages pickled with its old compiled-in key (broken under MDAD's current default),
     whatsapp healthy; optionally slack with a lost random key. Unit files use PINNED_TAGS."""
     host = Host.at(workdir, pg)
-    host.add(
-        "gmessages",
-        StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
-        db_prefix=prefix,
-    )
-    host.add(
-        "whatsapp",
-        StoreSpec("whatsapp", account_key="maunium.net/go/mautrix-whatsapp"),
-        db_prefix=prefix,
-    )
+    host.add_broken_gmessages_healthy_whatsapp(prefix)
     if broken_extra:
         lost = secrets.token_urlsafe(48)[:64]
         host.add("slack", StoreSpec("slack", account_key=lost), db_prefix=prefix)

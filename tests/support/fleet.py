@@ -79,6 +79,20 @@ class Host:
         self.stores[bridge] = built
         return built
 
+    def add_broken_gmessages_healthy_whatsapp(self, db_prefix: str) -> None:
+        """The classic pair: gmessages pickled with its pre-bridgev2 key (broken under MDAD's
+        default today) and a whatsapp whose key is MDAD's default."""
+        self.add(
+            "gmessages",
+            StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages"),
+            db_prefix=db_prefix,
+        )
+        self.add(
+            "whatsapp",
+            StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp")),
+            db_prefix=db_prefix,
+        )
+
 
 def mdad_default_key(bridge: str) -> str:
     """The key MDAD renders (or the bridge compiles in) for a bridge today."""

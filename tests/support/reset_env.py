@@ -16,6 +16,9 @@ from bridgedoctor.reset.target import resolve
 from .fleet import Host
 
 FAKE = Path(__file__).with_name("fake_systemctl")
+# The bridge the reset tests deploy, and its unit (the `systemd` fixture marks it running).
+RESET_BRIDGE = "gmessages"
+RESET_UNIT = f"matrix-mautrix-{RESET_BRIDGE}.service"
 
 
 @dataclass

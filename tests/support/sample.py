@@ -1,6 +1,6 @@
 """Write the bundled sample MDAD host: a SQLite-backed fleet with the classic breakages.
 
-    python -m tests.support.sample DIR      # DIR/matrix (the root) and DIR/systemd
+python -m tests.support.sample DIR      # DIR/matrix (the root) and DIR/systemd
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ from .store import StoreSpec
 
 FLEET: list[tuple[str, StoreSpec, dict]] = [
     # gmessages installed before bridgev2: pickled with its legacy key, MDAD renders another.
-    ("gmessages", StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages", migrated=True), {}),
+    (
+        "gmessages",
+        StoreSpec("gmessages", account_key="go.mau.fi/mautrix-gmessages", migrated=True),
+        {},
+    ),
     # slack created while MDAD rendered `generate`: the random key was never saved.
     ("slack", StoreSpec("slack", account_key=secrets.token_hex(32)), {}),
     # signal set up with 2023 pre-release code.
