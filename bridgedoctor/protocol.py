@@ -2,8 +2,7 @@
 
 One JSON object per line over a Unix stream socket; one request and one response per connection.
 
-    request:  {"v": 1, "token": "<shared token>", "op": "list" | "check" | "check_all",
-               "bridge": "<name>"  (check only)}
+    request:  {"v": 1, "token": "<shared token>", "op": "<one of OPS>", ...the op's fields}
     response: {"v": 1, "ok": true,  "result": {...}}
               {"v": 1, "ok": false, "error": {"code": "<code>", "message": "<one sentence>"}}
 
@@ -21,8 +20,35 @@ from typing import Any
 VERSION = 1
 MAX_REQUEST_BYTES = 4096
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
-OPS = frozenset({"list", "check", "check_all"})
 BRIDGE_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+# A reset's backup id as bridgedoctor.reset.plan.new_id makes it: UTC stamp, mode, counter.
+BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-(?:crypto|full)(?:\.[0-9]{1,3})?$")
+DIGEST_RE = re.compile(r"^[0-9a-f]{16}$")
+# A Matrix user ID (the admin who confirmed), stored in manifests and audit lines.
+USER_ID_RE = re.compile(r"^@[!-9;-~]{1,200}:[A-Za-z0-9.:\[\]-]{1,200}$")
+FIELD_RE = {
+    "bridge": BRIDGE_RE,
+    "mode": re.compile(r"^(?:crypto|full)$"),
+    "plan": BACKUP_ID_RE,
+    "backup": BACKUP_ID_RE,
+    "digest": DIGEST_RE,
+    "requested_by": USER_ID_RE,
+}
+# The allowlist: every operation and exactly the fields it takes (all required).
+# reset/restore carry the digest of the plan the admin confirmed: the helper re-plans and
+# refuses if anything changed since.
+OP_FIELDS: dict[str, tuple[str, ...]] = {
+    "list": (),
+    "check": ("bridge",),
+    "check_all": (),
+    "reset_plan": ("bridge", "mode"),
+    "reset": ("bridge", "mode", "plan", "digest", "requested_by"),
+    "backups": ("bridge",),
+    "restore_plan": ("bridge", "backup"),
+    "restore": ("bridge", "backup", "digest", "requested_by"),
+}
+OPS = frozenset(OP_FIELDS)
+MUTATING = frozenset({"reset", "restore"})
 
 # Error codes a client can act on.
 E_BAD_REQUEST = "bad_request"
@@ -46,12 +72,18 @@ class Request:
     token: str = field(repr=False)  # never in a log line or a traceback
     op: str
     bridge: str | None = None
+    mode: str | None = None
+    plan: str | None = None
+    backup: str | None = None
+    digest: str | None = None
+    requested_by: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in FIELD_RE if getattr(self, k) is not None}
 
 
 def encode_request(req: Request) -> bytes:
-    body: dict[str, Any] = {"v": VERSION, "token": req.token, "op": req.op}
-    if req.bridge is not None:
-        body["bridge"] = req.bridge
+    body: dict[str, Any] = {"v": VERSION, "token": req.token, "op": req.op, **req.fields()}
     return json.dumps(body).encode() + b"\n"
 
 
@@ -69,17 +101,25 @@ def decode_request(line: bytes) -> Request:
     # type() check: True and 1.0 compare equal to 1 but are not version 1.
     if not isinstance(body, dict) or type(body.get("v")) is not int or body["v"] != VERSION:
         raise ProtocolError(E_BAD_REQUEST, f"The request is not a version {VERSION} object.")
-    token, op, bridge = body.get("token"), body.get("op"), body.get("bridge")
+    token, op = body.get("token"), body.get("op")
     if not isinstance(token, str):
         raise ProtocolError(E_UNAUTHORIZED, "The request carries no token.")
     if not isinstance(op, str) or op not in OPS:
         raise ProtocolError(E_UNKNOWN_OP, "The helper does not offer that operation.")
-    if op == "check":
-        if not isinstance(bridge, str) or not BRIDGE_RE.fullmatch(bridge):
-            raise ProtocolError(E_UNKNOWN_BRIDGE, "The request names no valid bridge.")
-    elif bridge is not None:
-        raise ProtocolError(E_BAD_REQUEST, f"Operation {op} takes no bridge.")
-    return Request(token=token, op=op, bridge=bridge)
+    wanted = OP_FIELDS[op]
+    fields: dict[str, str] = {}
+    for name, pattern in FIELD_RE.items():
+        value = body.get(name)
+        if name not in wanted:
+            if value is not None:
+                raise ProtocolError(E_BAD_REQUEST, f"Operation {op} takes no {name}.")
+            continue
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            if name == "bridge":
+                raise ProtocolError(E_UNKNOWN_BRIDGE, "The request names no valid bridge.")
+            raise ProtocolError(E_BAD_REQUEST, f"The request has no valid {name}.")
+        fields[name] = value
+    return Request(token=token, op=op, **fields)
 
 
 def encode_response(

@@ -30,7 +30,9 @@ from hypothesis import strategies as st
 import bridgedoctor
 from bridgedoctor.protocol import (
     BRIDGE_RE,
+    FIELD_RE,
     MAX_REQUEST_BYTES,
+    OP_FIELDS,
     OPS,
     ProtocolError,
     Request,
@@ -92,12 +94,12 @@ class OpenRecorder:
             _recording = None
 
 
-def allowed_prefixes(host: Host) -> tuple[str, ...]:
+def allowed_prefixes(host: Host, *own: Path) -> tuple[str, ...]:
+    """`own`: directories from the helper's own config (its backup_dir)."""
     python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     package = os.path.dirname(bridgedoctor.__file__)  # bridges.yaml (editable installs too)
-    return tuple(
-        p.rstrip("/") + "/" for p in (str(host.root), str(host.systemd), package, *python)
-    )
+    dirs = (str(host.root), str(host.systemd), package, *python, *map(str, own))
+    return tuple(p.rstrip("/") + "/" for p in dirs)
 
 
 def outside(paths: list[str], prefixes: tuple[str, ...]) -> list[str]:
@@ -121,7 +123,7 @@ tokens = (
     | st.text(max_size=80)
     | json_value
 )
-ops = st.sampled_from(sorted(OPS) + ["reset", "LIST", "check ", ""]) | st.text(max_size=20)
+ops = st.sampled_from(sorted(OPS) + ["shell", "LIST", "check ", ""]) | st.text(max_size=20)
 bridges = (
     st.sampled_from(
         [
@@ -141,6 +143,15 @@ bridges = (
     | st.text(max_size=60)
     | json_value
 )
+backup_ids = st.sampled_from(
+    ["20261126T064500Z-crypto", "20261126T064500Z-full.2", "../../etc", "20261126T064500Z"]
+) | st.text(max_size=30)
+digests = st.sampled_from(["0123456789abcdef", "0123456789ABCDEF", "0" * 17]) | st.text(
+    max_size=20
+)
+users = st.sampled_from(["@admin:example.com", "@admin:example.com\n", "admin", "@:x"]) | st.text(
+    max_size=30
+)
 versions = st.sampled_from([1, 1.0, True, 2, 0, "1", None, -1])
 bodies = st.fixed_dictionaries(
     {},
@@ -149,6 +160,11 @@ bodies = st.fixed_dictionaries(
         "token": tokens,
         "op": ops,
         "bridge": bridges,
+        "mode": st.sampled_from(["crypto", "full", "FULL", "all"]) | json_value,
+        "plan": backup_ids,
+        "backup": backup_ids,
+        "digest": digests,
+        "requested_by": users,
         "extra": json_value,
         "pad": st.sampled_from([0, 100, MAX_REQUEST_BYTES - 60, MAX_REQUEST_BYTES, 9000]).map(
             "p".__mul__
@@ -161,8 +177,14 @@ bodies = st.fixed_dictionaries(
 def json_lines(draw: st.DrawFn) -> bytes:
     body = draw(bodies)
     # Mostly well-formed requests with the right token, so real checks run against the host.
-    if draw(st.integers(0, 3)) == 0:
+    roll = draw(st.integers(0, 5))
+    if roll == 0:
         body.update(v=1, token=TOKEN, op="check", bridge=draw(bridges))
+    elif roll == 1:  # a well-formed request of any op: its fields, drawn from their strategies
+        op = draw(st.sampled_from(sorted(OPS)))
+        fields = {k: v for k, v in body.items() if k in FIELD_RE and k in OP_FIELDS[op]}
+        body = {"v": 1, "token": TOKEN, "op": op, "bridge": draw(bridges), **fields}
+        body = {k: v for k, v in body.items() if k in ("v", "token", "op") or k in OP_FIELDS[op]}
     text = json.dumps(body, ensure_ascii=draw(st.booleans()))
     end = draw(st.sampled_from(["\n", "\n", "", "\r\n", "\n\n", "\nextra"]))
     return text.encode("utf-8", "surrogatepass") + end.encode()
@@ -202,10 +224,10 @@ def test_parse_accepts_or_refuses_plainly(line: bytes) -> None:
         return
     assert isinstance(req, Request) and isinstance(req.token, str) and req.op in OPS
     assert len(line) <= MAX_REQUEST_BYTES and line.endswith(b"\n")
-    if req.op == "check":
-        assert req.bridge is not None and BRIDGE_RE.fullmatch(req.bridge)
-    else:
-        assert req.bridge is None
+    # Exactly the op's fields, each matching its pattern (the allowlist, OP_FIELDS).
+    assert set(req.fields()) == set(OP_FIELDS[req.op])
+    for name, value in req.fields().items():
+        assert FIELD_RE[name].fullmatch(value)
 
 
 def test_decode_request_deep_nesting() -> None:
@@ -247,7 +269,7 @@ def send(path: str, payload: bytes) -> bytes:
 )
 @given(payload=payloads)
 def test_helper_survives_anything(running: Running, fleet: Host, payload: bytes) -> None:  # noqa: F811
-    prefixes = allowed_prefixes(fleet)
+    prefixes = allowed_prefixes(fleet, running.cfg.backup_dir)
     with OpenRecorder() as opened:
         raw = send(running.path, payload)
     body = answer(raw)  # exactly one valid protocol line, no secret in it

@@ -46,6 +46,7 @@ ERROR_CODES = {
     "busy",
     "timeout",
     "internal",
+    "reset_refused",
 }
 
 
@@ -245,7 +246,7 @@ def test_missing_token_is_unauthorized(helper: Running) -> None:
 
 
 def test_unknown_op(helper: Running) -> None:
-    assert error_code(helper.ask({"v": 1, "token": TOKEN, "op": "reset"})) == "unknown_op"
+    assert error_code(helper.ask({"v": 1, "token": TOKEN, "op": "shell"})) == "unknown_op"
 
 
 @pytest.mark.parametrize("bridge", ["../../etc", "whatsapp/../../etc", "slack", "zz-not-one"])

@@ -23,6 +23,7 @@ class Entry:
     uid: int | None = None
     pid: int | None = None
     result: str = "-"
+    by: str = "-"  # the Matrix user who confirmed a reset or restore (validated)
 
     def line(self, duration_ms: float) -> str:
         uid = "-" if self.uid is None else str(self.uid)
@@ -30,6 +31,7 @@ class Entry:
         return (
             f"request op={self.op} bridge={self.bridge} uid={uid} pid={pid} "
             f"result={self.result} ms={duration_ms:.0f}"
+            + (f" by={self.by}" if self.by != "-" else "")
         )
 
 

@@ -1,4 +1,4 @@
-"""The three operations, each bounded to what the helper itself discovered on the host."""
+"""The operations, each bounded to what the helper itself discovered on the host."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..diagnose import Options, check, check_all
 from ..knowledge import Knowledge
 from ..probes import host
 from ..protocol import E_UNKNOWN_BRIDGE, ProtocolError, Request
+from . import reset_ops
 from .config import HelperConfig
 
 
@@ -28,14 +29,16 @@ async def run(req: Request, cfg: HelperConfig, kb: Knowledge) -> tuple[dict[str,
     if req.op == "list":
         names = await discovered(cfg, kb)
         return {"bridges": names}, "ok"
+    if req.op == "check_all":
+        fleet = await check_all(options(cfg), kb)
+        statuses = sorted({r.status for r in fleet.reports})
+        return fleet.to_dict(), ",".join(statuses) or "empty"
+    names = await discovered(cfg, kb)
+    # Use our own string, never the client's: only names from discovery reach path building.
+    name = next((n for n in names if n == req.bridge), None)
+    if name is None:
+        raise ProtocolError(E_UNKNOWN_BRIDGE, "No such bridge is deployed on this host.")
     if req.op == "check":
-        names = await discovered(cfg, kb)
-        # Use our own string, never the client's: only names from discovery reach path building.
-        name = next((n for n in names if n == req.bridge), None)
-        if name is None:
-            raise ProtocolError(E_UNKNOWN_BRIDGE, "No such bridge is deployed on this host.")
         report = await check(name, options(cfg), kb)
         return report.to_dict(), report.status
-    fleet = await check_all(options(cfg), kb)
-    statuses = sorted({r.status for r in fleet.reports})
-    return fleet.to_dict(), ",".join(statuses) or "empty"
+    return await reset_ops.run(req, name, cfg.backup_dir, options(cfg))

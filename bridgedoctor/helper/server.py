@@ -20,11 +20,13 @@ from ..protocol import (
     E_UNAUTHORIZED,
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
+    MUTATING,
     ProtocolError,
     decode_request,
     encode_response,
 )
-from . import listen, ops
+from ..reset import recover
+from . import listen, ops, reset_ops
 from .audit import Entry, audit_log, log
 from .config import HelperConfig
 from .peer import Peer, credentials
@@ -44,6 +46,7 @@ class Helper:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
+        await self.recover()
         sock = listen.bind(self.cfg)
         self._inode = os.stat(self.cfg.socket).st_ino
         # limit bounds readuntil(): a line longer than MAX_REQUEST_BYTES is refused unread.
@@ -51,6 +54,16 @@ class Helper:
             self._connection, sock=sock, limit=MAX_REQUEST_BYTES
         )
         log.info("listening on %s (max_concurrent=%d)", self.cfg.socket, self.cfg.max_concurrent)
+
+    async def recover(self) -> None:
+        """Finish or roll back any reset or restore a crash interrupted, before serving."""
+        try:
+            done = await reset_ops.in_worker(lambda: recover(self.cfg.backup_dir))
+        except Exception as e:  # noqa: BLE001 - checks must still be served; say what is left
+            log.error("could not recover interrupted resets in %s: %s", self.cfg.backup_dir, e)
+            return
+        for m in done:
+            log.warning("recovered %s %s of %s: now %s", m.kind, m.id, m.bridge, m.state)
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), remove the socket."""
@@ -132,7 +145,13 @@ class Helper:
             raise ProtocolError(E_UNAUTHORIZED, "The token is wrong.")
         if self.slots.locked():
             raise ProtocolError(E_BUSY, "The helper is busy with other checks; try again soon.")
+        entry.by = req.requested_by or "-"
         async with self.slots:
+            if req.op in MUTATING:
+                # No timeout: stopping a reset half-way is worse than a slow one (its thread
+                # would go on anyway). The client waits with its own, longer timeout.
+                result, entry.result = await ops.run(req, self.cfg, self.kb)
+                return result
             try:
                 result, entry.result = await asyncio.wait_for(
                     ops.run(req, self.cfg, self.kb), self.cfg.request_timeout

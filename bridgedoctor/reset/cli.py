@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 print("Now log in to the remote network again (the bridge's login command).")
             return EXIT_OK
         m = asyncio.run(
-            runner.restore(args.name, args.id, opts, root, lambda t: _ask(t, args.yes))
+            runner.restore(args.name, args.id, opts, root, lambda p: _ask(p.render(), args.yes))
         )
         print(f"Restored {m.bridge} from {m.source}.")
         return EXIT_OK

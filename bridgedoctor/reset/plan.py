@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -33,6 +35,16 @@ class Plan:
     def undo(self) -> str:
         return f"bridgedoctor restore {self.bridge} {self.id}"
 
+    @property
+    def digest(self) -> str:
+        """Names this exact plan: a confirmation is only good for the plan that was shown."""
+        return digest_of(self.to_dict(with_digest=False))
+
+    def to_dict(self, with_digest: bool = True) -> dict[str, object]:
+        d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {**d, "digest": self.digest} if with_digest else d
+
     def render(self) -> str:
         lines = [f"Reset plan for {self.bridge} ({self.mode}):"]
         lines.append(f"  1. stop {self.unit} and verify it is inactive")
@@ -48,6 +60,11 @@ class Plan:
         lines += [f"  - {a}" for a in self.after]
         lines.append(f"Undo: {self.undo}")
         return "\n".join(lines)
+
+
+def digest_of(data: object) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def new_id(bridge_dir: Path, mode: str) -> str:
@@ -69,8 +86,10 @@ def make(
     data_dir: Path,
     bridge_dir: Path,
     present: list[str],
+    ident: str | None = None,
 ) -> Plan:
-    ident = new_id(bridge_dir, mode)
+    """`ident` reuses the id of a plan shown earlier (the room path), else a new one is made."""
+    ident = ident or new_id(bridge_dir, mode)
     if mode == "crypto":
         cleared = [t for t in CLEARED if t in present]
         backed = tuple(f"table {t} (all rows)" for t in cleared)

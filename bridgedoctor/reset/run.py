@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..diagnose import Options
@@ -12,16 +13,21 @@ from . import backup, services
 from .engine import RESET_STEPS, RESTORE_STEPS, Ctx, drive, options_dict
 from .errors import ResetError
 from .manifest import Manifest, all_for, now
-from .plan import Mode, Plan, make
+from .plan import Mode, Plan, digest_of, make
 from .recover import recover_locked, rollback
 from .target import Bridge, resolve
 
 Confirm = Callable[[Plan], bool]
 
 
-async def prepare(name: str, mode: Mode, opts: Options, backup_root: Path) -> tuple[Bridge, Plan]:
-    """Everything read-only: where the bridge is, what it holds, whether the backup fits."""
+async def prepare(
+    name: str, mode: Mode, opts: Options, backup_root: Path, ident: str | None = None
+) -> tuple[Bridge, Plan]:
+    """Everything read-only: where the bridge is, what it holds, whether the backup fits.
+    `ident` re-plans under the id of a plan shown before (so its digest can match)."""
     bridge = resolve(name, opts)
+    if ident is not None and (backup_root / bridge.name / ident).exists():
+        raise ResetError(f"backup {ident} of {bridge.name} already exists; plan again.")
     from .dbio import open_db
 
     try:
@@ -52,6 +58,7 @@ async def prepare(name: str, mode: Mode, opts: Options, backup_root: Path) -> tu
         bridge.data_dir,
         bridge_dir,
         tables,
+        ident,
     )
     return bridge, plan
 
@@ -70,13 +77,14 @@ async def reset(
     backup_root: Path,
     confirm: Confirm,
     requested_by: str | None = None,
+    plan_id: str | None = None,
 ) -> Manifest:
     bridge = resolve(name, opts)
     bridge_dir = backup_root / bridge.name
     bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with backup.lock(bridge_dir):
         await recover_locked(bridge_dir)
-        bridge, plan = await prepare(name, mode, opts, backup_root)
+        bridge, plan = await prepare(name, mode, opts, backup_root, plan_id)
         if not confirm(plan):
             raise ResetError("not confirmed; nothing was changed.")
         plan.backup_dir.mkdir(mode=0o700)
@@ -93,7 +101,11 @@ async def reset(
             database=bridge.db.location,
             engine="sqlite" if hasattr(bridge.db, "path") else "postgres",
             data_dir=str(bridge.data_dir),
-            extra={"options": options_dict(opts), "plan": plan.render()},
+            extra={
+                "options": options_dict(opts),
+                "plan": plan.render(),
+                "after": list(plan.after),
+            },
         )
         m.save()
         try:
@@ -107,26 +119,77 @@ async def reset(
         return m
 
 
+@dataclass(frozen=True)
+class RestorePlan:
+    bridge: str
+    backup: str
+    mode: str
+    unit: str
+    was_active: bool
+    location: str
+    backed_up_at: str
+    put_back: str
+    lost: str
+
+    @property
+    def digest(self) -> str:
+        return digest_of(asdict(self))
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "digest": self.digest}
+
+    def render(self) -> str:
+        start = "start it" if self.was_active else "leave it stopped (it is not running now)"
+        return (
+            f"Restore {self.bridge} from {self.backup} ({self.mode}): stop {self.unit}, put back "
+            f"{self.put_back} from {self.location}, then {start}. Lost: {self.lost}."
+        )
+
+
+def plan_restore(name: str, ident: str, opts: Options, backup_root: Path) -> RestorePlan:
+    """Read-only: the backup to put back, and what putting it back means."""
+    bridge = resolve(name, opts)
+    bridge_dir = backup_root / bridge.name
+    src = next((m for m in all_for(bridge_dir) if m.id == ident and m.kind == "reset"), None)
+    if src is None:
+        raise ResetError(f"no backup {ident} of {bridge.name} in {bridge_dir}.", usage=True)
+    if "verify" not in src.done_steps():
+        raise ResetError(f"backup {ident} was never completed and verified; cannot restore.")
+    crypto = src.mode == "crypto"
+    return RestorePlan(
+        bridge=bridge.name,
+        backup=src.id,
+        mode=src.mode,
+        unit=bridge.unit,
+        was_active=services.is_active(bridge.unit),
+        location=src.location,
+        backed_up_at=src.created_at,
+        put_back="the crypto rows" if crypto else "the whole database and data directory",
+        lost=(
+            "the crypto device and keys the bridge made since the reset"
+            if crypto
+            else "every login, portal and message the bridge stored since the reset"
+        ),
+    )
+
+
 async def restore(
-    name: str, ident: str, opts: Options, backup_root: Path, confirm: Callable[[str], bool]
+    name: str,
+    ident: str,
+    opts: Options,
+    backup_root: Path,
+    confirm: Callable[[RestorePlan], bool],
+    requested_by: str | None = None,
 ) -> Manifest:
     bridge = resolve(name, opts)
     bridge_dir = backup_root / bridge.name
     with backup.lock(bridge_dir):
         await recover_locked(bridge_dir)
-        src = next((m for m in all_for(bridge_dir) if m.id == ident and m.kind == "reset"), None)
-        if src is None:
-            raise ResetError(f"no backup {ident} of {bridge.name} in {bridge_dir}.", usage=True)
-        if "verify" not in src.done_steps():
-            raise ResetError(f"backup {ident} was never completed and verified; cannot restore.")
-        text = (
-            f"Restore {bridge.name} from {ident} ({src.mode}): stop {bridge.unit}, put back "
-            + ("the crypto rows" if src.mode == "crypto" else "the whole database and data dir")
-            + f" from {src.location}, start it again."
-        )
-        if not confirm(text):
+        plan = plan_restore(name, ident, opts, backup_root)
+        if not confirm(plan):
             raise ResetError("not confirmed; nothing was changed.")
-        was_active = services.is_active(bridge.unit)
+        src = next(m for m in all_for(bridge_dir) if m.id == ident and m.kind == "reset")
+        was_active = plan.was_active
         op_dir = bridge_dir / f"{src.id}.restore-{now().replace(':', '')}"
         op_dir.mkdir(mode=0o700)
         m = Manifest(
@@ -134,7 +197,7 @@ async def restore(
             kind="restore",
             bridge=bridge.name,
             mode=src.mode,
-            requested_by=requester(),
+            requested_by=requested_by or requester(),
             created_at=now(),
             location=src.location,
             unit=bridge.unit,

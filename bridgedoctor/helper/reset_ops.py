@@ -1,0 +1,110 @@
+"""Reset, backups and restore over the socket: plan first, then run only the plan confirmed.
+
+The room path is two requests. `reset_plan` / `restore_plan` are read-only and answer the plan
+with its digest; after the admin confirms, `reset` / `restore` carry that digest back, and the
+helper re-plans and refuses if anything changed since (the unit started, a table appeared, the
+backup went away). The work itself runs in a worker thread with its own event loop, because it
+waits on systemctl, tar and fsync: checks keep being answered meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..diagnose import Options
+from ..protocol import E_BAD_REQUEST, ProtocolError, Request
+from ..reset import run as runner
+from ..reset.errors import ResetError
+from ..reset.manifest import Manifest, all_for
+from ..reset.plan import Mode, Plan
+from .audit import log
+
+T = TypeVar("T")
+
+# Error code for a refused or failed reset/restore; the message says whether anything changed.
+E_RESET = "reset_refused"
+CHANGED = "the bridge changed since the plan was shown ({what}); nothing was changed. Ask again."
+
+
+async def in_worker(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion in a thread of its own (never cancelled half-way)."""
+    return await asyncio.to_thread(lambda: asyncio.run(make()))  # type: ignore[arg-type]
+
+
+def _refusal(e: ResetError) -> ProtocolError:
+    text = str(e)
+    return ProtocolError(E_RESET, text[:1].upper() + text[1:])
+
+
+def summary(m: Manifest) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "bridge": m.bridge,
+        "kind": m.kind,
+        "mode": m.mode,
+        "state": m.state,
+        "created_at": m.created_at,
+        "requested_by": m.requested_by,
+        "location": m.location,
+        "source": m.source,
+        "error": m.error,
+        "steps": [s["step"] for s in m.steps],
+    }
+
+
+async def run(req: Request, name: str, root: Path, opts: Options) -> tuple[dict[str, Any], str]:
+    """`name` is the discovered bridge (never the client's string); `root` the backup_dir."""
+    try:
+        if req.op == "backups":
+            items = [summary(m) for m in all_for(root / name) if m.kind == "reset"]
+            return {"bridge": name, "backups": items}, f"{len(items)} backups"
+        if req.op == "reset_plan":
+            mode: Mode = "full" if req.mode == "full" else "crypto"
+            _, plan = await in_worker(lambda: runner.prepare(name, mode, opts, root))
+            return plan.to_dict(), "planned"
+        if req.op == "restore_plan":
+            assert req.backup is not None
+            ident = req.backup
+            rplan = await asyncio.to_thread(runner.plan_restore, name, ident, opts, root)
+            return rplan.to_dict(), "planned"
+        if req.op == "reset":
+            return await _reset(req, name, opts, root)
+        if req.op == "restore":
+            return await _restore(req, name, opts, root)
+    except ResetError as e:
+        raise _refusal(e) from None
+    raise ProtocolError(E_BAD_REQUEST, "The helper does not offer that operation.")
+
+
+async def _reset(req: Request, name: str, opts: Options, root: Path) -> tuple[dict[str, Any], str]:
+    mode: Mode = "full" if req.mode == "full" else "crypto"
+
+    def confirm(plan: Plan) -> bool:
+        if plan.digest != req.digest:
+            raise ResetError(CHANGED.format(what="its plan differs"))
+        return True
+
+    log.warning("reset of %s (%s) confirmed by %s", name, mode, req.requested_by)
+    m = await in_worker(
+        lambda: runner.reset(name, mode, opts, root, confirm, req.requested_by, req.plan)
+    )
+    return {**summary(m), "after": m.extra.get("after", [])}, "done"
+
+
+async def _restore(
+    req: Request, name: str, opts: Options, root: Path
+) -> tuple[dict[str, Any], str]:
+    assert req.backup is not None
+    ident = req.backup
+
+    def confirm(plan: runner.RestorePlan) -> bool:
+        if plan.digest != req.digest:
+            raise ResetError(CHANGED.format(what="the restore plan differs"))
+        return True
+
+    log.warning("restore of %s from %s confirmed by %s", name, ident, req.requested_by)
+    m = await in_worker(lambda: runner.restore(name, ident, opts, root, confirm, req.requested_by))
+    return summary(m), "done"
