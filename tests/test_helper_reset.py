@@ -1,0 +1,207 @@
+"""The helper's reset, backups and restore operations over its real socket: real PostgreSQL and
+SQLite bridges, a fake systemctl on PATH, the plan-then-confirm protocol the plugin uses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridgedoctor.reset.manifest import Manifest, all_for
+from tests.support.fleet import Host
+from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, state
+from tests.test_helper_server import TOKEN, Running, make_config, sockdir  # noqa: F401
+from tests.test_reset import CRYPTO_GONE, deploy, engine  # noqa: F401 - fixtures
+from tests.test_reset_faults import cli
+
+ADMIN = "@admin:example.com"
+BRIDGE = RESET_BRIDGE
+
+
+@pytest.fixture
+def host(tmp_path: Path, pg, engine: str) -> Host:  # noqa: F811
+    return deploy(tmp_path / "host", pg, engine)
+
+
+@pytest.fixture
+def helper(host: Host, systemd: Systemd, sockdir: Path) -> Iterator[Running]:  # noqa: F811
+    r = Running(make_config(host, sockdir))
+    yield r
+    r.stop()
+
+
+def ask(helper: Running, op: str, **fields: Any) -> dict[str, Any]:
+    return helper.ask({"v": 1, "token": TOKEN, "op": op, **fields})
+
+
+def ok(answer: dict[str, Any]) -> dict[str, Any]:
+    assert answer["ok"] is True, answer
+    return answer["result"]
+
+
+def refused(answer: dict[str, Any]) -> str:
+    assert answer["ok"] is False, answer
+    message = answer["error"]["message"]
+    assert message.endswith(".") and "\n" not in message and TOKEN not in message
+    return message
+
+
+def crypto_rows(host: Host) -> dict[str, int]:
+    tables = state(host, BRIDGE)["tables"]
+    assert isinstance(tables, dict)
+    return {t: tables[t][0] for t in CRYPTO_GONE if t in tables}
+
+
+def test_plan_then_confirmed_reset_then_restore(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    before = state(host, BRIDGE)
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    assert plan["bridge"] == BRIDGE and plan["unit"] == RESET_UNIT and plan["was_active"]
+    assert any("crypto_account" in line for line in plan["removed"])
+    # Planning changed nothing: no stop, no backup directory, same rows.
+    assert not [c for c in systemd.calls() if c.startswith(("stop", "start"))]
+    assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()
+    assert state(host, BRIDGE) == before
+
+    done = ok(
+        ask(
+            helper,
+            "reset",
+            bridge=BRIDGE,
+            mode="crypto",
+            plan=plan["id"],
+            digest=plan["digest"],
+            requested_by=ADMIN,
+        )
+    )
+    assert done["id"] == plan["id"] and done["state"] == "done"
+    assert done["requested_by"] == ADMIN and done["after"]
+    assert set(crypto_rows(host).values()) == {0}
+    assert systemd.get(RESET_UNIT) == "active"
+    assert f"stop {RESET_UNIT}" in systemd.calls()
+
+    listed = ok(ask(helper, "backups", bridge=BRIDGE))["backups"]
+    assert [(b["id"], b["mode"], b["state"]) for b in listed] == [(plan["id"], "crypto", "done")]
+
+    rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+    assert rplan["backup"] == plan["id"] and "crypto rows" in rplan["put_back"]
+    restored = ok(
+        ask(
+            helper,
+            "restore",
+            bridge=BRIDGE,
+            backup=plan["id"],
+            digest=rplan["digest"],
+            requested_by=ADMIN,
+        )
+    )
+    assert restored["kind"] == "restore" and restored["state"] == "done"
+    # Every table, by checksum (a SQLite file's bytes change on any write, so not the dir).
+    assert state(host, BRIDGE)["tables"] == before["tables"]
+
+
+def test_full_reset_over_the_socket(helper: Running, host: Host) -> None:
+    before = state(host, BRIDGE)
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="full"))
+    assert any("log in" in a for a in plan["after"])
+    fields = dict(plan=plan["id"], digest=plan["digest"], requested_by=ADMIN)
+    ok(ask(helper, "reset", bridge=BRIDGE, mode="full", **fields))
+    after = state(host, BRIDGE)
+    assert after["tables"] == {} and after != before
+    rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+    ok(
+        ask(
+            helper,
+            "restore",
+            bridge=BRIDGE,
+            backup=plan["id"],
+            digest=rplan["digest"],
+            requested_by=ADMIN,
+        )
+    )
+    assert state(host, BRIDGE) == before
+
+
+def test_stale_digest_changes_nothing(helper: Running, host: Host, systemd: Systemd) -> None:
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    # Between plan and confirmation, the admin stops the bridge by hand: the plan said "start
+    # it again", which is no longer what would happen, so the confirmation is void.
+    systemd.set(RESET_UNIT, "inactive")
+    before = state(host, BRIDGE)
+    message = refused(
+        ask(
+            helper,
+            "reset",
+            bridge=BRIDGE,
+            mode="crypto",
+            plan=plan["id"],
+            digest=plan["digest"],
+            requested_by=ADMIN,
+        )
+    )
+    assert "changed since the plan was shown" in message and "nothing was changed" in message
+    assert state(host, BRIDGE) == before
+    assert not [c for c in systemd.calls() if c.startswith("stop")]
+    assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()
+
+
+def test_refusals_are_plain(helper: Running, host: Host) -> None:
+    assert "No such bridge" in refused(ask(helper, "reset_plan", bridge="slack", mode="crypto"))
+    assert "No backup 20200101T000000Z-crypto of gmessages" in refused(
+        ask(helper, "restore_plan", bridge=BRIDGE, backup="20200101T000000Z-crypto")
+    )
+    bad = ask(helper, "reset_plan", bridge=BRIDGE, mode="everything")
+    assert bad["error"]["code"] == "bad_request"
+    missing = ask(helper, "reset", bridge=BRIDGE, mode="crypto")  # no plan, digest, requester
+    assert missing["error"]["code"] == "bad_request"
+    assert ok(ask(helper, "backups", bridge=BRIDGE)) == {"bridge": BRIDGE, "backups": []}
+
+
+def test_audit_line_names_who_confirmed(
+    helper: Running, host: Host, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    with caplog.at_level("INFO", logger="bridgedoctor.helper"):
+        ok(
+            ask(
+                helper,
+                "reset",
+                bridge=BRIDGE,
+                mode="crypto",
+                plan=plan["id"],
+                digest=plan["digest"],
+                requested_by=ADMIN,
+            )
+        )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request op=")]
+    assert any(f"op=reset bridge={BRIDGE}" in x and f"by={ADMIN}" in x for x in lines), lines
+    assert not any(TOKEN in r.getMessage() for r in caplog.records)
+
+
+def test_helper_start_recovers_an_interrupted_reset(
+    host: Host,
+    systemd: Systemd,
+    sockdir: Path,  # noqa: F811
+) -> None:
+    """A reset killed after its verified backup and the clearing, before the manifest says so
+    (the unit stopped, the manifest 'backed_up'), is finished by the next helper start, before
+    the helper serves anything."""
+    cfg = make_config(host, sockdir)
+    code = cli(host.args(), cfg.backup_dir, "reset", BRIDGE, "--yes", crash="apply")
+    assert code == 137
+    (m,) = all_for(cfg.backup_dir / BRIDGE)
+    assert m.state == "backed_up" and systemd.get(RESET_UNIT) == "inactive"
+
+    r = Running(cfg)  # start() runs recovery before listening
+    try:
+        m = Manifest.load(m.dir / "manifest.json")
+        assert m.state == "done", json.dumps(m.steps)
+        assert set(crypto_rows(host).values()) == {0}
+        assert systemd.get(RESET_UNIT) == "active"
+        assert ok(ask(r, "backups", bridge=BRIDGE))["backups"][0]["state"] == "done"
+    finally:
+        r.stop()
