@@ -58,6 +58,8 @@ E_UNKNOWN_BRIDGE = "unknown_bridge"
 E_BUSY = "busy"
 E_TIMEOUT = "timeout"
 E_INTERNAL = "internal"
+# A reset or restore refused or failed; the message says whether anything was changed.
+E_RESET = "reset_refused"
 
 
 class ProtocolError(Exception):

@@ -11,6 +11,7 @@ from .config import Config, Settings
 
 class BridgeDoctorPlugin(Plugin):
     settings: Settings
+    commands: Commands
 
     @classmethod
     def get_config_class(cls) -> type[BaseProxyConfig]:
@@ -18,7 +19,11 @@ class BridgeDoctorPlugin(Plugin):
 
     async def start(self) -> None:
         self._load_settings()
-        self.register_handler_class(Commands(self._current_settings, self.log.getChild("cmd")))
+        self.commands = Commands(self._current_settings, self.log.getChild("cmd"), self.client)
+        self.register_handler_class(self.commands)
+
+    async def stop(self) -> None:
+        self.commands.resets.close()
 
     def on_external_config_update(self) -> None:
         self._load_settings()

@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from maubot import MessageEvent
-from maubot.handlers import command
-from mautrix.types import EventID
+from maubot.handlers import command, event
+from maubot.matrix import MaubotMatrixClient
+from mautrix.types import EventID, EventType, ReactionEvent
 
 from bridgedoctor.protocol import E_UNKNOWN_BRIDGE as UNKNOWN_BRIDGE
 from bridgedoctor.render import matrix as render
@@ -18,6 +19,7 @@ from .config import Settings
 from .helper_client import HelperClient, HelperError
 from .invocation import COMMAND, HELP, Invocation, parse
 from .replies import PROGRESS_KEY, REFUSAL, UNEXPECTED, notice
+from .resets import ResetFlow
 
 T = TypeVar("T")
 Message = tuple[str, str]
@@ -27,9 +29,12 @@ class Commands:
     """Registered with `Plugin.register_handler_class`. No properties here: maubot getattr()s
     every attribute of a handler class while registering it."""
 
-    def __init__(self, settings: Callable[[], Settings], log: logging.Logger) -> None:
+    def __init__(
+        self, settings: Callable[[], Settings], log: logging.Logger, client: MaubotMatrixClient
+    ) -> None:
         self._settings = settings
         self._log = log
+        self.resets = ResetFlow(client, log.getChild("reset"))
 
     @command.new("bridge", require_subcommand=False, arg_fallthrough=False)
     @command.argument("args", required=False, pass_raw=True)
@@ -49,13 +54,37 @@ class Commands:
             # A handler exception would only be logged by maubot, leaving the admin waiting.
             self._log.exception(f"{COMMAND} {(args or '').strip()[:60]!r} failed")
             message = render.error(UNEXPECTED)
-        await self._reply(evt, message)
+        if message is not None:
+            await self._reply(evt, message)
 
-    async def _answer(self, evt: MessageEvent, inv: Invocation, settings: Settings) -> Message:
+    @event.on(EventType.REACTION)
+    async def reaction(self, evt: ReactionEvent) -> None:
+        try:
+            await self.resets.on_reaction(evt, self._settings())
+        except Exception:
+            self._log.exception("handling a reaction failed")
+
+    async def _answer(
+        self, evt: MessageEvent, inv: Invocation, settings: Settings
+    ) -> Message | None:
         if inv.action == "help":
             return render.usage(HELP, intro="bridgedoctor diagnoses the mautrix bridges here:")
         if inv.action == "invalid":
             return render.info(inv.problem or "")
+        if inv.action in ("reset", "restore"):
+            return await self.resets.plan(
+                evt, inv, settings, lambda call: self._with_progress(evt, call, settings)
+            )
+        if inv.action == "confirm":
+            return await self._with_progress(
+                evt, self.resets.confirm(evt, inv, settings), settings
+            )
+        if inv.action == "cancel":
+            return self.resets.cancel(evt, inv)
+        if inv.action == "backups":
+            return await self.resets.backups(
+                inv, settings, lambda call: self._with_progress(evt, call, settings)
+            )
         helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)
         try:
             if inv.action == "list":

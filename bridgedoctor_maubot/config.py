@@ -16,6 +16,8 @@ KEYS = (
     "allowed_rooms",
     "timeouts.check",
     "timeouts.working_after",
+    "timeouts.confirm",
+    "timeouts.reset",
 )
 
 
@@ -50,6 +52,8 @@ class Settings:
     allowed_rooms: frozenset[str] = frozenset()
     check_timeout: float = 90.0
     working_after: float = 3.0
+    confirm_timeout: float = 300.0
+    reset_timeout: float = 3600.0
 
     @classmethod
     def load(cls, get: Callable[[str], Any]) -> Settings:
@@ -65,6 +69,8 @@ class Settings:
             allowed_rooms=_ids(get("allowed_rooms")),
             check_timeout=_seconds(get("timeouts.check"), 90.0, 1.0),
             working_after=_seconds(get("timeouts.working_after"), 3.0, 0.0),
+            confirm_timeout=_seconds(get("timeouts.confirm"), 300.0, 1.0),
+            reset_timeout=_seconds(get("timeouts.reset"), 3600.0, 60.0),
         )
 
     def may_use(self, sender: str, room_id: str) -> bool:

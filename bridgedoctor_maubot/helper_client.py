@@ -76,7 +76,7 @@ def explain_refusal(err: protocol.ProtocolError, path: str) -> HelperError:
             "maubot instance config must equal the content of the helper's token_file, and if "
             "the helper sets allowed_uids, maubot's uid must be listed."
         )
-    elif err.code == protocol.E_UNKNOWN_BRIDGE:
+    elif err.code in (protocol.E_UNKNOWN_BRIDGE, protocol.E_RESET):
         sentence = message
     elif err.code == protocol.E_BUSY:
         sentence = "The bridgedoctor helper is busy with other checks; try again in a minute."
@@ -105,14 +105,37 @@ class HelperClient:
     async def check_all(self) -> dict[str, Any]:
         return await self._call("check_all")
 
-    async def _call(self, op: str, bridge: str | None = None) -> dict[str, Any]:
+    async def reset_plan(self, bridge: str, mode: str) -> dict[str, Any]:
+        return await self._call("reset_plan", bridge, mode=mode)
+
+    async def reset(
+        self, bridge: str, mode: str, plan: str, digest: str, requested_by: str
+    ) -> dict[str, Any]:
+        return await self._call(
+            "reset", bridge, mode=mode, plan=plan, digest=digest, requested_by=requested_by
+        )
+
+    async def backups(self, bridge: str) -> dict[str, Any]:
+        return await self._call("backups", bridge)
+
+    async def restore_plan(self, bridge: str, backup: str) -> dict[str, Any]:
+        return await self._call("restore_plan", bridge, backup=backup)
+
+    async def restore(
+        self, bridge: str, backup: str, digest: str, requested_by: str
+    ) -> dict[str, Any]:
+        return await self._call(
+            "restore", bridge, backup=backup, digest=digest, requested_by=requested_by
+        )
+
+    async def _call(self, op: str, bridge: str | None = None, **fields: str) -> dict[str, Any]:
         if not self._token:
             raise HelperError(
                 "The plugin has no token configured: set `token` in the maubot instance config "
                 "to the content of the helper's token_file.",
                 "no_token",
             )
-        req = protocol.Request(token=self._token, op=op, bridge=bridge)
+        req = protocol.Request(token=self._token, op=op, bridge=bridge, **fields)
         try:
             return await protocol.call(self.socket_path, req, timeout=self.timeout)
         except protocol.ProtocolError as err:

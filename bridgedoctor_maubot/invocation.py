@@ -5,18 +5,36 @@ non-admin except the one refusal."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bridgedoctor.protocol import BRIDGE_RE
+from bridgedoctor.protocol import BACKUP_ID_RE, BRIDGE_RE
 
 COMMAND = "!bridge"
-Action = Literal["help", "list", "check", "check_all", "invalid"]
+Action = Literal[
+    "help",
+    "list",
+    "check",
+    "check_all",
+    "reset",
+    "backups",
+    "restore",
+    "confirm",
+    "cancel",
+    "invalid",
+]
+CODE_RE = re.compile(r"^[a-z0-9]{6}$")
 
 HELP: tuple[tuple[str, str], ...] = (
     (f"{COMMAND} list", "the mautrix bridges deployed on this server"),
     (f"{COMMAND} check <name>", "diagnose one bridge and show the vars.yml fix"),
     (f"{COMMAND} check all", "one line per bridge, plus a block pinning every proven key"),
+    (f"{COMMAND} reset <name> [full]", "back up, then reset its crypto store (or everything)"),
+    (f"{COMMAND} backups <name>", "the reset backups kept on the host"),
+    (f"{COMMAND} restore <name> <id>", "put a reset backup back exactly"),
+    (f"{COMMAND} confirm <code>", "confirm a reset or restore plan (or react ✅ to it)"),
+    (f"{COMMAND} cancel <code>", "drop a plan (or react ❌ to it)"),
     (f"{COMMAND} help", "this list"),
 )
 
@@ -25,7 +43,24 @@ HELP: tuple[tuple[str, str], ...] = (
 class Invocation:
     action: Action
     bridge: str | None = None
+    mode: str = "crypto"
+    backup: str | None = None  # a backup id (restore)
+    code: str | None = None  # a confirmation code (confirm, cancel)
     problem: str | None = None  # for "invalid": one sentence saying what was wrong
+
+
+def _name(word: str) -> str | Invocation:
+    name = word.lower()
+    if BRIDGE_RE.fullmatch(name):
+        return name
+    return Invocation(
+        "invalid",
+        problem=f"'{name[:40]}' is not a bridge name; {COMMAND} list shows the deployed bridges.",
+    )
+
+
+def _usage(text: str) -> Invocation:
+    return Invocation("invalid", problem=f"Usage: {COMMAND} {text}.")
 
 
 def parse(args: str | None) -> Invocation:
@@ -38,17 +73,39 @@ def parse(args: str | None) -> Invocation:
         return Invocation("list")
     if sub == "check":
         if len(rest) != 1:
-            return Invocation(
-                "invalid", problem=f"Usage: {COMMAND} check <name>, or {COMMAND} check all."
-            )
-        name = rest[0].lower()
-        if name == "all":
+            return _usage(f"check <name>, or {COMMAND} check all")
+        if rest[0].lower() == "all":
             return Invocation("check_all")
-        if not BRIDGE_RE.fullmatch(name):
+        name = _name(rest[0])
+        return name if isinstance(name, Invocation) else Invocation("check", bridge=name)
+    if sub == "reset":
+        modes = [w.lower() for w in rest[1:]]
+        if not rest or len(rest) > 2 or modes not in ([], ["full"], ["crypto"]):
+            return _usage("reset <name> (crypto store only), or reset <name> full (everything)")
+        name = _name(rest[0])
+        if isinstance(name, Invocation):
+            return name
+        return Invocation("reset", bridge=name, mode=modes[0] if modes else "crypto")
+    if sub == "backups":
+        if len(rest) != 1:
+            return _usage("backups <name>")
+        name = _name(rest[0])
+        return name if isinstance(name, Invocation) else Invocation("backups", bridge=name)
+    if sub == "restore":
+        if len(rest) != 2:
+            return _usage(f"restore <name> <id> ({COMMAND} backups <name> lists the ids)")
+        name = _name(rest[0])
+        if isinstance(name, Invocation):
+            return name
+        if not BACKUP_ID_RE.fullmatch(rest[1]):
             return Invocation(
                 "invalid",
-                problem=f"'{name[:40]}' is not a bridge name; {COMMAND} list shows the "
-                "deployed bridges.",
+                problem=f"'{rest[1][:40]}' is not a backup id; {COMMAND} backups {name} "
+                "lists them.",
             )
-        return Invocation("check", bridge=name)
+        return Invocation("restore", bridge=name, backup=rest[1])
+    if sub in ("confirm", "cancel"):
+        if len(rest) != 1 or not CODE_RE.fullmatch(rest[0].lower()):
+            return _usage(f"{sub} <code>, with the code from the plan message")
+        return Invocation(sub, code=rest[0].lower())  # type: ignore[arg-type]
     return Invocation("invalid", problem=f"Unknown command; {COMMAND} help lists the commands.")

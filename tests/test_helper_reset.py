@@ -13,8 +13,8 @@ import pytest
 from bridgedoctor.reset.manifest import Manifest, all_for
 from tests.support.fleet import Host
 from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, state
-from tests.test_helper_server import TOKEN, Running, make_config, sockdir  # noqa: F401
-from tests.test_reset import CRYPTO_GONE, deploy, engine  # noqa: F401 - fixtures
+from tests.test_helper_server import TOKEN, Running, make_config, sockdir
+from tests.test_reset import CRYPTO_GONE, deploy, engine
 from tests.test_reset_faults import cli
 
 ADMIN = "@admin:example.com"
@@ -22,12 +22,12 @@ BRIDGE = RESET_BRIDGE
 
 
 @pytest.fixture
-def host(tmp_path: Path, pg, engine: str) -> Host:  # noqa: F811
+def host(tmp_path: Path, pg, engine: str) -> Host:
     return deploy(tmp_path / "host", pg, engine)
 
 
 @pytest.fixture
-def helper(host: Host, systemd: Systemd, sockdir: Path) -> Iterator[Running]:  # noqa: F811
+def helper(host: Host, systemd: Systemd, sockdir: Path) -> Iterator[Running]:
     r = Running(make_config(host, sockdir))
     yield r
     r.stop()
@@ -185,7 +185,7 @@ def test_audit_line_names_who_confirmed(
 def test_helper_start_recovers_an_interrupted_reset(
     host: Host,
     systemd: Systemd,
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
 ) -> None:
     """A reset killed after its verified backup and the clearing, before the manifest says so
     (the unit stopped, the manifest 'backed_up'), is finished by the next helper start, before

@@ -78,6 +78,54 @@ WHATSAPP: dict[str, Any] = {
     "facts": {},
 }
 
+PLAN: dict[str, Any] = {
+    "bridge": "gmessages",
+    "mode": "crypto",
+    "unit": "matrix-mautrix-gmessages.service",
+    "was_active": True,
+    "database": "postgresql://matrix-postgres:5432/matrix_mautrix_gmessages",
+    "data_dir": "/matrix/mautrix-gmessages/data",
+    "backup_dir": "/var/lib/bridgedoctor/backups/gmessages/20261126T070000Z-crypto",
+    "id": "20261126T070000Z-crypto",
+    "backed_up": ["table crypto_account (all rows)", "kv_store row recovery_key"],
+    "removed": ["all rows of crypto_account", "kv_store row recovery_key"],
+    "kept": "crypto_device, and every bridge table",
+    "after": ["the bridge creates a new device and uploads new keys on start"],
+    "digest": "0123456789abcdef",
+}
+RESTORE_PLAN: dict[str, Any] = {
+    "bridge": "gmessages",
+    "backup": "20261126T070000Z-crypto",
+    "mode": "crypto",
+    "unit": "matrix-mautrix-gmessages.service",
+    "was_active": True,
+    "location": PLAN["backup_dir"],
+    "backed_up_at": "2026-11-26T07:00:00.000000Z",
+    "put_back": "the crypto rows",
+    "lost": "the crypto device and keys the bridge made since the reset",
+    "digest": "fedcba9876543210",
+}
+DONE: dict[str, Any] = {
+    "id": PLAN["id"],
+    "bridge": "gmessages",
+    "kind": "reset",
+    "mode": "crypto",
+    "state": "done",
+    "location": PLAN["backup_dir"],
+    "requested_by": ADMIN,
+    "source": "",
+    "error": "",
+    "steps": ["stop", "backup", "verify", "apply", "start"],
+    "after": PLAN["after"],
+}
+RESET_ANSWERS: dict[str, dict[str, Any]] = {
+    "reset_plan": PLAN,
+    "reset": DONE,
+    "backups": {"bridge": "gmessages", "backups": [DONE]},
+    "restore_plan": RESTORE_PLAN,
+    "restore": {**DONE, "kind": "restore", "source": PLAN["id"]},
+}
+
 
 @dataclass
 class FakeHelper:
@@ -91,6 +139,12 @@ class FakeHelper:
     server: asyncio.AbstractServer | None = None
 
     def result(self, req: protocol.Request) -> dict[str, Any]:
+        if req.op in RESET_ANSWERS:
+            if req.bridge != "gmessages":
+                raise protocol.ProtocolError(
+                    protocol.E_UNKNOWN_BRIDGE, "No such bridge is deployed on this host."
+                )
+            return RESET_ANSWERS[req.op]
         if req.op == "list":
             return {"bridges": ["gmessages", "whatsapp"]}
         if req.op == "check_all":
@@ -182,10 +236,12 @@ async def maubot_test_bot() -> AsyncIterator[mtest.TestBot]:
     ids = itertools.count(1)
     record = bot.client.send_message_event
     bot.redacted = []  # type: ignore[attr-defined]
+    bot.ids = []  # type: ignore[attr-defined]  # event ids, in step with bot.responded
 
     async def send(room_id: str, event_type: EventType, content: Any, **kw: Any) -> str:
         await record(room_id, event_type, content, **kw)
-        return f"$ev{next(ids)}"  # the stock recorder returns None
+        bot.ids.append(f"$ev{next(ids)}")  # type: ignore[attr-defined]
+        return bot.ids[-1]  # type: ignore[attr-defined]  # the stock recorder returns None
 
     async def redact(room_id: str, event_id: str, **kw: Any) -> str:
         bot.redacted.append(event_id)  # type: ignore[attr-defined]

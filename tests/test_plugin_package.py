@@ -63,6 +63,7 @@ def test_mbp_ships_only_the_stdlib_part_of_bridgedoctor(mbp: Path) -> None:
         "bridgedoctor/protocol.py",
         "bridgedoctor/render/__init__.py",
         "bridgedoctor/render/matrix.py",
+        "bridgedoctor/render/matrix_reset.py",
     }
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "base-config.yaml" in names
@@ -104,11 +105,14 @@ def test_mbp_loads_without_bridgedoctor_installed(mbp: Path, tmp_path: Path) -> 
         "bridgedoctor.protocol",
         "bridgedoctor.render",
         "bridgedoctor.render.matrix",
+        "bridgedoctor.render.matrix_reset",
         "bridgedoctor_maubot",
         "bridgedoctor_maubot.bot",
         "bridgedoctor_maubot.commands",
         "bridgedoctor_maubot.config",
         "bridgedoctor_maubot.helper_client",
         "bridgedoctor_maubot.invocation",
+        "bridgedoctor_maubot.pending",
         "bridgedoctor_maubot.replies",
+        "bridgedoctor_maubot.resets",
     ]

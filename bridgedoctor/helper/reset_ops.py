@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..diagnose import Options
-from ..protocol import E_BAD_REQUEST, ProtocolError, Request
+from ..protocol import E_BAD_REQUEST, E_RESET, ProtocolError, Request
 from ..reset import run as runner
 from ..reset.errors import ResetError
 from ..reset.manifest import Manifest, all_for
@@ -24,8 +24,6 @@ from .audit import log
 
 T = TypeVar("T")
 
-# Error code for a refused or failed reset/restore; the message says whether anything changed.
-E_RESET = "reset_refused"
 CHANGED = "the bridge changed since the plan was shown ({what}); nothing was changed. Ask again."
 
 

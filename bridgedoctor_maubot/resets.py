@@ -1,0 +1,214 @@
+"""Reset and restore from the room: plan, confirm (✅ or `confirm <code>`), run, report.
+
+Only the admin who asked can confirm, in the room where they asked, before the plan expires.
+Everyone else's reactions, the bot's own (it seeds ✅ and ❌ so they are one click away), a
+second ✅ and reactions to anything but a waiting plan are ignored without a word. The helper
+re-plans when the confirmation arrives and refuses if the plan it would run differs from the
+one shown (its digest), so a confirmation is only ever good for what the admin read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from maubot.matrix import MaubotMatrixClient
+from mautrix.types import EventID, ReactionEvent, RoomID
+
+from bridgedoctor.render import matrix as render
+from bridgedoctor.render import matrix_reset as render_reset
+
+from .config import Settings
+from .helper_client import HelperClient, HelperError
+from .invocation import COMMAND, Invocation
+from .pending import Busy, Pending, Registry
+from .replies import PROGRESS_KEY, UNEXPECTED, notice
+
+Message = tuple[str, str]
+# Clients may append U+FE0F (emoji presentation) to the key; it is the same reaction.
+CONFIRM, CANCEL = render_reset.CONFIRM_KEY, render_reset.CANCEL_KEY
+
+
+def _key(raw: str | None) -> str:
+    return (raw or "").replace("\ufe0f", "")
+
+
+class ResetFlow:
+    def __init__(self, client: MaubotMatrixClient, log: logging.Logger) -> None:
+        self._client = client
+        self._log = log
+        self._registry = Registry()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def plan(
+        self,
+        evt: Any,
+        inv: Invocation,
+        settings: Settings,
+        progress: Callable[[Awaitable[Any]], Awaitable[Any]],
+    ) -> Message | None:
+        """`reset` or `restore`: ask the helper for the plan, post it, wait for confirmation.
+        Returns a message for the command's reply, or None once the plan has been posted."""
+        bridge = inv.bridge or ""
+        kind = "reset" if inv.action == "reset" else "restore"
+        try:
+            self._registry.claim(bridge, f"a {kind} plan is being prepared")
+        except Busy as b:
+            return render.info(f"{b} One reset or restore at a time per bridge.")
+        helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)
+        try:
+            if kind == "reset":
+                plan = await progress(helper.reset_plan(bridge, inv.mode))
+            else:
+                plan = await progress(helper.restore_plan(bridge, inv.backup or ""))
+            ident = str(plan["id"] if kind == "reset" else plan["backup"])
+            p = self._registry.add(
+                kind, bridge, evt.sender, evt.room_id, str(plan["digest"]), ident,
+                str(plan.get("mode", inv.mode)), settings.confirm_timeout,
+            )  # fmt: skip
+        except HelperError as err:
+            self._registry.release(bridge)
+            return render.error(err.sentence)
+        except Exception:
+            self._registry.release(bridge)
+            raise
+        self._registry.mark(bridge, f"a {kind} plan is waiting for {p.requester} to confirm")
+        draw = render_reset.reset_plan if kind == "reset" else render_reset.restore_plan
+        try:
+            message = draw(plan, p.code, settings.confirm_timeout, COMMAND)
+            sent = await evt.respond(notice(*message), reply=True)
+        except Exception:
+            self._registry.drop(p.code)
+            raise
+        p.event_id = str(sent)
+        self._arm_expiry(p, settings.confirm_timeout)
+        for key in (CONFIRM, CANCEL):  # one click for the admin; our own reactions are ignored
+            await self._quietly(self._client.react(RoomID(p.room_id), EventID(p.event_id), key))
+        return None
+
+    async def confirm(self, evt: Any, inv: Invocation, settings: Settings) -> Message:
+        p = self._registry.take(inv.code or "", evt.sender, evt.room_id)
+        if p is None:
+            return render.info(
+                f"No plan with code {inv.code} is waiting for your confirmation in this room "
+                "(it may have expired or run already)."
+            )
+        return await self._run(p, settings)
+
+    def cancel(self, evt: Any, inv: Invocation) -> Message:
+        p = self._registry.take(inv.code or "", evt.sender, evt.room_id)
+        if p is None:
+            return render.info(f"No plan with code {inv.code} is waiting for you in this room.")
+        return self._end(p, "was cancelled")
+
+    async def backups(self, inv: Invocation, settings: Settings, progress: Any) -> Message:
+        helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)
+        try:
+            return render_reset.backups(await progress(helper.backups(inv.bridge or "")), COMMAND)
+        except HelperError as err:
+            return render.error(err.sentence)
+
+    # --- reactions ---------------------------------------------------------------------------
+
+    async def on_reaction(self, evt: ReactionEvent, settings: Settings) -> None:
+        if evt.sender == self._client.mxid:
+            return
+        rel = evt.content.relates_to
+        key = _key(rel.key)
+        if key not in (CONFIRM, CANCEL) or not rel.event_id:
+            return
+        waiting = self._registry.by_event(str(rel.event_id))
+        if waiting is None or not settings.may_use(evt.sender, evt.room_id):
+            return
+        p = self._registry.take(waiting.code, evt.sender, evt.room_id)
+        if p is None:
+            self._log.info(f"Ignored {key} from {evt.sender} on the {waiting.kind} plan")
+            return
+        message = self._end(p, "was cancelled") if key == CANCEL else await self._run(p, settings)
+        await self._send(p, message)
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def _run(self, p: Pending, settings: Settings) -> Message:
+        self._disarm(p.code)
+        self._registry.mark(p.bridge, f"a {p.kind} is running")
+        marker = None
+        if p.event_id:
+            marker = await self._quietly(
+                self._client.react(RoomID(p.room_id), EventID(p.event_id), PROGRESS_KEY)
+            )
+        helper = HelperClient(settings.socket_path, settings.token, settings.reset_timeout)
+        self._log.warning(f"{p.kind} of {p.bridge} ({p.ident}) confirmed by {p.requester}")
+        try:
+            if p.kind == "reset":
+                result = await helper.reset(p.bridge, p.mode, p.ident, p.digest, p.requester)
+                return render_reset.reset_done(result, COMMAND)
+            result = await helper.restore(p.bridge, p.ident, p.digest, p.requester)
+            return render_reset.restore_done(result, COMMAND)
+        except HelperError as err:
+            if err.code == "timeout":
+                return render.error(
+                    f"{err.sentence} The helper keeps going: {COMMAND} backups {p.bridge} "
+                    "shows how it ended."
+                )
+            return render.error(err.sentence)
+        except Exception:
+            self._log.exception(f"{p.kind} of {p.bridge} failed in the plugin")
+            return render.error(UNEXPECTED)
+        finally:
+            self._registry.release(p.bridge)
+            if marker:
+                await self._quietly(self._client.redact(RoomID(p.room_id), marker))
+
+    def _end(self, p: Pending, why: str) -> Message:
+        self._disarm(p.code)
+        self._registry.release(p.bridge)
+        return render_reset.ended(f"the {p.kind} plan", p.bridge, why)
+
+    def _arm_expiry(self, p: Pending, ttl: float) -> None:
+        def fire() -> None:
+            task = asyncio.ensure_future(self._expire(p.code))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._timers[p.code] = asyncio.get_running_loop().call_later(ttl, fire)
+
+    def _disarm(self, code: str) -> None:
+        timer = self._timers.pop(code, None)
+        if timer:
+            timer.cancel()
+
+    async def _expire(self, code: str) -> None:
+        self._timers.pop(code, None)
+        p = self._registry.drop(code)
+        if p is not None:
+            await self._send(p, render_reset.ended(f"the {p.kind} plan", p.bridge,
+                                                   "expired unconfirmed"))  # fmt: skip
+
+    async def _send(self, p: Pending, message: Message) -> None:
+        content = notice(*message)
+        if p.event_id:
+            content.set_reply(EventID(p.event_id))
+        await self._quietly(self._client.send_message(RoomID(p.room_id), content))
+
+    async def _quietly(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except Exception as exc:  # a lost reaction or notice must not break the flow
+            self._log.warning(f"could not send to the room: {exc}")
+            return None
+
+    def close(self) -> None:
+        """Plugin stop: waiting plans lapse (nothing was changed); timers go."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for p in self._registry.waiting():
+            self._registry.drop(p.code)
+        for task in self._tasks:
+            task.cancel()

@@ -1,0 +1,282 @@
+"""`!bridge reset/confirm/cancel/backups/restore` under maubot's test harness, against the fake
+helper of tests/test_plugin.py (which speaks the real protocol over a Unix socket)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from maubot import testing as mtest
+from mautrix.types import EventType, MessageType, ReactionEvent
+
+from bridgedoctor import protocol
+from bridgedoctor_maubot.replies import REFUSAL
+from tests.test_plugin import (
+    ADMIN,
+    PLAN,
+    ROOM,
+    STRANGER,
+    FakeHelper,
+    helper,
+    maubot_plugin_class,
+    maubot_plugin_config_class,
+    maubot_plugin_db,
+    maubot_plugin_path,
+    maubot_test_bot,
+    notices,
+    plugin,
+    say,
+    sock_dir,
+)
+
+OTHER_ADMIN = "@second:example.com"
+BOT = "@botname:example.com"  # maubot.testing.TestBot's mxid
+
+
+@pytest.fixture
+def maubot_plugin_config_overrides(sock_dir) -> dict[str, Any]:
+    return {
+        "socket_path": str(sock_dir / "helper.sock"),
+        "token": "plugin-test-token-5b0c1f2e9a7d4c3b",
+        "admins": [ADMIN, OTHER_ADMIN],
+        "allowed_rooms": [ROOM],
+        "timeouts": {"check": 2, "working_after": 5, "confirm": 1, "reset": 5},
+    }
+
+
+def react(bot: mtest.TestBot, target: str, key: str, sender: str = ADMIN) -> Any:
+    evt = ReactionEvent.deserialize(
+        {
+            "type": "m.reaction",
+            "room_id": ROOM,
+            "event_id": f"$r{abs(hash((target, key, sender)))}",
+            "sender": sender,
+            "origin_server_ts": 1,
+            "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": target,
+                                         "key": key}},
+        }
+    )  # fmt: skip
+    return asyncio.wait_for(bot.dispatch(EventType.REACTION, evt), 10)
+
+
+def plan_event(bot: mtest.TestBot) -> tuple[str, str, Any]:
+    """(event id, confirmation code, content) of the last plan the bot posted."""
+    for i in range(len(bot.responded) - 1, -1, -1):
+        r = bot.responded[i]
+        if r.event_type == EventType.ROOM_MESSAGE and r.content.body.startswith("⚠️"):
+            code = r.content.body.split(" confirm ")[1].split(".")[0]
+            return bot.ids[i], code, r.content  # type: ignore[attr-defined]
+    raise AssertionError("no plan was posted")
+
+
+def ops(helper: FakeHelper) -> list[str]:
+    return [r.op for r in helper.requests]
+
+
+def bot_reactions(bot: mtest.TestBot, target: str) -> list[str]:
+    return [
+        r.content.relates_to.key
+        for r in bot.responded
+        if r.event_type == EventType.REACTION and r.content.relates_to.event_id == target
+    ]
+
+
+async def test_plan_then_only_the_requesters_check_runs_it(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages")
+    event_id, code, plan = plan_event(bot)
+    assert plan.msgtype == MessageType.NOTICE and plan.relates_to.in_reply_to.event_id == "test"
+    assert plan.body.startswith("⚠️ Reset gmessages (crypto)? Nothing happens until you confirm.")
+    assert f"Undo: !bridge restore gmessages {PLAN['id']}" in plan.body
+    assert PLAN["backup_dir"] in plan.body and "kv_store row recovery_key" in plan.body
+    assert "<details><summary>Backed up (2)</summary>" in plan.formatted_body
+    assert bot_reactions(bot, event_id) == ["✅", "❌"]  # seeded, one click away
+    assert ops(helper) == ["reset_plan"]
+
+    await react(bot, event_id, "✅", sender=STRANGER)  # not an admin
+    await react(bot, event_id, "✅", sender=OTHER_ADMIN)  # an admin, but not the one who asked
+    await react(bot, event_id, "✅", sender=BOT)  # the bot's own reaction
+    await react(bot, "$elsewhere", "✅")  # the admin, on another message
+    await react(bot, event_id, "👍")  # another key
+    assert ops(helper) == ["reset_plan"]
+
+    before = len(notices(bot))
+    await react(bot, event_id, "✅\ufe0f")  # the admin; some clients add U+FE0F
+    (reset,) = [r for r in helper.requests if r.op == "reset"]
+    assert (reset.bridge, reset.mode, reset.plan, reset.digest, reset.requested_by) == (
+        "gmessages", "crypto", PLAN["id"], PLAN["digest"], ADMIN,
+    )  # fmt: skip
+    report = notices(bot)[before:]
+    assert len(report) == 1
+    assert report[0].content.body.startswith("✅ gmessages: crypto reset done.")
+    assert report[0].content.relates_to.in_reply_to.event_id == event_id
+    assert f"!bridge restore gmessages {PLAN['id']}" in report[0].content.body
+    assert "⏳" in bot_reactions(bot, event_id)  # shown while it ran, then redacted
+    assert bot.redacted  # type: ignore[attr-defined]
+
+    await react(bot, event_id, "✅")  # a second ✅ does nothing
+    await say(bot, f"!bridge confirm {code}")  # nor does the code, once used
+    assert ops(helper).count("reset") == 1
+    assert notices(bot)[-1].content.body.startswith(f"No plan with code {code} is waiting")
+
+
+async def test_confirm_by_code_and_wrong_people(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages full")
+    _, code, _ = plan_event(bot)
+    assert helper.requests[0].mode == "full"
+    await say(bot, f"!bridge confirm {code}", sender=OTHER_ADMIN)
+    await say(bot, f"!bridge confirm {code}", sender=STRANGER)
+    assert "reset" not in ops(helper)
+    assert notices(bot)[-1].content.body == REFUSAL
+    await say(bot, f"!bridge confirm {code.upper()}")
+    assert ops(helper).count("reset") == 1
+    assert notices(bot)[-1].content.body.startswith("✅ gmessages: crypto reset done.")
+
+
+async def test_one_plan_per_bridge_and_cancel_frees_it(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages")
+    event_id, code, _ = plan_event(bot)
+    await say(bot, "!bridge reset gmessages", sender=OTHER_ADMIN)
+    assert notices(bot)[-1].content.body == (
+        f"gmessages is busy: a reset plan is waiting for {ADMIN} to confirm. "
+        "One reset or restore at a time per bridge."
+    )
+    assert ops(helper) == ["reset_plan"]
+    await react(bot, event_id, "❌", sender=OTHER_ADMIN)  # not theirs to cancel
+    await react(bot, event_id, "❌")
+    cancelled = notices(bot)[-1].content
+    assert cancelled.body == "The reset plan of gmessages was cancelled; nothing was changed."
+    assert cancelled.relates_to.in_reply_to.event_id == event_id
+    await react(bot, event_id, "✅")
+    assert "reset" not in ops(helper)
+    await say(bot, "!bridge reset gmessages", sender=OTHER_ADMIN)  # free again
+    assert ops(helper) == ["reset_plan", "reset_plan"]
+    _, code2, _ = plan_event(bot)
+    await say(bot, f"!bridge cancel {code2}", sender=OTHER_ADMIN)
+    assert notices(bot)[-1].content.body.endswith("was cancelled; nothing was changed.")
+
+
+async def test_unconfirmed_plan_expires(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages")
+    event_id, _, plan = plan_event(bot)
+    assert "Confirm within 1 second: react ✅" in plan.body
+    await asyncio.sleep(1.5)
+    expired = notices(bot)[-1].content
+    assert expired.body == "The reset plan of gmessages expired unconfirmed; nothing was changed."
+    assert expired.relates_to.in_reply_to.event_id == event_id
+    await react(bot, event_id, "✅")
+    assert "reset" not in ops(helper)
+
+
+async def test_helper_refusal_is_one_sentence_and_frees_the_bridge(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages")
+    event_id, _, _ = plan_event(bot)
+    changed = (
+        "The bridge changed since the plan was shown (its plan differs); nothing was changed. "
+        "Ask again."
+    )
+    helper.error = protocol.ProtocolError(protocol.E_RESET, changed)
+    await react(bot, event_id, "✅")
+    assert notices(bot)[-1].content.body == f"⚠️ {changed}"
+    helper.error = None
+    await say(bot, "!bridge reset gmessages")  # not stuck as busy
+    assert ops(helper).count("reset_plan") == 2
+
+
+async def test_backups_and_restore(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge backups gmessages")
+    listing = notices(bot)[-1].content.body.splitlines()
+    assert listing[0] == "Reset backups of gmessages (1):"
+    assert listing[1].startswith(f"- {PLAN['id']} — crypto, done, by {ADMIN}")
+    await say(bot, f"!bridge restore gmessages {PLAN['id']}")
+    event_id, code, plan = plan_event(bot)
+    assert plan.body.startswith(f"⚠️ Restore gmessages from {PLAN['id']}?")
+    assert "Lost: the crypto device and keys" in plan.body
+    await react(bot, event_id, "✅")
+    (restore,) = [r for r in helper.requests if r.op == "restore"]
+    assert (restore.backup, restore.digest, restore.requested_by) == (
+        PLAN["id"], "fedcba9876543210", ADMIN,
+    )  # fmt: skip
+    assert notices(bot)[-1].content.body.startswith(
+        f"✅ gmessages: restored from {PLAN['id']}. Check it with !bridge check gmessages."
+    )
+
+
+@pytest.mark.parametrize(
+    "text,answer",
+    [
+        ("!bridge reset", "Usage: !bridge reset <name>"),
+        ("!bridge reset gmessages everything", "Usage: !bridge reset <name>"),
+        ("!bridge reset ../etc", "'../etc' is not a bridge name"),
+        ("!bridge restore gmessages latest", "'latest' is not a backup id"),
+        ("!bridge restore gmessages", "Usage: !bridge restore <name> <id>"),
+        ("!bridge confirm", "Usage: !bridge confirm <code>"),
+        ("!bridge confirm abc", "Usage: !bridge confirm <code>"),
+        ("!bridge backups", "Usage: !bridge backups <name>"),
+    ],
+)
+async def test_bad_commands_get_one_sentence(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+    text: str,
+    answer: str,
+) -> None:
+    await say(maubot_test_bot, text)
+    (reply,) = notices(maubot_test_bot)
+    assert reply.content.body.startswith(answer)
+    assert helper.requests == []
+
+
+async def test_non_admin_cannot_plan(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+) -> None:
+    for text in ("!bridge reset gmessages", "!bridge backups gmessages", "!bridge confirm abcdef"):
+        await say(maubot_test_bot, text, sender=STRANGER)
+    assert {n.content.body for n in notices(maubot_test_bot)} == {REFUSAL}
+    assert helper.requests == []
+
+
+async def test_unknown_bridge(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+) -> None:
+    await say(maubot_test_bot, "!bridge reset slack")
+    assert notices(maubot_test_bot)[-1].content.body == (
+        "⚠️ No such bridge is deployed on this host."
+    )
+    await say(maubot_test_bot, "!bridge reset slack")  # released after the failure
+    assert ops(helper) == ["reset_plan", "reset_plan"]
