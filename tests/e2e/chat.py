@@ -28,6 +28,7 @@ from ruamel.yaml import YAML
 from bridgedoctor import protocol
 from tests.support.fleet import Host
 from tests.support.pg import PgServer, TempCluster
+from tests.support.reset_env import Systemd
 from tests.support.store import StoreSpec
 
 from .sandbox import (
@@ -77,9 +78,13 @@ class Helper(_Service):
 
     name = "helper"
 
-    def __init__(self, workdir: Path, host: Host, token: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, host: Host, token: str | None = None, systemd: Systemd | None = None
+    ) -> None:
+        """`systemd`: a fake systemctl put first on the helper's PATH (resets need one)."""
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__(workdir)
+        self.env = {**os.environ, **(systemd.env() if systemd else {})}
         self.token = token or secrets.token_hex(32)
         self.socket_path = workdir / "helper.sock"
         if len(os.fsencode(self.socket_path)) > 107:
@@ -108,7 +113,7 @@ class Helper(_Service):
         return [*cmd, "--config", str(self.config_path)]
 
     def start(self, timeout: float = 30) -> Helper:
-        self._spawn(self._argv())
+        self._spawn(self._argv(), env=self.env)
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         started = time.monotonic()

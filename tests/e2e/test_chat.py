@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.fleet import Host
 from tests.support.pg import PgServer
+from tests.support.reset_env import Systemd, fake_systemd
 
 from .chat import (
     PLUGIN_ID,
@@ -26,10 +27,11 @@ from .chat import (
     instance_config,
     sample_fleet,
 )
-from .sandbox import MatrixUser, Maubot, Synapse, is_notice, replies_to
+from .sandbox import MatrixUser, Maubot, Synapse, is_notice, reaction_to, replies_to
 
 pytestmark = pytest.mark.e2e
 
+GMESSAGES_UNIT = "matrix-mautrix-gmessages.service"
 SNIPPET = (
     'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"'
 )
@@ -46,8 +48,17 @@ def host(e2e_workdir: Path, pg: PgServer) -> Host:
 
 
 @pytest.fixture(scope="module")
-def helper(e2e_workdir: Path, host: Host) -> Iterator[Helper]:
-    process = Helper(e2e_workdir / "chat-helper", host)
+def systemd(e2e_workdir: Path) -> Systemd:
+    """systemd cannot run here: a fake systemctl on the helper's PATH keeps the unit states."""
+    (e2e_workdir / "chat-systemd").mkdir()
+    sd = fake_systemd(e2e_workdir / "chat-systemd")
+    sd.set(GMESSAGES_UNIT, "active")
+    return sd
+
+
+@pytest.fixture(scope="module")
+def helper(e2e_workdir: Path, host: Host, systemd: Systemd) -> Iterator[Helper]:
+    process = Helper(e2e_workdir / "chat-helper", host, systemd=systemd)
     try:
         yield process.start()
     finally:
@@ -147,6 +158,57 @@ async def test_slow_answer_shows_progress_then_removes_it(
     # The ⏳ is redacted before the answer is sent (a redacted event keeps no content).
     assert reactions[0]["unsigned"].get("redacted_because"), reactions[0]
     assert reply["content"]["body"].startswith("🟩 whatsapp")
+
+
+async def test_reset_in_the_room_then_restore(chat: Chat, systemd: Systemd) -> None:
+    """The plan; a stranger's ✅ (ignored); the admin's ✅; the report; check shows a fresh
+    store; then the backup is put back by code and check shows the original account again."""
+    command, plan = await ask(chat, chat.admin, "!bridge reset gmessages")
+    body = assert_notice_reply(plan, command)["body"]
+    assert body.startswith("⚠️ Reset gmessages (crypto)? Nothing happens until you confirm.")
+    code = re.search(r"!bridge confirm ([a-z0-9]{6})\.", body)
+    assert code is not None
+    backup_id = re.search(r"Undo: !bridge restore gmessages (\S+)", body)
+    assert backup_id is not None
+    async with MatrixUser(chat.synapse.url, chat.bot) as bot:
+        await bot.wait_for_reply(  # the bot seeds ✅ and ❌; its own ✅ must not run the plan
+            chat.room_id, reaction_to(plan["event_id"], "❌"), sender=chat.bot.user_id
+        )
+    async with MatrixUser(chat.synapse.url, chat.stranger) as stranger:
+        await stranger.react(chat.room_id, plan["event_id"], "✅")
+    await asyncio.sleep(2)  # long enough for the bot to have acted on it, had it counted
+    assert not [c for c in systemd.calls() if c.startswith("stop")]
+    async with MatrixUser(chat.synapse.url, chat.admin) as admin:
+        events = await admin.recent_events(chat.room_id)
+        assert not [e for e in events if is_notice(e) and replies_to(plan["event_id"])(e)]
+        await admin.react(chat.room_id, plan["event_id"], "✅")
+        report = await admin.wait_for_reply(
+            chat.room_id,
+            lambda e: is_notice(e) and replies_to(plan["event_id"])(e),
+            sender=chat.bot.user_id,
+            timeout=60,
+        )
+    assert report["content"]["body"].startswith("✅ gmessages: crypto reset done.")
+    assert f"stop {GMESSAGES_UNIT}" in systemd.calls()
+    assert systemd.get(GMESSAGES_UNIT) == "active"  # started again: it was running
+
+    command, reply = await ask(chat, chat.admin, "!bridge check gmessages")
+    assert assert_notice_reply(reply, command)["body"].startswith(
+        "🟩 gmessages: ok — The crypto store has no account yet"
+    )
+    command, reply = await ask(chat, chat.admin, "!bridge backups gmessages")
+    assert (
+        f"- {backup_id.group(1)} — crypto, done, by {chat.admin.user_id}"
+        in reply["content"]["body"]
+    )
+
+    command, rplan = await ask(chat, chat.admin, f"!bridge restore gmessages {backup_id.group(1)}")
+    rcode = re.search(r"!bridge confirm ([a-z0-9]{6})\.", rplan["content"]["body"])
+    assert rcode is not None
+    command, done = await ask(chat, chat.admin, f"!bridge confirm {rcode.group(1)}", timeout=60)
+    assert done["content"]["body"].startswith(f"✅ gmessages: restored from {backup_id.group(1)}.")
+    command, reply = await ask(chat, chat.admin, "!bridge check gmessages")
+    assert reply["content"]["body"].startswith("🟥 gmessages: broken — Pickle key mismatch")
 
 
 async def test_helper_down_names_the_socket(chat: Chat, helper: Helper) -> None:
