@@ -331,9 +331,9 @@ def _unknown_key(
     steps = [
         "If you have an old config.yaml backup, look for encryption.pickle_key there and retry "
         "with --try-key.",
-        f"Otherwise reset the crypto store on the host: bridgedoctor reset {spec.name} (it backs "
-        "up and verifies first; portals, logins and messages stay, the bridge creates a new "
-        "device; bridgedoctor restore undoes it).",
+        f"Otherwise reset the crypto store: `bridgedoctor reset {spec.name}` (it backs up and "
+        "verifies first; portals, logins and messages stay, the bridge creates a new device; "
+        f"`bridgedoctor restore {spec.name} <id>` undoes it).",
     ]
     pin = None
     if cfg.pickle_key == "generate":

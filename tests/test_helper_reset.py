@@ -28,7 +28,7 @@ def host(tmp_path: Path, pg, engine: str) -> Host:
 
 @pytest.fixture
 def helper(host: Host, systemd: Systemd, sockdir: Path) -> Iterator[Running]:
-    r = Running(make_config(host, sockdir))
+    r = Running(make_config(host, sockdir, allow_reset=True))
     yield r
     r.stop()
 
@@ -190,7 +190,7 @@ def test_helper_start_recovers_an_interrupted_reset(
     """A reset killed after its verified backup and the clearing, before the manifest says so
     (the unit stopped, the manifest 'backed_up'), is finished by the next helper start, before
     the helper serves anything."""
-    cfg = make_config(host, sockdir)
+    cfg = make_config(host, sockdir, allow_reset=True)
     code = cli(host.args(), cfg.backup_dir, "reset", BRIDGE, "--yes", crash="apply")
     assert code == 137
     (m,) = all_for(cfg.backup_dir / BRIDGE)
@@ -203,5 +203,21 @@ def test_helper_start_recovers_an_interrupted_reset(
         assert set(crypto_rows(host).values()) == {0}
         assert systemd.get(RESET_UNIT) == "active"
         assert ok(ask(r, "backups", bridge=BRIDGE))["backups"][0]["state"] == "done"
+    finally:
+        r.stop()
+
+
+def test_resets_are_off_unless_allowed(host: Host, systemd: Systemd, sockdir: Path) -> None:
+    r = Running(make_config(host, sockdir))  # allow_reset defaults to false
+    try:
+        before = state(host, BRIDGE)
+        for op, fields in (
+            ("reset_plan", {"mode": "crypto"}),
+            ("restore_plan", {"backup": "20261126T064500Z-crypto"}),
+        ):
+            message = refused(ask(r, op, bridge=BRIDGE, **fields))
+            assert message.startswith("Resets are turned off on this host: set allow_reset: true")
+        assert ok(ask(r, "backups", bridge=BRIDGE))["backups"] == []  # read-only: allowed
+        assert systemd.calls() == [] and state(host, BRIDGE) == before
     finally:
         r.stop()

@@ -164,3 +164,19 @@ def test_oversized_evidence_keeps_the_fix(host: Host) -> None:
     assert "<details>" not in formatted
     assert "evidence is too long" in plain
     assert code_blocks(formatted) == [GMESSAGES_SNIPPET]
+
+
+def test_lost_key_steps_name_the_room_commands(host: Host) -> None:
+    """A lost key's way out, rendered for the room, names !bridge reset/restore, not the CLI."""
+    import secrets as pysecrets
+
+    from tests.support.store import StoreSpec
+
+    lost = pysecrets.token_urlsafe(48)[:64]
+    host.add("slack", StoreSpec("slack", account_key=lost), db_prefix=f"rm{next(_counter)}_")
+    plain, formatted = render.bridge_report(report(host, "slack"))
+    assert plain.startswith("🟥 slack: broken")
+    assert "`!bridge reset slack`" in plain and "`!bridge restore slack <id>`" in plain
+    assert "<code>!bridge reset slack</code>" in formatted
+    assert "bridgedoctor reset" not in plain + formatted
+    assert_clean(plain, formatted)

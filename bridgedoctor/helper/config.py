@@ -39,6 +39,7 @@ class HelperConfig:
     socket_mode: int = 0o660
     allowed_uids: frozenset[int] | None = None
     backup_dir: Path = Path("/var/lib/bridgedoctor/backups")
+    allow_reset: bool = False
     naming: Preference = "auto"
     max_concurrent: int = 4
     request_timeout: float = 60.0
@@ -56,6 +57,7 @@ KEYS = frozenset(
         "token_file",
         "allowed_uids",
         "backup_dir",
+        "allow_reset",
         "naming",
         "max_concurrent",
         "request_timeout",
@@ -108,6 +110,7 @@ def parse(raw: Any, path: Path) -> HelperConfig:
         socket_mode=_mode(raw.get("socket_mode", 0o660)),
         allowed_uids=_uids(raw.get("allowed_uids")),
         backup_dir=_abs_path(raw, "backup_dir", Path("/var/lib/bridgedoctor/backups")),
+        allow_reset=_bool(raw, "allow_reset", False),
         naming=_naming(raw.get("naming", "auto")),
         max_concurrent=_int(raw, "max_concurrent", 4, 1, 256),
         request_timeout=_seconds(raw, "request_timeout", 60.0),
@@ -214,6 +217,13 @@ def _naming(value: Any) -> Preference:
     if value in ("auto", "current", "legacy"):
         return value
     raise ConfigError("naming must be one of auto, current, legacy.")
+
+
+def _bool(raw: dict, key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key} must be true or false.")
 
 
 def _int(raw: dict, key: str, default: int, low: int, high: int) -> int:

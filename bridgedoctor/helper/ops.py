@@ -41,4 +41,4 @@ async def run(req: Request, cfg: HelperConfig, kb: Knowledge) -> tuple[dict[str,
     if req.op == "check":
         report = await check(name, options(cfg), kb)
         return report.to_dict(), report.status
-    return await reset_ops.run(req, name, cfg.backup_dir, options(cfg))
+    return await reset_ops.run(req, name, cfg.backup_dir, options(cfg), cfg.allow_reset)

@@ -24,6 +24,10 @@ from .audit import log
 
 T = TypeVar("T")
 
+OFF = (
+    "Resets are turned off on this host: set allow_reset: true in the helper's config and "
+    "install its reset drop-in (docs/helper.md), then restart bridgedoctor-helper."
+)
 CHANGED = "the bridge changed since the plan was shown ({what}); nothing was changed. Ask again."
 
 
@@ -53,12 +57,17 @@ def summary(m: Manifest) -> dict[str, Any]:
     }
 
 
-async def run(req: Request, name: str, root: Path, opts: Options) -> tuple[dict[str, Any], str]:
-    """`name` is the discovered bridge (never the client's string); `root` the backup_dir."""
+async def run(
+    req: Request, name: str, root: Path, opts: Options, allowed: bool
+) -> tuple[dict[str, Any], str]:
+    """`name` is the discovered bridge (never the client's string); `root` the backup_dir;
+    `allowed` the allow_reset setting (listing backups is read-only and always allowed)."""
+    if req.op == "backups":
+        items = [summary(m) for m in all_for(root / name) if m.kind == "reset"]
+        return {"bridge": name, "backups": items}, f"{len(items)} backups"
+    if not allowed:
+        raise ProtocolError(E_RESET, OFF)
     try:
-        if req.op == "backups":
-            items = [summary(m) for m in all_for(root / name) if m.kind == "reset"]
-            return {"bridge": name, "backups": items}, f"{len(items)} backups"
         if req.op == "reset_plan":
             mode: Mode = "full" if req.mode == "full" else "crypto"
             _, plan = await in_worker(lambda: runner.prepare(name, mode, opts, root))

@@ -56,7 +56,11 @@ class Helper:
         log.info("listening on %s (max_concurrent=%d)", self.cfg.socket, self.cfg.max_concurrent)
 
     async def recover(self) -> None:
-        """Finish or roll back any reset or restore a crash interrupted, before serving."""
+        """Finish or roll back any reset or restore a crash interrupted, before serving.
+        Skipped when resets are off: the unit may then lack the rights, and the host CLI
+        recovers at its next reset or restore."""
+        if not self.cfg.allow_reset:
+            return
         try:
             done = await reset_ops.in_worker(lambda: recover(self.cfg.backup_dir))
         except Exception as e:  # noqa: BLE001 - checks must still be served; say what is left

@@ -30,6 +30,9 @@ _STATUS_RANK = {"broken": 3, "unknown": 2, "warning": 1, "ok": 0}
 # Matrix caps an event at 65536 bytes including the envelope; keep the content well below.
 MAX_CONTENT_BYTES = 56_000
 
+# CLI subcommands that the plugin offers as `!bridge <sub>` with the same arguments.
+ROOM_SUBCOMMANDS = ("check", "reset", "restore", "backups")
+
 # Shell commands inside fix steps ("...: just install-service mautrix-x  (or: ansible-...)"),
 # shown as <code> so they can be copied. A command ends at two spaces, a ')' or the end.
 _COMMAND_RE = re.compile(
@@ -88,9 +91,7 @@ def _inline_html(text: str, command: str) -> str:
     out = []
     for i, part in enumerate(text.split("`")):
         if i % 2:  # inside backticks
-            out.append(
-                f"<code>{_e(part.replace('bridgedoctor check', command + ' check'))}</code>"
-            )
+            out.append(f"<code>{_e(_room_command(part, command))}</code>")
             continue
         pos = 0
         for m in _COMMAND_RE.finditer(part):
@@ -100,8 +101,16 @@ def _inline_html(text: str, command: str) -> str:
     return "".join(out)
 
 
+def _room_command(text: str, command: str) -> str:
+    """`bridgedoctor check|reset|restore|backups ...` as the same command in the room."""
+    for sub in ROOM_SUBCOMMANDS:
+        text = text.replace(f"bridgedoctor {sub} ", f"{command} {sub} ")
+    return text
+
+
 def _inline_plain(text: str, command: str) -> str:
-    return text.replace("`bridgedoctor check", f"`{command} check")
+    parts = text.split("`")
+    return "`".join(_room_command(p, command) if i % 2 else p for i, p in enumerate(parts))
 
 
 def _code_block(snippet: str) -> tuple[str, str]:

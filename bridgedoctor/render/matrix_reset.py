@@ -23,7 +23,7 @@ def _items(values: Sequence[object]) -> tuple[list[str], str]:
 
 
 def duration(seconds: float) -> str:
-    """"5 minutes", "90 seconds", "1 second": whole minutes when it is whole minutes."""
+    """ "5 minutes", "90 seconds", "1 second": whole minutes when it is whole minutes."""
     n, unit = (round(seconds / 60), "minute") if seconds % 60 == 0 else (round(seconds), "second")
     return f"{n} {unit}" + ("" if n == 1 else "s")
 

@@ -102,6 +102,7 @@ class Helper(_Service):
             "socket_mode": "0660",
             "token_file": str(token_file),
             "backup_dir": str(workdir / "backups"),
+            "allow_reset": systemd is not None,
             "request_timeout": 60,
         }
         with self.config_path.open("w") as f:
