@@ -147,6 +147,45 @@ def test_unit_that_does_not_stop_aborts_untouched(
     assert only_backup(capsys, host, tmp_path)["state"] == "rolled_back"
 
 
+def test_failure_after_clearing_puts_the_backup_back(
+    host: Host, systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """The crypto rows are cleared, then the unit will not start: the reset restores its own
+    verified backup, starts the unit again and says so. Nothing is lost."""
+    before = state(host, BRIDGE)
+    systemd.refuse_start_once(UNIT)
+    code, text = run(capsys, "reset", BRIDGE, "--yes", *host.args(), *backup_args(tmp_path))
+    assert code == 1
+    assert f"systemctl start {UNIT} failed" in text
+    assert "its backup was put back, the bridge is as before" in text
+    assert state(host, BRIDGE)["tables"] == before["tables"]  # every table, by checksum
+    assert systemd.calls().count(f"start {UNIT}") == 2 and systemd.get(UNIT) == "active"
+    item = only_backup(capsys, host, tmp_path)
+    assert item["state"] == "rolled_back"
+
+
+def test_interactive_yes_and_no(
+    host: Host, systemd: Systemd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """On a terminal the plan is shown and only the word 'yes' runs it."""
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    before = state(host, BRIDGE)
+    monkeypatch.setattr("sys.stdin", Tty("y\n"))
+    code, text = run(capsys, "reset", BRIDGE, *host.args(), *backup_args(tmp_path))
+    assert code == 1 and "not confirmed; nothing was changed" in text
+    assert state(host, BRIDGE) == before and not systemd.calls()[1:]
+    monkeypatch.setattr("sys.stdin", Tty("yes\n"))
+    code, text = run(capsys, "reset", BRIDGE, *host.args(), *backup_args(tmp_path))
+    assert code == 0, text
+    assert "Reset plan for gmessages (crypto)" in text and "Undo: bridgedoctor restore" in text
+    assert all(state(host, BRIDGE)["tables"][t][0] == 0 for t in CRYPTO_GONE)
+
+
 def test_no_tty_without_yes_refuses(host: Host, systemd: Systemd, tmp_path: Path, capsys) -> None:
     before = state(host, BRIDGE)
     code, text = run(capsys, "reset", BRIDGE, *host.args(), *backup_args(tmp_path))

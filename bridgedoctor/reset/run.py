@@ -110,12 +110,11 @@ async def reset(
         m.save()
         try:
             await drive(Ctx(m, bridge), RESET_STEPS[mode])
-        except ResetError as e:
-            await rollback(m, str(e))
-            raise
         except Exception as e:  # noqa: BLE001 - whatever failed, leave no half-reset bridge
-            await rollback(m, f"{type(e).__name__}: {e}")
-            raise ResetError(f"reset failed ({type(e).__name__}); {m.error}") from e
+            reason = str(e) if isinstance(e, ResetError) else f"{type(e).__name__}: {e}"
+            changed = any(s in m.done_steps() for s in ("apply", "clear_db"))
+            await rollback(m, reason)
+            raise ResetError(_after_rollback(m, reason, changed), touched=changed) from e
         return m
 
 
@@ -171,6 +170,21 @@ def plan_restore(name: str, ident: str, opts: Options, backup_root: Path) -> Res
             else "every login, portal and message the bridge stored since the reset"
         ),
     )
+
+
+def _after_rollback(m: Manifest, reason: str, changed: bool) -> str:
+    reason = reason.rstrip(".")
+    if m.state == "failed":
+        return (
+            f"reset failed ({reason}) and putting the backup back failed too; the bridge is left "
+            f"stopped. The backup is intact in {m.location}: "
+            f"bridgedoctor restore {m.bridge} {m.id}."
+        )
+    if changed:
+        return f"reset failed ({reason}); its backup was put back, the bridge is as before."
+    if reason.endswith("nothing was changed"):
+        return reason + "."
+    return f"reset failed ({reason}); nothing was changed."
 
 
 async def restore(

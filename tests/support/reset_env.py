@@ -47,6 +47,9 @@ class Systemd:
     def refuse_stop_once(self, unit: str) -> None:
         (self.state / f"{unit}.refuse-stop").touch()
 
+    def refuse_start_once(self, unit: str) -> None:
+        (self.state / f"{unit}.refuse-start").touch()
+
 
 def fake_systemd(tmp: Path) -> Systemd:
     b = tmp / "fakebin"
