@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,7 +29,7 @@ from ruamel.yaml import YAML
 from bridgedoctor import protocol
 from tests.support.fleet import Host
 from tests.support.pg import PgServer, TempCluster
-from tests.support.reset_env import Systemd
+from tests.support.reset_env import Systemd, fake_systemd
 from tests.support.store import StoreSpec
 
 from .sandbox import (
@@ -220,12 +221,18 @@ async def ask(chat: Chat, who: Account, text: str, timeout: float = 60) -> tuple
 
 # --- the demo -------------------------------------------------------------------------------
 
+# "{code}" is filled in from the bot's last plan (its `!bridge confirm <code>` line).
 DEMO: Sequence[tuple[str, str]] = (
     ("admin", "!bridge list"),
     ("admin", "!bridge check all"),
     ("admin", "!bridge check gmessages"),
     ("guest", "!bridge check gmessages"),
+    ("admin", "!bridge check slack"),
+    ("admin", "!bridge reset slack"),
+    ("admin", "!bridge confirm {code}"),
+    ("admin", "!bridge check slack"),
 )
+CODE_RE = re.compile(r"!bridge confirm ([a-z0-9]{6})\.")
 
 
 def _print_exchange(who: str, text: str, reply: Event) -> None:
@@ -236,9 +243,13 @@ def _print_exchange(who: str, text: str, reply: Event) -> None:
 
 async def _conversation(chat: Chat) -> None:
     people = {"admin": chat.admin, "guest": chat.stranger}
-    for who, text in DEMO:
+    code = ""
+    for who, template in DEMO:
+        text = template.format(code=code)
         _, reply = await ask(chat, people[who], text)
         _print_exchange(who, text, reply)
+        found = CODE_RE.search(str(reply["content"].get("body", "")))
+        code = found.group(1) if found else code
 
 
 def _stop_on_sigterm() -> None:
@@ -259,7 +270,11 @@ def demo() -> int:
         cluster = TempCluster()
         pg = cluster.start()
         host = sample_fleet(workdir / "host", pg, "demo_", broken_extra=True)
-        helper = Helper(workdir / "helper", host)
+        (workdir / "systemd").mkdir()
+        systemd = fake_systemd(workdir / "systemd")  # systemd cannot run here
+        for unit in ("gmessages", "whatsapp", "slack"):
+            systemd.set(f"matrix-mautrix-{unit}.service", "active")
+        helper = Helper(workdir / "helper", host, systemd=systemd)
         services.append(helper)
         helper.start()
         synapse = Synapse(workdir / "synapse")
