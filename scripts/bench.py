@@ -1,4 +1,5 @@
-"""Benchmark: how long `check all` takes on a full MDAD fleet, and the key proof on its own.
+"""Benchmark: `check all` on a full MDAD fleet, the key proof on its own, and a crypto reset plus
+restore (backup, verify, clear, put back) with a fake systemctl on PATH.
 
     .venv/bin/python scripts/bench.py [--rounds N]
 
@@ -84,8 +85,37 @@ def main() -> None:
                 "check all, sample fleet (8 bridges), SQLite",
                 timed(rounds, lambda: asyncio.run(check_all(sopts))),
             )
+            bench_reset(host, opts, Path(tmp), max(3, rounds // 4))
     finally:
         cluster.stop()
+
+
+def bench_reset(host: Host, opts: Options, tmp: Path, rounds: int) -> None:
+    import os
+
+    from bridgedoctor.reset import run as runner
+    from tests.support.reset_env import fake_systemd
+
+    (tmp / "systemd").mkdir()
+    sd = fake_systemd(tmp / "systemd")
+    os.environ.update(sd.env())
+    sd.set("matrix-mautrix-whatsapp.service", "active")
+    backups = tmp / "backups"
+    ids: list[str] = []
+
+    def reset() -> None:
+        m = asyncio.run(runner.reset("whatsapp", "crypto", opts, backups, lambda p: True, "bench"))
+        ids.append(m.id)
+
+    def restore() -> None:
+        asyncio.run(runner.restore("whatsapp", ids.pop(0), opts, backups, lambda p: True, "bench"))
+
+    reset_ms, restore_ms = [], []
+    for _ in range(rounds):  # alternate, so every reset starts from the full store
+        reset_ms += timed(1, reset)
+        restore_ms += timed(1, restore)
+    show("crypto reset, whatsapp, PostgreSQL (fake systemctl)", reset_ms)
+    show("restore of that backup", restore_ms)
 
 
 if __name__ == "__main__":
