@@ -329,8 +329,8 @@ def _unknown_key(
         "nothing is changed until you ask for it. If you know the old key, retry with --try-key."
     )
     steps = [
-        "If you have an old config.yaml backup, look for encryption.pickle_key there and retry "
-        "with --try-key.",
+        "If you have an old config.yaml backup, look for encryption.pickle_key there and try it "
+        f"on the host: bridgedoctor check {spec.name} --try-key '<old key>'",
         f"Otherwise reset the crypto store: `bridgedoctor reset {spec.name}` (it backs up and "
         "verifies first; portals, logins and messages stay, the bridge creates a new device; "
         f"`bridgedoctor restore {spec.name} <id>` undoes it).",
