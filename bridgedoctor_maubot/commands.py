@@ -71,29 +71,25 @@ class Commands:
             return render.usage(HELP, intro="bridgedoctor diagnoses the mautrix bridges here:")
         if inv.action == "invalid":
             return render.info(inv.problem or "")
+
+        def progress(call: Awaitable[T]) -> Awaitable[T]:
+            return self._with_progress(evt, call, settings)
+
         if inv.action in ("reset", "restore"):
-            return await self.resets.plan(
-                evt, inv, settings, lambda call: self._with_progress(evt, call, settings)
-            )
+            return await self.resets.plan(evt, inv, settings, progress)
         if inv.action == "confirm":
-            return await self._with_progress(
-                evt, self.resets.confirm(evt, inv, settings), settings
-            )
+            return await progress(self.resets.confirm(evt, inv, settings))
         if inv.action == "cancel":
             return self.resets.cancel(evt, inv)
         if inv.action == "backups":
-            return await self.resets.backups(
-                inv, settings, lambda call: self._with_progress(evt, call, settings)
-            )
+            return await self.resets.backups(inv, settings, progress)
         helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)
         try:
             if inv.action == "list":
-                answer = await self._with_progress(evt, helper.list_bridges(), settings)
-                return render.bridge_list(answer, COMMAND)
+                return render.bridge_list(await progress(helper.list_bridges()), COMMAND)
             if inv.action == "check_all":
-                fleet = await self._with_progress(evt, helper.check_all(), settings)
-                return render.fleet_report(fleet, COMMAND)
-            report = await self._with_progress(evt, helper.check(inv.bridge or ""), settings)
+                return render.fleet_report(await progress(helper.check_all()), COMMAND)
+            report = await progress(helper.check(inv.bridge or ""))
             return render.bridge_report(report, COMMAND)
         except HelperError as err:
             self._log.warning(f"helper call failed ({err.code}): {err.sentence}")

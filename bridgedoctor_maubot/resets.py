@@ -27,6 +27,8 @@ from .pending import Busy, Pending, Registry
 from .replies import PROGRESS_KEY, UNEXPECTED, notice
 
 Message = tuple[str, str]
+# Awaits a helper call, showing ⏳ on the command if it is slow (Commands._with_progress).
+Progress = Callable[[Awaitable[Any]], Awaitable[Any]]
 # Clients may append U+FE0F (emoji presentation) to the key; it is the same reaction.
 CONFIRM, CANCEL = render_reset.CONFIRM_KEY, render_reset.CANCEL_KEY
 
@@ -50,7 +52,7 @@ class ResetFlow:
         evt: Any,
         inv: Invocation,
         settings: Settings,
-        progress: Callable[[Awaitable[Any]], Awaitable[Any]],
+        progress: Progress,
     ) -> Message | None:
         """`reset` or `restore`: ask the helper for the plan, post it, wait for confirmation.
         Returns a message for the command's reply, or None once the plan has been posted."""
@@ -106,7 +108,7 @@ class ResetFlow:
             return render.info(f"No plan with code {inv.code} is waiting for you in this room.")
         return self._end(p, "was cancelled")
 
-    async def backups(self, inv: Invocation, settings: Settings, progress: Any) -> Message:
+    async def backups(self, inv: Invocation, settings: Settings, progress: Progress) -> Message:
         helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)
         try:
             return render_reset.backups(await progress(helper.backups(inv.bridge or "")), COMMAND)

@@ -49,6 +49,19 @@ def refused(answer: dict[str, Any]) -> str:
     return message
 
 
+def run_plan(helper: Running, plan: dict[str, Any]) -> dict[str, Any]:
+    """Confirm a plan as the plugin does: send back its id (or backup) and digest, by ADMIN.
+    Works for a reset plan and for a restore plan; returns the raw answer."""
+    if "backup" in plan:  # a restore plan
+        fields = {"op": "restore", "backup": plan["backup"]}
+    else:
+        fields = {"op": "reset", "mode": plan["mode"], "plan": plan["id"]}
+    return helper.ask(
+        {"v": 1, "token": TOKEN, "bridge": BRIDGE, "digest": plan["digest"],
+         "requested_by": ADMIN, **fields}
+    )  # fmt: skip
+
+
 def crypto_rows(host: Host) -> dict[str, int]:
     tables = state(host, BRIDGE)["tables"]
     assert isinstance(tables, dict)
@@ -67,17 +80,7 @@ def test_plan_then_confirmed_reset_then_restore(
     assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()
     assert state(host, BRIDGE) == before
 
-    done = ok(
-        ask(
-            helper,
-            "reset",
-            bridge=BRIDGE,
-            mode="crypto",
-            plan=plan["id"],
-            digest=plan["digest"],
-            requested_by=ADMIN,
-        )
-    )
+    done = ok(run_plan(helper, plan))
     assert done["id"] == plan["id"] and done["state"] == "done"
     assert done["requested_by"] == ADMIN and done["after"]
     assert set(crypto_rows(host).values()) == {0}
@@ -89,16 +92,7 @@ def test_plan_then_confirmed_reset_then_restore(
 
     rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
     assert rplan["backup"] == plan["id"] and "crypto rows" in rplan["put_back"]
-    restored = ok(
-        ask(
-            helper,
-            "restore",
-            bridge=BRIDGE,
-            backup=plan["id"],
-            digest=rplan["digest"],
-            requested_by=ADMIN,
-        )
-    )
+    restored = ok(run_plan(helper, rplan))
     assert restored["kind"] == "restore" and restored["state"] == "done"
     # Every table, by checksum (a SQLite file's bytes change on any write, so not the dir).
     assert state(host, BRIDGE)["tables"] == before["tables"]
@@ -108,21 +102,11 @@ def test_full_reset_over_the_socket(helper: Running, host: Host) -> None:
     before = state(host, BRIDGE)
     plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="full"))
     assert any("log in" in a for a in plan["after"])
-    fields = dict(plan=plan["id"], digest=plan["digest"], requested_by=ADMIN)
-    ok(ask(helper, "reset", bridge=BRIDGE, mode="full", **fields))
+    ok(run_plan(helper, plan))
     after = state(host, BRIDGE)
     assert after["tables"] == {} and after != before
     rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
-    ok(
-        ask(
-            helper,
-            "restore",
-            bridge=BRIDGE,
-            backup=plan["id"],
-            digest=rplan["digest"],
-            requested_by=ADMIN,
-        )
-    )
+    ok(run_plan(helper, rplan))
     assert state(host, BRIDGE) == before
 
 
@@ -132,17 +116,7 @@ def test_stale_digest_changes_nothing(helper: Running, host: Host, systemd: Syst
     # it again", which is no longer what would happen, so the confirmation is void.
     systemd.set(RESET_UNIT, "inactive")
     before = state(host, BRIDGE)
-    message = refused(
-        ask(
-            helper,
-            "reset",
-            bridge=BRIDGE,
-            mode="crypto",
-            plan=plan["id"],
-            digest=plan["digest"],
-            requested_by=ADMIN,
-        )
-    )
+    message = refused(run_plan(helper, plan))
     assert "changed since the plan was shown" in message and "nothing was changed" in message
     assert state(host, BRIDGE) == before
     assert not [c for c in systemd.calls() if c.startswith("stop")]
@@ -166,17 +140,7 @@ def test_audit_line_names_who_confirmed(
 ) -> None:
     plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
     with caplog.at_level("INFO", logger="bridgedoctor.helper"):
-        ok(
-            ask(
-                helper,
-                "reset",
-                bridge=BRIDGE,
-                mode="crypto",
-                plan=plan["id"],
-                digest=plan["digest"],
-                requested_by=ADMIN,
-            )
-        )
+        ok(run_plan(helper, plan))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request op=")]
     assert any(f"op=reset bridge={BRIDGE}" in x and f"by={ADMIN}" in x for x in lines), lines
     assert not any(TOKEN in r.getMessage() for r in caplog.records)

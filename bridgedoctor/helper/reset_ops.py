@@ -41,6 +41,10 @@ def _refusal(e: ResetError) -> ProtocolError:
     return ProtocolError(E_RESET, text[:1].upper() + text[1:])
 
 
+def _mode(req: Request) -> Mode:
+    return "full" if req.mode == "full" else "crypto"
+
+
 def summary(m: Manifest) -> dict[str, Any]:
     return {
         "id": m.id,
@@ -69,8 +73,7 @@ async def run(
         raise ProtocolError(E_RESET, OFF)
     try:
         if req.op == "reset_plan":
-            mode: Mode = "full" if req.mode == "full" else "crypto"
-            _, plan = await in_worker(lambda: runner.prepare(name, mode, opts, root))
+            _, plan = await in_worker(lambda: runner.prepare(name, _mode(req), opts, root))
             return plan.to_dict(), "planned"
         if req.op == "restore_plan":
             assert req.backup is not None
@@ -87,7 +90,7 @@ async def run(
 
 
 async def _reset(req: Request, name: str, opts: Options, root: Path) -> tuple[dict[str, Any], str]:
-    mode: Mode = "full" if req.mode == "full" else "crypto"
+    mode = _mode(req)
 
     def confirm(plan: Plan) -> bool:
         if plan.digest != req.digest:

@@ -150,15 +150,13 @@ class Helper:
         if self.slots.locked():
             raise ProtocolError(E_BUSY, "The helper is busy with other checks; try again soon.")
         entry.by = req.requested_by or "-"
+        # No timeout for a reset or restore: stopping one half-way is worse than a slow one (its
+        # thread would go on anyway). The client waits with its own, longer timeout.
+        limit = None if req.op in MUTATING else self.cfg.request_timeout
         async with self.slots:
-            if req.op in MUTATING:
-                # No timeout: stopping a reset half-way is worse than a slow one (its thread
-                # would go on anyway). The client waits with its own, longer timeout.
-                result, entry.result = await ops.run(req, self.cfg, self.kb)
-                return result
             try:
                 result, entry.result = await asyncio.wait_for(
-                    ops.run(req, self.cfg, self.kb), self.cfg.request_timeout
+                    ops.run(req, self.cfg, self.kb), limit
                 )
             except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
                 raise ProtocolError(

@@ -26,6 +26,10 @@ async def prepare(
     """Everything read-only: where the bridge is, what it holds, whether the backup fits.
     `ident` re-plans under the id of a plan shown before (so its digest can match)."""
     bridge = resolve(name, opts)
+    return bridge, await _plan(bridge, mode, backup_root, ident)
+
+
+async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None) -> Plan:
     if ident is not None and (backup_root / bridge.name / ident).exists():
         raise ResetError(f"backup {ident} of {bridge.name} already exists; plan again.")
     from .dbio import open_db
@@ -49,7 +53,7 @@ async def prepare(
     bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     backup.ensure_space(bridge_dir, need)
     was_active = services.is_active(bridge.unit)
-    plan = make(
+    return make(
         bridge.name,
         mode,
         bridge.unit,
@@ -60,7 +64,6 @@ async def prepare(
         tables,
         ident,
     )
-    return bridge, plan
 
 
 def requester() -> str:
@@ -84,7 +87,7 @@ async def reset(
     bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with backup.lock(bridge_dir):
         await recover_locked(bridge_dir)
-        bridge, plan = await prepare(name, mode, opts, backup_root, plan_id)
+        plan = await _plan(bridge, mode, backup_root, plan_id)
         if not confirm(plan):
             raise ResetError("not confirmed; nothing was changed.")
         plan.backup_dir.mkdir(mode=0o700)
@@ -148,12 +151,21 @@ class RestorePlan:
 def plan_restore(name: str, ident: str, opts: Options, backup_root: Path) -> RestorePlan:
     """Read-only: the backup to put back, and what putting it back means."""
     bridge = resolve(name, opts)
+    return _restore_plan(bridge, _source(bridge, ident, backup_root))
+
+
+def _source(bridge: Bridge, ident: str, backup_root: Path) -> Manifest:
+    """The reset whose verified backup `ident` names."""
     bridge_dir = backup_root / bridge.name
     src = next((m for m in all_for(bridge_dir) if m.id == ident and m.kind == "reset"), None)
     if src is None:
         raise ResetError(f"no backup {ident} of {bridge.name} in {bridge_dir}.", usage=True)
     if "verify" not in src.done_steps():
         raise ResetError(f"backup {ident} was never completed and verified; cannot restore.")
+    return src
+
+
+def _restore_plan(bridge: Bridge, src: Manifest) -> RestorePlan:
     crypto = src.mode == "crypto"
     return RestorePlan(
         bridge=bridge.name,
@@ -199,11 +211,10 @@ async def restore(
     bridge_dir = backup_root / bridge.name
     with backup.lock(bridge_dir):
         await recover_locked(bridge_dir)
-        plan = plan_restore(name, ident, opts, backup_root)
+        src = _source(bridge, ident, backup_root)
+        plan = _restore_plan(bridge, src)
         if not confirm(plan):
             raise ResetError("not confirmed; nothing was changed.")
-        src = next(m for m in all_for(bridge_dir) if m.id == ident and m.kind == "reset")
-        was_active = plan.was_active
         op_dir = bridge_dir / f"{src.id}.restore-{now().replace(':', '')}"
         op_dir.mkdir(mode=0o700)
         m = Manifest(
@@ -215,7 +226,7 @@ async def restore(
             created_at=now(),
             location=src.location,
             unit=bridge.unit,
-            was_active=was_active,
+            was_active=plan.was_active,
             database=bridge.db.location,
             source=src.id,
             extra={"options": options_dict(opts), "op_dir": str(op_dir)},
