@@ -1,0 +1,67 @@
+"""Database rules: what the bridge's database holds, up to the crypto account the key rules prove."""
+
+from __future__ import annotations
+
+from ..facts import ConfigFacts, DbFacts
+from ..findings import BridgeReport, Finding
+from ..knowledge import BridgeSpec
+from ..proof import candidates, in_force_key, prove
+from .context import RuleContext
+from .keys import key_findings
+
+
+def db_findings(
+    spec: BridgeSpec, cfg: ConfigFacts, db: DbFacts, ctx: RuleContext, report: BridgeReport
+) -> list[Finding]:
+    out: list[Finding] = []
+    if db.owner is not None and db.owner == f"mautrix-{spec.name}":
+        out.append(
+            Finding(
+                "db_pre_megabridge",
+                "warning",
+                f"database_owner is '{db.owner}': the database is on the pre-bridgev2 schema and "
+                "current releases refuse it until a release with migration support has run.",
+            )
+        )
+    if db.was_migrated or db.old_tables:
+        report.facts["history"] = "migrated from a pre-bridgev2 database" + (
+            f" (left-over tables: {', '.join(db.old_tables[:4])})" if db.old_tables else ""
+        )
+    if not db.tables:
+        out.append(
+            Finding("db_empty", "info", "The database is empty: the bridge has not run yet.")
+        )
+        return out
+    if not db.has_crypto_store:
+        sev = "info"
+        out.append(
+            Finding(
+                "no_crypto_store",
+                sev,
+                "No crypto store in the database yet"
+                + (
+                    "; the bridge creates one at its next start."
+                    if cfg.encryption_allow
+                    else " (encryption is off)."
+                ),
+            )
+        )
+        return out
+    if not db.accounts:
+        out.append(
+            Finding(
+                "no_crypto_account",
+                "info",
+                "The crypto store has no account yet; the bridge will create one with the "
+                "configured key.",
+            )
+        )
+        return out
+    configured = cfg.pickle_key
+    cands = candidates(spec, configured, list(ctx.try_keys), ctx.kb)
+    in_force = in_force_key(spec, configured)
+    for acct in db.accounts:
+        proof = prove(acct.pickle, cands)
+        report.facts["device"] = acct.device_id or "(none)"
+        out.extend(key_findings(spec, cfg, db, ctx, report, proof, in_force))
+    return out
