@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.nspawn import Machine, MachineError, unavailable
 from tests.support.pg import PgServer, TempCluster, from_env
 from tests.support.reset_env import RESET_UNIT, Systemd, fake_systemd
 
@@ -35,3 +38,26 @@ def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Systemd:
         monkeypatch.setenv(k, v)
     sd.set(RESET_UNIT, "active")
     return sd
+
+
+@pytest.fixture
+def nspawn(tmp_path: Path) -> Iterator[Callable[..., Machine]]:
+    """Make real-systemd containers (tests/support/nspawn.py); all are shut down afterwards."""
+    reason = unavailable()
+    if reason is not None:
+        if os.environ.get("BRIDGEDOCTOR_REQUIRE_NSPAWN"):
+            pytest.fail(reason + " (BRIDGEDOCTOR_REQUIRE_NSPAWN is set)", pytrace=False)
+        pytest.skip(reason)
+    made: list[Machine] = []
+
+    def make(tag: str = "test", **kw: Any) -> Machine:
+        m = Machine(tmp_path / f"machine-{len(made)}", tag=tag, **kw)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        try:
+            m.shutdown()
+        except MachineError:
+            m.power_cut()
