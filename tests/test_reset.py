@@ -98,7 +98,9 @@ def test_crypto_reset_then_restore(host: Host, systemd: Systemd, tmp_path: Path,
     assert tables["kv_store"][0] == 0  # the recovery_key row, the only one here
     if host.pg is not None:  # with SQLite the database file itself lives in the data dir
         assert after["data"] == before["data"]
-    assert systemd.calls()[:2] == [f"show -p ActiveState --value {UNIT}", f"stop {UNIT}"]
+    # Planned (before and again under the lock), then stopped before anything else.
+    show = f"show -p ActiveState --value {UNIT}"
+    assert systemd.calls()[:3] == [show, show, f"stop {UNIT}"]
     assert f"start {UNIT}" in systemd.calls() and systemd.get(UNIT) == "active"
     code, text = run(capsys, "check", BRIDGE, "--json", *host.args())
     assert "no_crypto_account" in [f["code"] for f in json.loads(text)["findings"]]

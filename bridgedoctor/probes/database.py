@@ -60,7 +60,14 @@ class PgTarget:
     def location(self) -> str:
         return f"postgres://{self.user}@{self.host}:{self.port}/{self.database}"
 
-    async def connect(self, *, read_only: bool, application_name: str) -> asyncpg.Connection:
+    async def connect(
+        self,
+        *,
+        read_only: bool,
+        application_name: str,
+        command_timeout: float | None = QUERY_TIMEOUT,
+    ) -> asyncpg.Connection:
+        """`command_timeout` None: no client-side cap (bulk COPY of a store of any size)."""
         settings = {"application_name": application_name}
         if read_only:
             settings["default_transaction_read_only"] = "on"
@@ -72,7 +79,7 @@ class PgTarget:
             database=self.database,
             ssl=self.ssl,
             timeout=CONNECT_TIMEOUT,
-            command_timeout=QUERY_TIMEOUT,
+            command_timeout=command_timeout,
             server_settings=settings,
         )
 

@@ -18,12 +18,17 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 
 from ..probes.database import PgTarget, SqliteTarget
 
-QUERY_TIMEOUT = 120.0
+# SQLite: how long to wait for a lock another connection holds (the bridge is stopped, so only
+# a straggler could hold one). PostgreSQL writes have no client-side timeout at all: a bulk COPY
+# of a store of millions of rows takes as long as it takes, and cutting it off half-way only
+# leaves a bridge stopped for longer. Plans are read-only and keep the probes' short timeout.
+SQLITE_BUSY_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,13 @@ class PgDb:
         self.target = target
 
     @classmethod
-    async def open(cls, t: PgTarget) -> PgDb:
-        conn = await t.connect(read_only=False, application_name="bridgedoctor-reset")
+    async def open(cls, t: PgTarget, read_only: bool = False) -> PgDb:
+        if read_only:
+            conn = await t.connect(read_only=True, application_name="bridgedoctor-plan")
+        else:
+            conn = await t.connect(
+                read_only=False, application_name="bridgedoctor-reset", command_timeout=None
+            )
         return cls(conn, t)
 
     async def close(self) -> None:
@@ -128,9 +138,15 @@ class SqliteDb:
         self.target = target
 
     @classmethod
-    async def open(cls, t: SqliteTarget) -> SqliteDb:
+    async def open(cls, t: SqliteTarget, read_only: bool = False) -> SqliteDb:
+        """Never creates the file (mode=rw, not rwc): a missing store is an error, not a new
+        empty root-owned file the bridge could not open afterwards."""
+        if not t.path.is_file():
+            raise MissingDatabase(f"the database {t.path} does not exist")
+        mode = "ro" if read_only else "rw"
+        uri = f"file:{quote(str(t.path))}?mode={mode}"
         # isolation_level None: we issue BEGIN/COMMIT ourselves so a step is one transaction.
-        conn = sqlite3.connect(t.path, timeout=QUERY_TIMEOUT, isolation_level=None)
+        conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_SECONDS, isolation_level=None)
         return cls(conn, t)
 
     async def close(self) -> None:
@@ -203,10 +219,16 @@ class _SqliteTx:
 Db = PgDb | SqliteDb
 
 
-async def open_db(target: PgTarget | SqliteTarget) -> Db:
+class MissingDatabase(Exception):
+    """The SQLite file is not there (it is never created by us)."""
+
+
+async def open_db(target: PgTarget | SqliteTarget, read_only: bool = False) -> Db:
+    """`read_only`: for plans, which must never write (PostgreSQL read-only sessions, SQLite
+    mode=ro)."""
     if isinstance(target, SqliteTarget):
-        return await SqliteDb.open(target)
-    return await PgDb.open(target)
+        return await SqliteDb.open(target, read_only)
+    return await PgDb.open(target, read_only)
 
 
 async def snapshot(db: Db) -> dict[str, TableSum]:

@@ -12,12 +12,15 @@ from ..diagnose import Options
 from . import backup, services
 from .engine import RESET_STEPS, RESTORE_STEPS, Ctx, drive, options_dict
 from .errors import ResetError
-from .manifest import Manifest, all_for, now
+from .manifest import FINAL, Manifest, all_for, now
 from .plan import Mode, Plan, digest_of, make
 from .recover import recover_locked, rollback
 from .target import Bridge, resolve
 
 Confirm = Callable[[Plan], bool]
+# The plan is shown and confirmed before the lock is taken (planning never writes); under the
+# lock it is made again, after any interrupted reset was finished, and must be the same.
+CHANGED = "the bridge changed while the plan was being confirmed; nothing was changed. Plan again."
 
 
 async def prepare(
@@ -32,10 +35,12 @@ async def prepare(
 async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None) -> Plan:
     if ident is not None and (backup_root / bridge.name / ident).exists():
         raise ResetError(f"backup {ident} of {bridge.name} already exists; plan again.")
-    from .dbio import open_db
+    from .dbio import MissingDatabase, open_db
 
     try:
-        db = await open_db(bridge.db)
+        db = await open_db(bridge.db, read_only=True)
+    except MissingDatabase as e:
+        raise ResetError(f"{e}; nothing was changed.", usage=True) from None
     except Exception as e:  # noqa: BLE001 - any connect failure is bad input here
         msg = f"cannot open {bridge.db.location} ({type(e).__name__})."
         raise ResetError(msg, usage=True) from None
@@ -50,20 +55,33 @@ async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None
     finally:
         await db.close()
     bridge_dir = backup_root / bridge.name
-    bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    backup.ensure_space(bridge_dir, need)
-    was_active = services.is_active(bridge.unit)
+    # Planning writes nothing, not even the backup directory: measure where it would go.
+    backup.ensure_space(_existing(bridge_dir), need)
     return make(
         bridge.name,
         mode,
         bridge.unit,
-        was_active,
+        _was_active(bridge, bridge_dir),
         bridge.db.location,
         bridge.data_dir,
         bridge_dir,
         tables,
         ident,
     )
+
+
+def _was_active(bridge: Bridge, bridge_dir: Path) -> bool:
+    """Whether the unit runs, as it will once any interrupted reset or restore is recovered
+    (recovery puts it back as the admin had it before that one)."""
+    pending = [m for m in all_for(bridge_dir) if m.state not in FINAL]
+    return pending[0].was_active if pending else services.is_active(bridge.unit)
+
+
+def _existing(path: Path) -> Path:
+    """The nearest existing ancestor: the file system a directory not yet made would be on."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def requester() -> str:
@@ -84,12 +102,15 @@ async def reset(
 ) -> Manifest:
     bridge = resolve(name, opts)
     bridge_dir = backup_root / bridge.name
+    shown = await _plan(bridge, mode, backup_root, plan_id)
+    if not confirm(shown):
+        raise ResetError("not confirmed; nothing was changed.")
     bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with backup.lock(bridge_dir):
         await recover_locked(bridge_dir)
-        plan = await _plan(bridge, mode, backup_root, plan_id)
-        if not confirm(plan):
-            raise ResetError("not confirmed; nothing was changed.")
+        plan = await _plan(bridge, mode, backup_root, shown.id)
+        if plan.digest != shown.digest:
+            raise ResetError(CHANGED)
         plan.backup_dir.mkdir(mode=0o700)
         m = Manifest(
             id=plan.id,
@@ -172,7 +193,7 @@ def _restore_plan(bridge: Bridge, src: Manifest) -> RestorePlan:
         backup=src.id,
         mode=src.mode,
         unit=bridge.unit,
-        was_active=services.is_active(bridge.unit),
+        was_active=_was_active(bridge, Path(src.location).parent),
         location=src.location,
         backed_up_at=src.created_at,
         put_back="the crypto rows" if crypto else "the whole database and data directory",
@@ -209,12 +230,15 @@ async def restore(
 ) -> Manifest:
     bridge = resolve(name, opts)
     bridge_dir = backup_root / bridge.name
+    shown = _restore_plan(bridge, _source(bridge, ident, backup_root))
+    if not confirm(shown):
+        raise ResetError("not confirmed; nothing was changed.")
     with backup.lock(bridge_dir):
         await recover_locked(bridge_dir)
         src = _source(bridge, ident, backup_root)
         plan = _restore_plan(bridge, src)
-        if not confirm(plan):
-            raise ResetError("not confirmed; nothing was changed.")
+        if plan.digest != shown.digest:
+            raise ResetError(CHANGED)
         op_dir = bridge_dir / f"{src.id}.restore-{now().replace(':', '')}"
         op_dir.mkdir(mode=0o700)
         m = Manifest(

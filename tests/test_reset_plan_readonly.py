@@ -1,0 +1,73 @@
+"""Planning a reset (the CLI without --yes, the helper's reset_plan) reads and never writes: no
+database file is created, no backup directory appears, every table and file stays as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor.reset.backup import dir_digest
+from bridgedoctor.reset.target import resolve
+from tests.support.cli import run
+from tests.support.fleet import Host
+from tests.support.reset_env import RESET_BRIDGE, Systemd, options, state
+from tests.test_helper_reset import ask, refused
+from tests.test_helper_server import Running, make_config, sockdir
+from tests.test_reset import backup_args, deploy, engine, host
+
+BRIDGE = RESET_BRIDGE
+__all__ = ["engine", "host", "sockdir"]  # fixtures used here
+
+
+def test_planning_a_missing_sqlite_store_creates_nothing(
+    tmp_path: Path, systemd: Systemd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bridge whose SQLite file is gone: the plan says so and leaves no empty root-owned file
+    behind (the bridge could not open it)."""
+    host = deploy(tmp_path, None, "sqlite")
+    db = resolve(BRIDGE, options(host)).db
+    db.path.unlink()  # type: ignore[union-attr]
+    code, text = run(capsys, "reset", BRIDGE, *host.args(), *backup_args(tmp_path))
+    assert code == 2, text
+    assert "does not exist" in text and "nothing was changed" in text
+    assert not db.path.exists()  # type: ignore[union-attr]
+    assert not (tmp_path / "backups").exists()
+    assert systemd.calls() == []
+
+
+def test_a_plan_changes_no_table_no_file(
+    host: Host, systemd: Systemd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = state(host, BRIDGE)
+    tree = dir_digest(host.root)
+    code, text = run(capsys, "reset", BRIDGE, "--mode", "full", *host.args(),
+                     *backup_args(tmp_path))  # fmt: skip
+    assert code == 1 and "Reset plan for gmessages (full)" in text
+    assert state(host, BRIDGE) == before
+    assert dir_digest(host.root) == tree  # not even a SQLite -journal or -shm appeared
+    assert not (tmp_path / "backups").exists()
+    assert not [c for c in systemd.calls() if not c.startswith("show")]
+
+
+@pytest.fixture
+def helper_sqlite(
+    tmp_path: Path, systemd: Systemd, sockdir: Path
+) -> Iterator[tuple[Host, Running]]:
+    host = deploy(tmp_path / "host", None, "sqlite")
+    r = Running(make_config(host, sockdir, allow_reset=True))
+    yield host, r
+    r.stop()
+
+
+def test_helper_plan_of_a_missing_store_creates_nothing(
+    helper_sqlite: tuple[Host, Running],
+) -> None:
+    host, helper = helper_sqlite
+    db = resolve(BRIDGE, options(host)).db
+    db.path.unlink()  # type: ignore[union-attr]
+    message = refused(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    assert "does not exist" in message
+    assert not db.path.exists()  # type: ignore[union-attr]
+    assert not (helper.cfg.backup_dir / BRIDGE).exists()
