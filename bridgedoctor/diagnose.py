@@ -50,7 +50,7 @@ async def gather(spec: BridgeSpec, opts: Options) -> BridgeFacts:
     unit = host.read_unit(opts.systemd_dir / f"{spec.service}.service", opts.root)
     config_dir = unit.config_dir if unit and unit.config_dir else base / "config"
     data_dir = unit.data_dir if unit and unit.data_dir else base / "data"
-    cfg = await asyncio.to_thread(read_config, config_dir / "config.yaml")
+    cfg = await asyncio.to_thread(read_config, config_dir / "config.yaml", base)
     db = None
     if isinstance(cfg, ConfigFacts):
         target = database.target_for(

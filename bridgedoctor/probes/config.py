@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from ..facts import ConfigFacts, ProbeError
-
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
+from .bridgefile import load_bridge_yaml
 
 
 def _get(tree: object, *path: str) -> object:
@@ -20,23 +16,12 @@ def _get(tree: object, *path: str) -> object:
     return tree
 
 
-def read_config(path: Path) -> ConfigFacts | ProbeError:
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            return ProbeError(
-                "config_unreadable", f"{path} is larger than 4 MiB; not a bridge config."
-            )
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        return ProbeError("config_missing", f"{path} does not exist.")
-    except (OSError, UnicodeDecodeError) as e:
-        return ProbeError("config_unreadable", f"{path} cannot be read ({type(e).__name__}).")
-    try:
-        tree = YAML(typ="safe").load(text)
-    except YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        return ProbeError("config_unreadable", f"{path} is not valid YAML{where}.")
+def read_config(path: Path, base: Path | None = None) -> ConfigFacts | ProbeError:
+    """config.yaml, read as untrusted input (probes/bridgefile.py) below the bridge's
+    directory `base` (default: the file's own directory)."""
+    tree = load_bridge_yaml(path, base, what="config")
+    if isinstance(tree, ProbeError):
+        return tree
     if not isinstance(tree, dict):
         return ProbeError("config_unreadable", f"{path} does not hold a YAML mapping.")
     return _facts(path, tree)

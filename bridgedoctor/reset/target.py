@@ -37,7 +37,7 @@ def resolve(name: str, opts: Options) -> Bridge:
     unit = host.read_unit(opts.systemd_dir / f"{spec.service}.service", opts.root)
     config_dir = unit.config_dir if unit and unit.config_dir else base / "config"
     data_dir = unit.data_dir if unit and unit.data_dir else base / "data"
-    cfg = read_config(config_dir / "config.yaml")
+    cfg = read_config(config_dir / "config.yaml", base)
     if isinstance(cfg, ProbeError):
         raise ResetError(cfg.message, usage=True)
     assert isinstance(cfg, ConfigFacts)
