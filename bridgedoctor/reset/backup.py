@@ -11,6 +11,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import safetar
 from .errors import ResetError
 
 # Backups must fit with room to spare: COPY text is larger than the on-disk pages for bytea
@@ -136,22 +137,40 @@ def verify_tar(tar: Path, expected_sha: str, src: Path) -> None:
 
 
 def clear_dir(path: Path) -> None:
-    """Empty a directory, keeping the directory itself (its owner and mode stay the bridge's)."""
+    """Empty a directory, keeping the directory itself (its owner and mode stay the bridge's).
+    Works below a descriptor of `path` (not a symlink) and follows no link inside it."""
     if not path.is_dir():
         path.mkdir(parents=True)
         return
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
+    with safetar.dir_fd(path) as fd:
+        clear_at(fd)
+
+
+def clear_at(fd: int) -> None:
+    for entry in list(os.scandir(fd)):
+        if entry.is_dir(follow_symlinks=False):
+            sub = os.open(
+                entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+            try:
+                clear_at(sub)
+            finally:
+                os.close(sub)
+            os.rmdir(entry.name, dir_fd=fd)
         else:
-            entry.unlink()
+            os.unlink(entry.name, dir_fd=fd)
 
 
 def untar_into(tar: Path, dest: Path) -> None:
-    clear_dir(dest)
-    with tarfile.open(tar) as tf:
-        # Our own archive, written by this tool: owners and modes must come back as they were.
-        tf.extractall(dest, numeric_owner=True, filter="fully_trusted")
+    """Put a data-directory tar back: every member checked first (reset/safetar.py), then the
+    directory emptied and the members recreated without following any link."""
+    with tarfile.open(tar, "r:") as tf:
+        members = safetar.check_members(tf.getmembers())
+        if not dest.is_dir():
+            dest.mkdir(parents=True)
+        with safetar.dir_fd(dest) as fd:
+            clear_at(fd)
+            safetar.extract_checked(tf, members, fd)
 
 
 def verify_tar_sha(tar: Path, expected_sha: str) -> None:

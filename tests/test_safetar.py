@@ -1,0 +1,198 @@
+"""reset/safetar.py: a data-directory backup comes back exactly, and a hostile archive writes
+nothing at all (checked before the directory is emptied)."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import sysconfig
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor.reset.backup import dir_digest, tar_dir, untar_into
+from bridgedoctor.reset.errors import ResetError
+
+REPO = Path(__file__).resolve().parents[1]
+DEBIAN_PYTHON = Path("/usr/bin/python3")
+UID = 64_991  # MDAD's matrix user is a system uid like this; no passwd entry needed
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, int, int, str]]:
+    """Every entry: (type, mode, uid, mtime, content or link target)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            what = os.readlink(p)
+        elif stat.S_ISREG(st.st_mode):
+            what = p.read_bytes().hex()
+        else:
+            what = ""
+        out[str(p.relative_to(root))] = (
+            stat.S_IFMT(st.st_mode),
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            int(st.st_mtime),
+            what,
+        )
+    return out
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A data directory as a bridge leaves it, with everything a tar can hold but devices."""
+    d = tmp_path / "data"
+    (d / "media" / "deep").mkdir(parents=True)
+    (d / "mautrix-x.db").write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 64)
+    (d / "media" / "deep" / "blob").write_bytes(b"\x00\xff" * 5000)
+    (d / "media" / "a b\tc").write_text("odd name")
+    (d / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(d / "run.sh", 0o4750)
+    (d / "media" / "to-blob").symlink_to("deep/blob")
+    (d / "media" / "deep" / "up").symlink_to("../../mautrix-x.db")
+    (d / "dangling").symlink_to("media/not-there")
+    os.link(d / "media" / "deep" / "blob", d / "media" / "blob-again")
+    os.mkfifo(d / "fifo", 0o640)
+    os.chmod(d / "media", 0o750)
+    if os.geteuid() == 0:
+        for p in [d, *d.rglob("*")]:
+            os.chown(p, UID, UID, follow_symlinks=False)
+        os.chmod(d / "run.sh", 0o4750)  # chown cleared the setuid bit
+    for p in d.rglob("*"):
+        os.utime(p, (1_700_000_000, 1_700_000_000), follow_symlinks=False)
+    return d
+
+
+def test_round_trip_is_exact(data: Path, tmp_path: Path) -> None:
+    before = tree(data)
+    digest = dir_digest(data)
+    tar = tmp_path / "data.tar"
+    tar_dir(data, tar)
+    (data / "new-since").write_text("made by the bridge after the reset")
+    untar_into(tar, data)
+    assert tree(data) == before and dir_digest(data) == digest
+    assert (
+        os.stat(data / "media" / "blob-again").st_ino
+        == os.stat(data / "media" / "deep" / "blob").st_ino
+    )
+
+
+@pytest.mark.skipif(not DEBIAN_PYTHON.exists(), reason="Debian's /usr/bin/python3 is not here")
+def test_round_trip_on_debian_python_without_tarfile_filter(data: Path, tmp_path: Path) -> None:
+    """Debian 12's Python 3.11.2 has no extraction filter; ours does not need one."""
+    tar = tmp_path / "data.tar"
+    tar_dir(data, tar)
+    before = tree(data)
+    out = tmp_path / "restored"
+    out.mkdir()
+    site = sysconfig.get_paths()["purelib"]
+    code = (
+        "import sys, tarfile, inspect; from pathlib import Path;"
+        "from bridgedoctor.reset.backup import untar_into;"
+        "untar_into(Path(sys.argv[1]), Path(sys.argv[2]));"
+        "print(sys.version_info[:3], 'filter' in inspect.signature(tarfile.TarFile.extractall).parameters)"
+    )
+    proc = subprocess.run(
+        [str(DEBIAN_PYTHON), "-c", code, str(tar), str(out)],
+        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{site}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.startswith("(3, 11, 2)"):
+        assert proc.stdout.strip().endswith("False")
+    assert tree(out) == before
+
+
+def add(tf: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, link: str = "",
+        data: bytes = b"x") -> None:  # fmt: skip
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.mode = 0o644
+    if kind == tarfile.REGTYPE:
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    else:
+        tf.addfile(info)
+
+
+HOSTILE = {
+    "absolute name": [("/etc/cron.d/x", tarfile.REGTYPE, "")],
+    "dot-dot name": [("a", tarfile.DIRTYPE, ""), ("a/../../escape", tarfile.REGTYPE, "")],
+    "absolute symlink": [("key", tarfile.SYMTYPE, "/root/.ssh/authorized_keys")],
+    "escaping symlink": [("up", tarfile.SYMTYPE, "../outside")],
+    "symlink chain": [
+        ("sub", tarfile.DIRTYPE, ""),
+        ("sub/up", tarfile.SYMTYPE, ".."),
+        ("sub/out", tarfile.SYMTYPE, "up/../outside"),
+    ],
+    "symlink loop": [("a", tarfile.SYMTYPE, "b"), ("b", tarfile.SYMTYPE, "a")],
+    "write through a symlink": [
+        ("sub", tarfile.DIRTYPE, ""),
+        ("link", tarfile.SYMTYPE, "sub"),
+        ("link/file", tarfile.REGTYPE, ""),
+    ],
+    "hard link outside": [("h", tarfile.LNKTYPE, "../outside")],
+    "hard link to a later file": [("h", tarfile.LNKTYPE, "later"), ("later", tarfile.REGTYPE, "")],
+    "hard link to a symlink": [("s", tarfile.SYMTYPE, "x"), ("h", tarfile.LNKTYPE, "s")],
+    "device node": [("zero", tarfile.CHRTYPE, "")],
+    "twice": [("f", tarfile.REGTYPE, ""), ("f", tarfile.REGTYPE, "")],
+    "missing parent": [("nowhere/f", tarfile.REGTYPE, "")],
+    "bidi name": [("\u202egnp.exe/../x", tarfile.REGTYPE, "")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_archive_writes_nothing(tmp_path: Path, case: str) -> None:
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / "kept").write_text("the bridge's current data")
+    outside = tmp_path / "outside"
+    outside.write_text("another bridge's file")
+    tar = tmp_path / "evil.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, link in HOSTILE[case]:
+            add(tf, name, kind, link)
+    before = tree(tmp_path)
+    with pytest.raises(ResetError) as e:
+        untar_into(tar, dest)
+    message = str(e.value)
+    assert message.endswith("nothing was restored.") and "\n" not in message
+    assert "\u202e" not in message
+    assert tree(tmp_path) == before  # not even emptied
+
+
+def test_destination_that_is_a_symlink_is_refused(data: Path, tmp_path: Path) -> None:
+    tar = tmp_path / "data.tar"
+    tar_dir(data, tar)
+    elsewhere = tmp_path / "root-only"
+    elsewhere.mkdir()
+    (elsewhere / "authorized_keys").write_text("ssh-ed25519 AAAA admin\n")
+    swapped = tmp_path / "swapped"
+    swapped.symlink_to(elsewhere)
+    before = tree(elsewhere)
+    with pytest.raises(ResetError, match="is not a plain directory"):
+        untar_into(tar, swapped)
+    assert tree(elsewhere) == before
+
+
+def test_clear_follows_no_link(tmp_path: Path) -> None:
+    from bridgedoctor.reset.backup import clear_dir
+
+    other = tmp_path / "other-bridge"
+    other.mkdir()
+    (other / "mautrix-other.db").write_text("not ours")
+    d = tmp_path / "data"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "f").write_text("x")
+    (d / "to-other").symlink_to(other)
+    (d / "sub" / "file-link").symlink_to(other / "mautrix-other.db")
+    clear_dir(d)
+    assert list(d.iterdir()) == []
+    assert (other / "mautrix-other.db").read_text() == "not ours"
