@@ -82,6 +82,10 @@ async def check(name: str, opts: Options, kb: Knowledge | None = None) -> Bridge
                 )
             ],
         )
+    return await _check_deployed(spec, opts, kb)
+
+
+async def _check_deployed(spec: BridgeSpec, opts: Options, kb: Knowledge) -> BridgeReport:
     facts = await gather(spec, opts)
     ctx = RuleContext(
         kb=kb,
@@ -94,6 +98,7 @@ async def check(name: str, opts: Options, kb: Knowledge | None = None) -> Bridge
 
 async def check_all(opts: Options, kb: Knowledge | None = None) -> FleetReport:
     kb = kb or load()
+    # Discovered once for the fleet: the names come from the table, so no lookup is needed.
     names = host.discover(opts.root, opts.systemd_dir, kb)
-    reports = await asyncio.gather(*(check(n, opts, kb) for n in names))
+    reports = await asyncio.gather(*(_check_deployed(kb.bridges[n], opts, kb) for n in names))
     return FleetReport(reports=list(reports), pin=fleet_pin(list(reports)))

@@ -50,8 +50,6 @@ class DbFacts:
     accounts: tuple[StoredAccount, ...]
     # pickled rows sampled per kind: olm_session, megolm_inbound, megolm_outbound, secret
     samples: dict[str, tuple[bytes, ...]]
-    counts: dict[str, int]
-    has_recovery_key: bool
 
     @property
     def was_migrated(self) -> bool:

@@ -1,8 +1,9 @@
 """Read-only look into a bridge database (PostgreSQL via asyncpg, or SQLite).
 
-Only what the diagnosis needs is read: the table list, version tables, database_owner, the
-crypto_account rows, a few pickled rows per kind, row counts of the crypto tables, and whether a
-recovery key is stored (never its value).
+Only what the diagnosis reads is queried, in two round trips whatever the store's size: the
+table list, then one batched query for the version tables, database_owner, the crypto_account rows
+and a few pickled rows per kind. Nothing is counted: a store with a million sessions costs what an
+empty one does.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,27 +24,15 @@ CONNECT_TIMEOUT = 5.0
 QUERY_TIMEOUT = 10.0
 SAMPLE = 5
 VERSION_TABLES = ("version", "mx_version", "crypto_version")
-SAMPLED = {
-    "olm_session": "SELECT session FROM crypto_olm_session",
-    "megolm_inbound": "SELECT session FROM crypto_megolm_inbound_session WHERE session IS NOT NULL",
-    "megolm_outbound": "SELECT session FROM crypto_megolm_outbound_session",
-    "secret": "SELECT secret FROM crypto_secrets",
+# Pickled rows per kind: (table, column). A few of each are sampled by `check`; `--deep` reads all.
+PICKLED = {
+    "olm_session": ("crypto_olm_session", "session"),
+    "megolm_inbound": ("crypto_megolm_inbound_session", "session"),
+    "megolm_outbound": ("crypto_megolm_outbound_session", "session"),
+    "secret": ("crypto_secrets", "secret"),
 }
-SAMPLED_TABLE = {
-    "olm_session": "crypto_olm_session",
-    "megolm_inbound": "crypto_megolm_inbound_session",
-    "megolm_outbound": "crypto_megolm_outbound_session",
-    "secret": "crypto_secrets",
-}
-COUNTED = (
-    "crypto_account",
-    "crypto_olm_session",
-    "crypto_megolm_inbound_session",
-    "crypto_megolm_outbound_session",
-    "crypto_secrets",
-    "portal",
-    "user_login",
-)
+PG_TABLES_SQL = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+SQLITE_TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 
 @dataclass(frozen=True)
@@ -154,12 +142,10 @@ def _sqlite_target(
     return SqliteTarget(resolved)
 
 
-Fetch = Callable[[str], Awaitable[list[tuple[Any, ...]]]]
-
-
 async def probe(target: PgTarget | SqliteTarget) -> DbFacts | ProbeError:
     if isinstance(target, SqliteTarget):
-        return await _probe_sqlite(target)
+        # One hand-off to a worker thread for the whole SQLite probe, not one per query.
+        return await asyncio.to_thread(_probe_sqlite, target)
     return await _probe_pg(target)
 
 
@@ -188,79 +174,90 @@ async def _probe_pg(t: PgTarget) -> DbFacts | ProbeError:
     except asyncpg.PostgresError as e:
         return ProbeError("db_unreachable", f"{where} refused the connection: {type(e).__name__}.")
     try:
-
-        async def fetch(sql: str) -> list[tuple[Any, ...]]:
-            return [tuple(r) for r in await conn.fetch(sql)]
-
-        tables_sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-        return await _collect("postgres", t.location, fetch, tables_sql)
+        tables = frozenset(str(r[0]) for r in await conn.fetch(PG_TABLES_SQL))
+        sql = batch_sql(tables, "bytea")
+        rows = [tuple(r) for r in await conn.fetch(sql)] if sql else []
+        return facts_of("postgres", t.location, tables, rows)
     except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as e:
         return ProbeError("db_unreachable", f"reading {t.location} failed ({_reason(e)}).")
     finally:
         await conn.close()
 
 
-async def _probe_sqlite(t: SqliteTarget) -> DbFacts | ProbeError:
+def _probe_sqlite(t: SqliteTarget) -> DbFacts | ProbeError:
     if not t.path.is_file():
         return ProbeError("db_unreachable", f"the SQLite database {t.path} does not exist.")
     try:
-        # check_same_thread off: each query runs in a worker thread so checks stay concurrent.
-        conn = sqlite3.connect(
-            f"{t.path.as_uri()}?mode=ro", uri=True, timeout=QUERY_TIMEOUT, check_same_thread=False
-        )
+        conn = sqlite3.connect(f"{t.path.as_uri()}?mode=ro", uri=True, timeout=QUERY_TIMEOUT)
     except sqlite3.Error as e:
         return ProbeError("db_unreachable", f"cannot open {t.path} read-only ({e}).")
     try:
-
-        async def fetch(sql: str) -> list[tuple[Any, ...]]:
-            return await asyncio.to_thread(lambda: conn.execute(sql).fetchall())
-
-        tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
-        return await _collect("sqlite", str(t.path), fetch, tables_sql)
+        tables = frozenset(str(r[0]) for r in conn.execute(SQLITE_TABLES_SQL))
+        sql = batch_sql(tables, "BLOB")
+        rows = conn.execute(sql).fetchall() if sql else []
+        return facts_of("sqlite", str(t.path), tables, rows)
     except sqlite3.DatabaseError as e:
         return ProbeError("db_unreachable", f"reading {t.path} failed ({e}).")
     finally:
         conn.close()
 
 
-async def _collect(kind: str, location: str, fetch: Fetch, tables_sql: str) -> DbFacts:
-    tables = frozenset(str(r[0]) for r in await fetch(tables_sql))
-    versions: dict[str, int] = {}
-    for vt in VERSION_TABLES:
-        if vt in tables:
-            rows = await fetch(f"SELECT version FROM {vt} LIMIT 1")
-            if rows and rows[0][0] is not None:
-                versions[vt] = int(rows[0][0])
-    owner = None
+def batch_sql(tables: frozenset[str], blob: str) -> str | None:
+    """Everything `check` reads after the table list, as one query (one round trip): rows of
+    (what, text, text, pickle). Only tables that exist are named. `blob` is the dialect's binary
+    type; every column is cast, because PostgreSQL types a UNION pairwise from the left and an
+    untyped NULL would become text. Table and column names are constants here."""
+    none, nob = "CAST(NULL AS TEXT)", f"CAST(NULL AS {blob})"
+    parts = [
+        f"SELECT '{vt}', CAST(version AS TEXT), {none}, {nob} "
+        f"FROM (SELECT version FROM {vt} LIMIT 1) AS v"
+        for vt in VERSION_TABLES
+        if vt in tables
+    ]
     if "database_owner" in tables:
-        rows = await fetch("SELECT owner FROM database_owner LIMIT 1")
-        owner = str(rows[0][0]) if rows else None
-    accounts: tuple[StoredAccount, ...] = ()
+        parts.append(
+            f"SELECT 'owner', CAST(owner AS TEXT), {none}, {nob} "
+            "FROM (SELECT owner FROM database_owner LIMIT 1) AS o"
+        )
     if "crypto_account" in tables:
-        rows = await fetch("SELECT account_id, device_id, account FROM crypto_account")
-        accounts = tuple(StoredAccount(str(a), str(d or ""), _bytes(p)) for a, d, p in rows)
-    samples = {}
-    for kind_name, sql in SAMPLED.items():
-        if SAMPLED_TABLE[kind_name] in tables:
-            rows = await fetch(f"{sql} LIMIT {SAMPLE}")
-            samples[kind_name] = tuple(_bytes(r[0]) for r in rows)
-    counts = {}
-    for table in COUNTED:
+        parts.append(
+            "SELECT 'account', CAST(account_id AS TEXT), CAST(device_id AS TEXT), "
+            f"CAST(account AS {blob}) FROM crypto_account"
+        )
+    for kind, (table, col) in PICKLED.items():
         if table in tables:
-            counts[table] = int((await fetch(f"SELECT count(*) FROM {table}"))[0][0])
-    recovery = False
-    if "kv_store" in tables:
-        recovery = bool(await fetch("SELECT 1 FROM kv_store WHERE key = 'recovery_key' LIMIT 1"))
+            parts.append(
+                f"SELECT '{kind}', {none}, {none}, CAST({col} AS {blob}) FROM "
+                f"(SELECT {col} FROM {table} WHERE {col} IS NOT NULL LIMIT {SAMPLE}) AS s"
+            )
+    return "\nUNION ALL\n".join(parts) or None
+
+
+def facts_of(
+    kind: str, location: str, tables: frozenset[str], rows: list[tuple[Any, ...]]
+) -> DbFacts:
+    versions: dict[str, int] = {}
+    owner = None
+    accounts: list[StoredAccount] = []
+    samples: dict[str, list[bytes]] = {k: [] for k, (t, _) in PICKLED.items() if t in tables}
+    for what, a, b, blob in rows:
+        if what in VERSION_TABLES:
+            if a is not None:
+                versions[what] = int(a)
+        elif what == "owner":
+            owner = None if a is None else str(a)
+        elif what == "account":
+            accounts.append(StoredAccount(str(a), str(b or ""), _bytes(blob)))
+        else:
+            samples[what].append(_bytes(blob))
     return DbFacts(
         kind=kind,  # type: ignore[arg-type]
         location=location,
         tables=tables,
         versions=versions,
         owner=owner,
-        accounts=accounts,
-        samples=samples,
-        counts=counts,
-        has_recovery_key=recovery,
+        accounts=tuple(accounts),
+        samples={k: tuple(v) for k, v in samples.items()},
     )
 
 
