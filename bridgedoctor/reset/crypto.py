@@ -35,41 +35,38 @@ def targets(tables: list[str]) -> list[tuple[str, str, str]]:
 
 
 async def backup(db: Db, dest: Path) -> dict[str, dict[str, Any]]:
+    """Dump each table; the row count is the one the dump itself reports (never a recount)."""
     ext = "copy" if db.kind == "postgres" else "jsonl"
     recorded: dict[str, dict[str, Any]] = {}
     for table, where, stem in targets(await db.tables()):
         path = dest / f"{stem}.{ext}"
-        await db.dump(table, path, where)
-        recorded[stem] = {"table": table, "where": where, "file": path.name}
+        rows = await db.dump(table, path, where)
+        recorded[stem] = {"table": table, "where": where, "file": path.name, "rows": rows}
     return recorded
 
 
 async def verify(db: Db, dest: Path, recorded: dict[str, dict[str, Any]]) -> None:
-    """Read every written file back: its rows must match the table as it stands (stopped)."""
+    """Read every written file back from disk: it must hold every row the dump sent."""
     for stem, rec in recorded.items():
         rows, sha = file_sum(dest / rec["file"])
-        live = await db.count(rec["table"], rec["where"])
-        if rows != live:
-            raise ResetError(f"backup of {stem} has {rows} rows, the table {live}; aborted.")
-        rec["rows"], rec["sha256"] = rows, sha
+        if rows != rec["rows"]:
+            raise ResetError(
+                f"backup of {stem} has {rows} rows on disk, the dump sent {rec['rows']}; aborted."
+            )
+        rec["sha256"] = sha
 
 
 async def apply(db: Db, tables: list[str]) -> None:
     async with db.transaction():
-        for table, where, _stem in reversed(targets(tables)):
-            await db.delete(table, where)
+        await db.clear([(t, w) for t, w, _stem in reversed(targets(tables))])
 
 
 async def restore(db: Db, src: Path, recorded: dict[str, dict[str, Any]]) -> None:
-    """Put the backed-up rows back exactly, replacing whatever the bridge created since."""
-    for rec in recorded.values():
-        rows, sha = file_sum(src / rec["file"])
-        if (rows, sha) != (rec["rows"], rec["sha256"]):
-            raise ResetError(f"backup file {rec['file']} is damaged; nothing restored.")
+    """Put the backed-up rows back exactly, replacing whatever the bridge created since. Each
+    file's rows and sha256 are checked as it loads; a damaged one rolls everything back."""
     schema = await db.schema()
     order = list(recorded.values())
     async with db.transaction():
-        for rec in reversed(order):
-            await db.delete(rec["table"], rec["where"])
+        await db.clear([(rec["table"], rec["where"]) for rec in reversed(order)])
         for rec in order:
-            await db.load(rec["table"], src / rec["file"], schema)
+            await db.load(rec["table"], src / rec["file"], rec["rows"], rec["sha256"], schema)

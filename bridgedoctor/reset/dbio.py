@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ from urllib.parse import quote
 import asyncpg
 
 from ..probes.database import PgTarget, SqliteTarget
+from .errors import ResetError
 
 # SQLite: how long to wait for a lock another connection holds (the bridge is stopped, so only
 # a straggler could hold one). PostgreSQL writes have no client-side timeout at all: a bulk COPY
 # of a store of millions of rows takes as long as it takes, and cutting it off half-way only
 # leaves a bridge stopped for longer. Plans are read-only and keep the probes' short timeout.
 SQLITE_BUSY_SECONDS = 120.0
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,27 @@ def file_sum(path: Path) -> tuple[int, str]:
     h = hashlib.sha256()
     lines = 0
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 16), b""):
+        for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
             lines += chunk.count(b"\n")
     return lines, h.hexdigest()
+
+
+class Summer:
+    """Lines and sha256 of a stream, taken as it passes (one pass, no second read)."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.lines = 0
+
+    def add(self, chunk: bytes) -> bytes:
+        self.h.update(chunk)
+        self.lines += chunk.count(b"\n")
+        return chunk
+
+    def check(self, path: Path, rows: int, sha256: str) -> None:
+        if (self.lines, self.h.hexdigest()) != (rows, sha256):
+            raise ResetError(f"backup file {path.name} is damaged; nothing restored.")
 
 
 class PgDb:
@@ -108,23 +128,55 @@ class PgDb:
         await self.conn.copy_from_query(f"SELECT * FROM {qi(table)} ORDER BY {order}", output=sink)
         return TableSum(lines, h.hexdigest())
 
-    async def dump(self, table: str, path: Path, where: str = "") -> None:
+    async def dump(self, table: str, path: Path, where: str = "") -> int:
+        """Write the rows to path (fsynced); returns how many the server sent (COPY's count)."""
         sql = f"SELECT * FROM {qi(table)}" + (f" WHERE {where}" if where else "")
         with path.open("wb") as f:
-            await self.conn.copy_from_query(sql, output=f)
+            write = f.write
+
+            # A plain write per chunk: page-cache writes are quick, a thread hand-off is not.
+            async def sink(chunk: bytes) -> None:
+                write(chunk)
+
+            status = await self.conn.copy_from_query(sql, output=sink)
             f.flush()
             _fsync(f)
-
-    async def count(self, table: str, where: str = "") -> int:
-        sql = f"SELECT count(*) FROM {qi(table)}" + (f" WHERE {where}" if where else "")
-        return int(await self.conn.fetchval(sql))
+        return int(status.split()[-1])
 
     async def delete(self, table: str, where: str = "") -> None:
         await self.conn.execute(f"DELETE FROM {qi(table)}" + (f" WHERE {where}" if where else ""))
 
-    async def load(self, table: str, path: Path, schema: str | None = None) -> None:
+    async def clear(self, targets: list[tuple[str, str]]) -> None:
+        """Remove these (table, where) rows, in order, inside the caller's transaction. Whole
+        tables go in one TRUNCATE: no per-row work and no dead rows for the next scan to wade
+        through (a DELETE of a million sessions takes seconds). If the server refuses it (a foreign
+        key from a table outside the set, or no TRUNCATE right), the same rows are DELETEd."""
+        whole = [t for t, where in targets if not where]
+        try:
+            if whole:
+                async with self.conn.transaction():  # a savepoint: a refusal keeps the outer one
+                    await self.conn.execute("TRUNCATE " + ", ".join(qi(t) for t in whole))
+        except (asyncpg.FeatureNotSupportedError, asyncpg.InsufficientPrivilegeError):
+            whole = []
+        for table, where in targets:
+            if where or table not in whole:
+                await self.delete(table, where)
+
+    async def load(
+        self, table: str, path: Path, rows: int, sha256: str, schema: str | None = None
+    ) -> None:
+        """COPY the file in, checking its lines and sha256 as it streams (one read, not two);
+        a damaged file raises inside the caller's transaction, so nothing is kept."""
+        summer = Summer()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield summer.add(chunk)
+
         if path.stat().st_size:
-            await self.conn.copy_to_table(table, source=path, schema_name=schema)
+            await self.conn.copy_to_table(table, source=chunks(), schema_name=schema)
+        summer.check(path, rows, sha256)
 
     def transaction(self) -> Any:
         return self.conn.transaction()
@@ -179,27 +231,36 @@ class SqliteDb:
             n += 1
         return TableSum(n, h.hexdigest())
 
-    async def dump(self, table: str, path: Path, where: str = "") -> None:
+    async def dump(self, table: str, path: Path, where: str = "") -> int:
+        """Write the rows to path (fsynced); returns how many were written."""
         sql = f"SELECT * FROM {qi(table)}" + (f" WHERE {where}" if where else "")
+        n = 0
         with path.open("wb") as f:
             for row in self._rows(sql):
                 f.write(_encode_row(row))
+                n += 1
             f.flush()
             _fsync(f)
-
-    async def count(self, table: str, where: str = "") -> int:
-        sql = f"SELECT count(*) FROM {qi(table)}" + (f" WHERE {where}" if where else "")
-        return int(self.conn.execute(sql).fetchone()[0])
+        return n
 
     async def delete(self, table: str, where: str = "") -> None:
         self.conn.execute(f"DELETE FROM {qi(table)}" + (f" WHERE {where}" if where else ""))
 
-    async def load(self, table: str, path: Path, schema: str | None = None) -> None:
+    async def clear(self, targets: list[tuple[str, str]]) -> None:
+        # SQLite empties a table without a WHERE in one step already (its truncate optimisation).
+        for table, where in targets:
+            await self.delete(table, where)
+
+    async def load(
+        self, table: str, path: Path, rows: int, sha256: str, schema: str | None = None
+    ) -> None:
+        summer = Summer()
         with path.open("rb") as f:
             for line in f:
-                values = [_decode(v) for v in json.loads(line)]
+                values = [_decode(v) for v in json.loads(summer.add(line))]
                 marks = ", ".join("?" for _ in values)
                 self.conn.execute(f"INSERT INTO {qi(table)} VALUES ({marks})", values)
+        summer.check(path, rows, sha256)
 
     def transaction(self) -> _SqliteTx:
         return _SqliteTx(self.conn)
