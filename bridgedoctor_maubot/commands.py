@@ -20,6 +20,7 @@ from .helper_client import HelperClient, HelperError
 from .invocation import COMMAND, HELP, Invocation, parse
 from .replies import PROGRESS_KEY, REFUSAL, UNEXPECTED, notice
 from .resets import ResetFlow
+from .store import Store
 
 T = TypeVar("T")
 Message = tuple[str, str]
@@ -30,11 +31,15 @@ class Commands:
     every attribute of a handler class while registering it."""
 
     def __init__(
-        self, settings: Callable[[], Settings], log: logging.Logger, client: MaubotMatrixClient
+        self,
+        settings: Callable[[], Settings],
+        log: logging.Logger,
+        client: MaubotMatrixClient,
+        store: Store,
     ) -> None:
         self._settings = settings
         self._log = log
-        self.resets = ResetFlow(client, log.getChild("reset"))
+        self.resets = ResetFlow(client, log.getChild("reset"), store)
 
     @command.new("bridge", require_subcommand=False, arg_fallthrough=False)
     @command.argument("args", required=False, pass_raw=True)
@@ -80,7 +85,7 @@ class Commands:
         if inv.action == "confirm":
             return await progress(self.resets.confirm(evt, inv, settings))
         if inv.action == "cancel":
-            return self.resets.cancel(evt, inv)
+            return await self.resets.cancel(evt, inv)
         if inv.action == "backups":
             return await self.resets.backups(inv, settings, progress)
         helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)

@@ -18,6 +18,9 @@ KEYS = (
     "timeouts.working_after",
     "timeouts.confirm",
     "timeouts.reset",
+    "watch.enabled",
+    "watch.interval",
+    "watch.room",
 )
 
 
@@ -54,12 +57,16 @@ class Settings:
     working_after: float = 3.0
     confirm_timeout: float = 300.0
     reset_timeout: float = 3600.0
+    watch: bool = False
+    watch_interval: float = 300.0
+    watch_room: str = ""
 
     @classmethod
     def load(cls, get: Callable[[str], Any]) -> Settings:
         """Build from a config getter such as maubot's `self.config.__getitem__`."""
         socket_path = get("socket_path")
         token = get("token")
+        room = get("watch.room")
         return cls(
             socket_path=socket_path.strip()
             if isinstance(socket_path, str) and socket_path.strip()
@@ -71,12 +78,22 @@ class Settings:
             working_after=_seconds(get("timeouts.working_after"), 3.0, 0.0),
             confirm_timeout=_seconds(get("timeouts.confirm"), 300.0, 1.0),
             reset_timeout=_seconds(get("timeouts.reset"), 3600.0, 60.0),
+            watch=get("watch.enabled") is True,
+            watch_interval=_seconds(get("watch.interval"), 300.0, 1.0),
+            watch_room=room.strip() if isinstance(room, str) else "",
         )
 
     def may_use(self, sender: str, room_id: str) -> bool:
         """Admins, in an allowed room. Empty lists allow nobody: a fresh instance stays mute
         until configured, because reports name hosts, paths and database servers."""
         return sender in self.admins and room_id in self.allowed_rooms
+
+    def watch_target(self) -> str | None:
+        """The room the watch posts to, or None when it is off or not safely configured: only an
+        allowed room, because the alerts name hosts and paths as any report does."""
+        if self.watch and self.watch_room in self.allowed_rooms:
+            return self.watch_room
+        return None
 
     def problems(self) -> list[str]:
         """Configuration mistakes worth a warning in the maubot log."""
@@ -91,5 +108,9 @@ class Settings:
         if aliases:
             out.append(
                 "allowed_rooms must hold room IDs (!id:server), not aliases: " + ", ".join(aliases)
+            )
+        if self.watch and self.watch_room not in self.allowed_rooms:
+            out.append(
+                "watch is on but watch.room is not one of allowed_rooms: the watch stays off"
             )
         return out

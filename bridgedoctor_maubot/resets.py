@@ -5,6 +5,10 @@ Everyone else's reactions, the bot's own (it seeds ✅ and ❌ so they are one c
 second ✅ and reactions to anything but a waiting plan are ignored without a word. The helper
 re-plans when the confirmation arrives and refuses if the plan it would run differs from the
 one shown (its digest), so a confirmation is only ever good for what the admin read.
+
+Plans posted and not finished are also written to the instance database (store.py): a plugin
+that restarts answers each one, waiting ones as cancelled (nothing was changed) and running ones
+as left to the helper, instead of leaving them unanswered.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .helper_client import HelperClient, HelperError
 from .invocation import COMMAND, Invocation
 from .pending import Busy, Pending, Registry
 from .replies import PROGRESS_KEY, UNEXPECTED, notice
+from .store import OpenPlan, PlanState, Store
 
 Message = tuple[str, str]
 # Awaits a helper call, showing ⏳ on the command if it is slow (Commands._with_progress).
@@ -38,9 +43,10 @@ def _key(raw: str | None) -> str:
 
 
 class ResetFlow:
-    def __init__(self, client: MaubotMatrixClient, log: logging.Logger) -> None:
+    def __init__(self, client: MaubotMatrixClient, log: logging.Logger, store: Store) -> None:
         self._client = client
         self._log = log
+        self._store = store
         self._registry = Registry()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -88,6 +94,7 @@ class ResetFlow:
             self._registry.drop(p.code)
             raise
         p.event_id = str(sent)
+        await self._remember(p, "waiting")
         self._arm_expiry(p, settings.confirm_timeout)
         for key in (CONFIRM, CANCEL):  # one click for the admin; our own reactions are ignored
             await self._quietly(self._client.react(RoomID(p.room_id), EventID(p.event_id), key))
@@ -102,11 +109,11 @@ class ResetFlow:
             )
         return await self._run(p, settings)
 
-    def cancel(self, evt: Any, inv: Invocation) -> Message:
+    async def cancel(self, evt: Any, inv: Invocation) -> Message:
         p = self._registry.take(inv.code or "", evt.sender, evt.room_id)
         if p is None:
             return render.info(f"No plan with code {inv.code} is waiting for you in this room.")
-        return self._end(p, "was cancelled")
+        return await self._end(p, "was cancelled")
 
     async def backups(self, inv: Invocation, settings: Settings, progress: Progress) -> Message:
         helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)
@@ -131,7 +138,10 @@ class ResetFlow:
         if p is None:
             self._log.info(f"Ignored {key} from {evt.sender} on the {waiting.kind} plan")
             return
-        message = self._end(p, "was cancelled") if key == CANCEL else await self._run(p, settings)
+        if key == CANCEL:
+            message = await self._end(p, "was cancelled")
+        else:
+            message = await self._run(p, settings)
         await self._send(p, message)
 
     # --- running -----------------------------------------------------------------------------
@@ -139,6 +149,7 @@ class ResetFlow:
     async def _run(self, p: Pending, settings: Settings) -> Message:
         self._disarm(p.code)
         self._registry.mark(p.bridge, f"a {p.kind} is running")
+        await self._remember(p, "running")
         marker = None
         if p.event_id:
             marker = await self._quietly(
@@ -164,12 +175,14 @@ class ResetFlow:
             return render.error(UNEXPECTED)
         finally:
             self._registry.release(p.bridge)
+            await self._forget(p)
             if marker:
                 await self._quietly(self._client.redact(RoomID(p.room_id), marker))
 
-    def _end(self, p: Pending, why: str) -> Message:
+    async def _end(self, p: Pending, why: str) -> Message:
         self._disarm(p.code)
         self._registry.release(p.bridge)
+        await self._forget(p)
         return render_reset.ended(f"the {p.kind} plan", p.bridge, why)
 
     def _arm_expiry(self, p: Pending, ttl: float) -> None:
@@ -189,24 +202,55 @@ class ResetFlow:
         self._timers.pop(code, None)
         p = self._registry.drop(code)
         if p is not None:
+            await self._forget(p)
             await self._send(p, render_reset.ended(f"the {p.kind} plan", p.bridge,
                                                    "expired unconfirmed"))  # fmt: skip
 
-    async def _send(self, p: Pending, message: Message) -> None:
+    async def _send(self, p: Pending | OpenPlan, message: Message) -> Any:
         content = notice(*message)
         if p.event_id:
             content.set_reply(EventID(p.event_id))
-        await self._quietly(self._client.send_message(RoomID(p.room_id), content))
+        return await self._quietly(self._client.send_message(RoomID(p.room_id), content))
 
-    async def _quietly(self, call: Awaitable[Any]) -> Any:
+    # --- across restarts ---------------------------------------------------------------------
+
+    async def _remember(self, p: Pending, state: PlanState) -> None:
+        if p.event_id is None:
+            return
+        plan = OpenPlan(p.code, p.kind, p.bridge, p.room_id, p.event_id, state)
+        await self._quietly(self._store.open_plan(plan), "remember the plan")
+
+    async def _forget(self, p: Pending) -> None:
+        await self._quietly(self._store.close_plan(p.code), "forget the plan")
+
+    async def answer_open_plans(self) -> None:
+        """At start: every plan the previous run of the plugin left open gets its answer."""
+        plans = await self._quietly(self._store.open_plans(), "read the open plans")
+        for plan in plans or []:
+            if plan.state == "running":
+                message = render.info(
+                    f"The {plan.kind} of {plan.bridge} was running when the plugin restarted; "
+                    f"the helper finishes it on its own: {COMMAND} backups {plan.bridge} shows "
+                    "how it ended."
+                )
+            else:
+                message = render_reset.ended(
+                    f"the {plan.kind} plan", plan.bridge,
+                    "was cancelled because the plugin restarted before it was confirmed",
+                )  # fmt: skip
+            if await self._send(plan, message) is not None:
+                await self._quietly(self._store.close_plan(plan.code), "forget the plan")
+
+    async def _quietly(self, call: Awaitable[Any], what: str = "send to the room") -> Any:
         try:
             return await call
-        except Exception as exc:  # a lost reaction or notice must not break the flow
-            self._log.warning(f"could not send to the room: {exc}")
+        except Exception as exc:  # a lost reaction, notice or row must not break the flow
+            self._log.warning(f"could not {what}: {exc}")
             return None
 
     def close(self) -> None:
-        """Plugin stop: waiting plans lapse (nothing was changed); timers go."""
+        """Plugin stop: waiting plans lapse (nothing was changed; their rows stay, so the next
+        start answers them); timers go."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

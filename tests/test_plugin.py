@@ -24,11 +24,13 @@ from maubot import Plugin
 from maubot import testing as mtest
 from maubot.matrix import MaubotMessageEvent
 from mautrix.types import EventType, MessageEvent, MessageType
+from mautrix.util.async_db import UpgradeTable
 
 from bridgedoctor import protocol
 from bridgedoctor_maubot import BridgeDoctorPlugin
 from bridgedoctor_maubot.config import Config
 from bridgedoctor_maubot.helper_client import HelperClient, HelperError
+from bridgedoctor_maubot.migrations import upgrade_table
 from bridgedoctor_maubot.replies import REFUSAL, UNEXPECTED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,6 +137,7 @@ class FakeHelper:
     token: str = TOKEN
     delay: float = 0.0
     error: protocol.ProtocolError | None = None
+    fleet: list[dict[str, Any]] | None = None  # what check_all answers, when set
     requests: list[protocol.Request] = field(default_factory=list)
     server: asyncio.AbstractServer | None = None
 
@@ -147,6 +150,8 @@ class FakeHelper:
             return RESET_ANSWERS[req.op]
         if req.op == "list":
             return {"bridges": ["gmessages", "whatsapp"]}
+        if req.op == "check_all" and self.fleet is not None:
+            return {"bridges": self.fleet}
         if req.op == "check_all":
             return {"bridges": [GMESSAGES, WHATSAPP], "pin": {"vars_yml": SNIPPET, "steps": []}}
         reports = {"gmessages": GMESSAGES, "whatsapp": WHATSAPP}
@@ -215,8 +220,8 @@ def maubot_plugin_config_class() -> type[Config]:
 
 
 @pytest.fixture
-def maubot_plugin_db() -> None:
-    return None  # database: false; the stock fixture raises StopAsyncIteration
+def maubot_upgrade_table() -> UpgradeTable:
+    return upgrade_table  # the stock maubot_plugin_db applies it to a fresh SQLite file
 
 
 @pytest.fixture

@@ -27,7 +27,10 @@ def test_metadata() -> None:
     assert meta["version"] == bridgedoctor.__version__
     assert meta["modules"] == ["bridgedoctor", "bridgedoctor_maubot"]
     assert meta["main_class"] == "bridgedoctor_maubot/BridgeDoctorPlugin"
-    assert meta["config"] is True and meta["database"] is False
+    assert meta["config"] is True
+    # The watch's statuses and open plans live in maubot's instance database; only the
+    # asyncpg-style interface is available without SQLAlchemy (knowledge/maubot.md §1.1).
+    assert meta["database"] is True and meta["database_type"] == "asyncpg"
     assert meta["dependencies"] == [] and "base-config.yaml" in meta["extra_files"]
 
 
@@ -64,6 +67,7 @@ def test_mbp_ships_only_the_stdlib_part_of_bridgedoctor(mbp: Path) -> None:
         "bridgedoctor/render/__init__.py",
         "bridgedoctor/render/matrix.py",
         "bridgedoctor/render/matrix_reset.py",
+        "bridgedoctor/render/matrix_watch.py",
     }
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "base-config.yaml" in names
@@ -106,13 +110,17 @@ def test_mbp_loads_without_bridgedoctor_installed(mbp: Path, tmp_path: Path) -> 
         "bridgedoctor.render",
         "bridgedoctor.render.matrix",
         "bridgedoctor.render.matrix_reset",
+        "bridgedoctor.render.matrix_watch",
         "bridgedoctor_maubot",
         "bridgedoctor_maubot.bot",
         "bridgedoctor_maubot.commands",
         "bridgedoctor_maubot.config",
         "bridgedoctor_maubot.helper_client",
         "bridgedoctor_maubot.invocation",
+        "bridgedoctor_maubot.migrations",
         "bridgedoctor_maubot.pending",
         "bridgedoctor_maubot.replies",
         "bridgedoctor_maubot.resets",
+        "bridgedoctor_maubot.store",
+        "bridgedoctor_maubot.watch",
     ]

@@ -166,25 +166,38 @@ async def _join(synapse: Synapse, account: Account, room_id: str) -> None:
 
 
 def instance_config(
-    socket_path: Path, token: str, admin: str, room_id: str, working_after: float = 3
+    socket_path: Path,
+    token: str,
+    admin: str,
+    room_id: str,
+    working_after: float = 3,
+    watch: dict[str, Any] | None = None,
 ) -> str:
-    config = {
+    config: dict[str, Any] = {
         "socket_path": str(socket_path),
         "token": token,
         "admins": [admin],
         "allowed_rooms": [room_id],
         "timeouts": {"check": 90, "working_after": working_after},
     }
+    if watch is not None:
+        config["watch"] = {**watch, "room": room_id}
     out = io.StringIO()
     YAML(typ="safe").dump(config, out)
     return out.getvalue()
 
 
 async def deploy(
-    synapse: Synapse, maubot: Maubot, mbp: Path, helper: Helper, working_after: float = 3
+    synapse: Synapse,
+    maubot: Maubot,
+    mbp: Path,
+    helper: Helper,
+    working_after: float = 3,
+    watch: dict[str, Any] | None = None,
 ) -> Chat:
     """Upload the plugin, make a bot client and an admin room (admin, bot, a non-admin member),
-    then create the instance configured for that room."""
+    then create the instance configured for that room (`watch`: the watch settings, posting to
+    that room)."""
     uploaded = await maubot.upload_plugin(mbp)
     if uploaded.get("id") != PLUGIN_ID:
         raise SandboxError(f"unexpected plugin upload answer: {uploaded}")
@@ -197,7 +210,9 @@ async def deploy(
         await user.wait_joined(room, bot.user_id)
     await _join(synapse, stranger, room)
     instance_id = unique("bridgedoctor")
-    config = instance_config(helper.socket_path, helper.token, admin.user_id, room, working_after)
+    config = instance_config(
+        helper.socket_path, helper.token, admin.user_id, room, working_after, watch
+    )
     instance = await maubot.put_instance(
         instance_id, plugin_id=PLUGIN_ID, primary_user=bot.user_id, config=config
     )

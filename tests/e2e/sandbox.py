@@ -321,6 +321,14 @@ class Maubot(_Service):
 
     def start(self, timeout: float = 60) -> None:
         self.write_config()
+        self._run(timeout)
+
+    def restart(self, timeout: float = 60) -> None:
+        """SIGTERM (plugins are stopped) and start again on the same config and databases."""
+        self.stop()
+        self._run(timeout)
+
+    def _run(self, timeout: float) -> None:
         self._spawn([self.python, "-m", "maubot", "-c", str(self.config_path)])
         # The HTTP server is the last thing maubot starts; /features needs no auth.
         self._wait_ready(self.api_prefix + "/features", timeout)
