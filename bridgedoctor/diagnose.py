@@ -6,14 +6,18 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .facts import BridgeFacts, ConfigFacts, ProbeError
+from .facts import BridgeFacts, ConfigFacts, InventoryFacts, ProbeError
 from .findings import BridgeReport, Finding, FleetReport
 from .knowledge import NAME_RE, BridgeSpec, Knowledge, load
 from .naming import Preference, decide
 from .pin import fleet_pin
 from .probes import database, host
 from .probes.config import read_config
+from .probes.inventory import read_inventory
 from .rules import RuleContext, evaluate
+from .rules.prevention import select_files
+
+Inventory = InventoryFacts | ProbeError | None
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class Options:
     naming: Preference = "auto"
     try_keys: tuple[str, ...] = field(default=(), repr=False)
     reveal_keys: bool = False
+    inventory: Path | None = None  # the admin's MDAD inventory directory, if on this host
 
 
 def lookup(name: str, kb: Knowledge) -> BridgeSpec | Finding:
@@ -64,7 +69,24 @@ async def gather(spec: BridgeSpec, opts: Options) -> BridgeFacts:
     return BridgeFacts(spec=spec, base_dir=base, unit=unit, config=cfg, db=db)
 
 
-async def check(name: str, opts: Options, kb: Knowledge | None = None) -> BridgeReport:
+async def inventory(opts: Options) -> Inventory:
+    if opts.inventory is None:
+        return None
+    return await asyncio.to_thread(read_inventory, opts.inventory)
+
+
+def _eras(inv: Inventory, cfg: ConfigFacts | ProbeError) -> frozenset[str]:
+    if not isinstance(inv, InventoryFacts):
+        return frozenset()
+    domain = cfg.homeserver_domain if isinstance(cfg, ConfigFacts) else None
+    files, _ = select_files(inv, domain)
+    return frozenset().union(*(f.eras for f in files))
+
+
+async def check(
+    name: str, opts: Options, kb: Knowledge | None = None, inv: Inventory | bool = True
+) -> BridgeReport:
+    """`inv`: the inventory already read (check_all reads it once), or True to read it here."""
     kb = kb or load()
     spec = lookup(name, kb)
     if isinstance(spec, Finding):
@@ -82,16 +104,22 @@ async def check(name: str, opts: Options, kb: Knowledge | None = None) -> Bridge
                 )
             ],
         )
-    return await _check_deployed(spec, opts, kb)
+    if inv is True:
+        inv = await inventory(opts)
+    assert not isinstance(inv, bool)
+    return await _check_deployed(spec, opts, kb, inv)
 
 
-async def _check_deployed(spec: BridgeSpec, opts: Options, kb: Knowledge) -> BridgeReport:
+async def _check_deployed(
+    spec: BridgeSpec, opts: Options, kb: Knowledge, inv: Inventory
+) -> BridgeReport:
     facts = await gather(spec, opts)
     ctx = RuleContext(
         kb=kb,
-        naming=decide(spec, facts.unit, opts.naming),
+        naming=decide(spec, facts.unit, opts.naming, _eras(inv, facts.config)),
         try_keys=opts.try_keys,
         reveal_keys=opts.reveal_keys,
+        inventory=inv,
     )
     return evaluate(facts, ctx)
 
@@ -100,5 +128,6 @@ async def check_all(opts: Options, kb: Knowledge | None = None) -> FleetReport:
     kb = kb or load()
     # Discovered once for the fleet: the names come from the table, so no lookup is needed.
     names = host.discover(opts.root, opts.systemd_dir, kb)
-    reports = await asyncio.gather(*(_check_deployed(kb.bridges[n], opts, kb) for n in names))
+    inv = await inventory(opts)
+    reports = await asyncio.gather(*(_check_deployed(kb.bridges[n], opts, kb, inv) for n in names))
     return FleetReport(reports=list(reports), pin=fleet_pin(list(reports)))

@@ -31,6 +31,7 @@ class ConfigFacts:
     db_type: str | None
     db_uri: str = field(repr=False)  # holds the DB password: never print it
     env_config_prefix: str | None = None
+    homeserver_domain: str | None = None  # homeserver.domain: MDAD's matrix_domain
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,39 @@ class DbFacts:
     @property
     def has_crypto_store(self) -> bool:
         return "crypto_account" in self.tables
+
+
+VarsKind = Literal["literal", "template", "vault", "other", "unparsable"]
+
+
+@dataclass(frozen=True)
+class VarsValue:
+    """One value of the admin's vars.yml, as far as it can be judged without Ansible."""
+
+    # template: holds {{ }} or {% %}; vault: !vault-encrypted; other: not a string;
+    # unparsable: an extension YAML that is not YAML as written (Jinja around it, most likely)
+    kind: VarsKind
+    text: str = field(repr=False)  # a literal may be a secret key: never print it
+    line: int = 0  # 1-based line in the file
+
+
+@dataclass(frozen=True)
+class VarsFile:
+    path: Path
+    domain: VarsValue | None  # matrix_domain
+    # The pickle key each variable that can set one sets: *_bridge_encryption_pickle_key itself,
+    # or encryption.pickle_key inside *_configuration_extension_yaml (absent if it sets none).
+    # Nothing else of the file is kept: it holds the server's secrets.
+    values: dict[str, VarsValue]
+    # Which MDAD naming the file's bridge variables use: "current" (matrix_bridge_mautrix_*)
+    # and/or "legacy" (matrix_mautrix_*).
+    eras: frozenset[str]
+
+
+@dataclass(frozen=True)
+class InventoryFacts:
+    path: Path
+    files: tuple[VarsFile, ...]
 
 
 @dataclass(frozen=True)

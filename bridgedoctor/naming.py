@@ -25,11 +25,28 @@ def _version(tag: str) -> tuple[int, ...] | None:
     return tuple(int(x) for x in m.group(1).split(".")) if m else None
 
 
-def decide(spec: BridgeSpec, unit: UnitFacts | None, preference: Preference) -> NamingDecision:
+INVENTORY_ERA = {
+    "current": "your inventory's vars.yml uses the matrix_bridge_mautrix_* names (MDAD from "
+    "2026-07-16 on)",
+    "legacy": "your inventory's vars.yml uses the matrix_mautrix_* names (MDAD before 2026-07-16)",
+}
+
+
+def decide(
+    spec: BridgeSpec,
+    unit: UnitFacts | None,
+    preference: Preference,
+    inventory_eras: frozenset[str] = frozenset(),
+) -> NamingDecision:
+    """`inventory_eras`: the namings the admin's own vars.yml uses for bridge variables; one
+    alone is the best evidence of the checkout there is (the playbook refuses old names)."""
     if spec.prefix_legacy is None:
         return NamingDecision("current", f"MDAD's {spec.name} role only ever used the new prefix")
     if preference != "auto":
         return NamingDecision(preference, f"--naming {preference}")
+    if len(inventory_eras) == 1:
+        (era,) = inventory_eras
+        return NamingDecision(era, INVENTORY_ERA[era])  # type: ignore[arg-type]
     if unit is None or not unit.tag:
         return NamingDecision("both", "no image tag found in the bridge's systemd unit")
     pinned, at_rename = _version(unit.tag), _version(spec.rename_tag or "")

@@ -79,6 +79,12 @@ def test_all_keys(site: Path) -> None:
     assert (cfg.naming, cfg.max_concurrent, cfg.read_timeout) == ("legacy", 2, 1.5)
 
 
+def test_inventory(site: Path) -> None:
+    assert load(write(site, "")).inventory is None
+    (site / "inv").mkdir()
+    assert load(write(site, f"inventory: {site / 'inv'}\n")).inventory == site / "inv"
+
+
 @pytest.mark.parametrize("value", ["'0640'", "'640'", "0o640", "416"])
 def test_socket_mode_spellings(site: Path, value: str) -> None:
     assert load(write(site, f"socket_mode: {value}\n")).socket_mode == 0o640
@@ -102,6 +108,8 @@ def test_socket_mode_spellings(site: Path, value: str) -> None:
         ("systemd_dir: relative/dir\n", "systemd_dir must be an absolute path"),
         ("socket: /tmp/" + "s" * 120 + "\n", "longer than 107 bytes"),
         ("naming: auto\nnaming: legacy\n", "is not valid YAML at line 6"),  # duplicate key
+        ("inventory: relative/inv\n", "inventory must be an absolute path"),
+        ("inventory: /nonexistent/inv\n", "inventory /nonexistent/inv is not a directory"),
     ],
 )
 def test_bad_values(site: Path, text: str, needle: str) -> None:

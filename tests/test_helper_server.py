@@ -32,6 +32,8 @@ from bridgedoctor.helper.listen import StartupError
 from bridgedoctor.helper.server import Helper
 from bridgedoctor.protocol import MAX_REQUEST_BYTES, VERSION
 from tests.support.fleet import SECRETS, Host, mdad_default_key
+from tests.support.inventory import SECRETS as INVENTORY_SECRETS
+from tests.support.inventory import pin_variable, write_inventory
 from tests.support.pg import PgServer
 from tests.support.store import StoreSpec
 
@@ -230,6 +232,16 @@ def test_check_all_is_the_fleet_report(helper: Running) -> None:
     result = helper.req("check_all")["result"]
     statuses = {r["bridge"]: r["status"] for r in result["bridges"]}
     assert statuses == {"gmessages": "broken", "whatsapp": "ok", "signal": "ok"}
+
+
+def test_the_inventory_setting_reaches_the_rules(start: Any, sockdir: Path) -> None:
+    # whatsapp runs on MDAD's default key; a vars.yml pinning another breaks it at the next run.
+    inv = write_inventory(sockdir, pin_variable("whatsapp", "mautrix.bridge.e2ee"))
+    report = start(inventory=str(inv)).req("check", "whatsapp")["result"]
+    assert report["status"] == "warning"
+    wrong = next(f for f in report["findings"] if f["code"] == "pickle_key_pin_wrong")
+    assert "breaks at the next playbook run" in wrong["summary"]
+    assert INVENTORY_SECRETS[0] not in json.dumps(report)
 
 
 # --- refusals ------------------------------------------------------------------------------------

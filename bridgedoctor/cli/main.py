@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..diagnose import Options, check, check_all
+from ..diagnose import Options, check, check_all, inventory
+from ..facts import ProbeError
 from ..findings import exit_code
 from ..render import text
 from ..reset import cli as reset_cli
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print non-public pickle keys instead of their fingerprints",
     )
+    c.add_argument(
+        "--inventory",
+        type=Path,
+        metavar="DIR",
+        help="your MDAD inventory directory (holding host_vars/): read host_vars/*/vars.yml to "
+        "tell whether each proven key is pinned, instead of warning that it could not look",
+    )
     c.add_argument("--json", action="store_true", help="machine-readable output")
     reset_cli.add_parsers(sub, reset_cli.common_parser())
     return p
@@ -85,11 +93,17 @@ def _options(args: argparse.Namespace) -> Options:
         naming=args.naming,
         try_keys=tuple(args.try_key),
         reveal_keys=args.reveal_keys,
+        inventory=args.inventory,
     )
 
 
 async def _run_check(args: argparse.Namespace) -> int:
     opts = _options(args)
+    if opts.inventory is not None:
+        inv = await inventory(opts)
+        if isinstance(inv, ProbeError):  # asked for and unusable: say so rather than guess
+            sys.stderr.write(f"bridgedoctor: --inventory: {inv.message}\n")
+            return EXIT_USAGE
     if args.name == "all":
         fleet = await check_all(opts)
         print(json.dumps(fleet.to_dict(), indent=2) if args.json else text.fleet(fleet))

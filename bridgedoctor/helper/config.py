@@ -41,6 +41,7 @@ class HelperConfig:
     backup_dir: Path = Path("/var/lib/bridgedoctor/backups")
     allow_reset: bool = False
     naming: Preference = "auto"
+    inventory: Path | None = None
     max_concurrent: int = 4
     request_timeout: float = 60.0
     read_timeout: float = 5.0
@@ -59,6 +60,7 @@ KEYS = frozenset(
         "backup_dir",
         "allow_reset",
         "naming",
+        "inventory",
         "max_concurrent",
         "request_timeout",
         "read_timeout",
@@ -112,6 +114,7 @@ def parse(raw: Any, path: Path) -> HelperConfig:
         backup_dir=_abs_path(raw, "backup_dir", Path("/var/lib/bridgedoctor/backups")),
         allow_reset=_bool(raw, "allow_reset", False),
         naming=_naming(raw.get("naming", "auto")),
+        inventory=_inventory(raw),
         max_concurrent=_int(raw, "max_concurrent", 4, 1, 256),
         request_timeout=_seconds(raw, "request_timeout", 60.0),
         read_timeout=_seconds(raw, "read_timeout", 5.0),
@@ -211,6 +214,18 @@ def _uids(value: Any) -> frozenset[int] | None:
     ):
         return frozenset(value)
     raise ConfigError("allowed_uids must be a list of numeric user ids, or null.")
+
+
+def _inventory(raw: dict) -> Path | None:
+    if raw.get("inventory") is None:
+        return None
+    path = _abs_path(raw, "inventory", None)
+    if not path.is_dir():
+        raise ConfigError(
+            f"inventory {path} is not a directory: give the MDAD inventory directory (the one "
+            "holding host_vars/), or null."
+        )
+    return path
 
 
 def _naming(value: Any) -> Preference:

@@ -16,7 +16,11 @@ from .config import HelperConfig
 def options(cfg: HelperConfig) -> Options:
     # try_keys and reveal_keys stay at their defaults: a chat client never gets key material.
     return Options(
-        root=cfg.root, systemd_dir=cfg.systemd_dir, db_host=cfg.db_host, naming=cfg.naming
+        root=cfg.root,
+        systemd_dir=cfg.systemd_dir,
+        db_host=cfg.db_host,
+        naming=cfg.naming,
+        inventory=cfg.inventory,
     )
 
 

@@ -28,6 +28,8 @@ def read_config(path: Path, base: Path | None = None) -> ConfigFacts | ProbeErro
 
 
 def _facts(path: Path, tree: dict) -> ConfigFacts | ProbeError:
+    domain = _get(tree, "homeserver", "domain")
+    domain = domain if isinstance(domain, str) and domain else None
     appservice_db = _get(tree, "appservice", "database")
     if isinstance(appservice_db, str):
         # mautrix-python: URL string under appservice, encryption under bridge, key compiled in.
@@ -38,6 +40,7 @@ def _facts(path: Path, tree: dict) -> ConfigFacts | ProbeError:
             pickle_key=None,
             db_type=None,
             db_uri=appservice_db,
+            homeserver_domain=domain,
         )
     if isinstance(appservice_db, dict):
         # legacy mautrix-go `bridge` framework: key compiled into the binary.
@@ -51,6 +54,7 @@ def _facts(path: Path, tree: dict) -> ConfigFacts | ProbeError:
             pickle_key=None,
             db_type=str(appservice_db.get("type") or ""),
             db_uri=uri,
+            homeserver_domain=domain,
         )
     db = tree.get("database")
     uri = _get(db, "uri")
@@ -70,4 +74,5 @@ def _facts(path: Path, tree: dict) -> ConfigFacts | ProbeError:
         db_type=str(_get(db, "type") or ""),
         db_uri=uri,
         env_config_prefix=prefix if isinstance(prefix, str) and prefix else None,
+        homeserver_domain=domain,
     )

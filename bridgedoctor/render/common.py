@@ -10,6 +10,8 @@ STATUS_WORD: dict[Status, str] = {
     "broken": "broken",
     "unknown": "could not check",
 }
+# Heads the `check all` pin block (same words in render/matrix.py, which cannot import this).
+PIN_TITLE = "Pin these keys in vars.yml before the next playbook run"
 _RANK = {"error": 3, "unknown": 2, "warning": 1, "info": 0}
 
 

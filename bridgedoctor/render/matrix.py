@@ -27,6 +27,8 @@ SEVERITY_MARK = {"error": "🟥", "warning": "🟨", "unknown": "⬜", "info": "
 _RANK = {"error": 3, "unknown": 2, "warning": 1, "info": 0}
 _STATUS_RANK = {"broken": 3, "unknown": 2, "warning": 1, "ok": 0}
 
+# Heads the `check all` pin block; the same words as render/common.PIN_TITLE.
+PIN_TITLE = "Pin these keys in vars.yml before the next playbook run"
 # Matrix caps an event at 65536 bytes including the envelope; keep the content well below.
 MAX_CONTENT_BYTES = 56_000
 
@@ -228,7 +230,7 @@ def fleet_report(fleet: Report, command: str = "!bridge") -> Message:
     html = [f"<p>{_e(summary)}</p>", "<ul>" + "".join(f"<li>{h}</li>" for _, h in lines) + "</ul>"]
     pin = fleet.get("pin")
     if isinstance(pin, Mapping):
-        p, h = _fix(pin, command, "Pin every proven key (recommended)")
+        p, h = _fix(pin, command, PIN_TITLE)
         plain += ["", *p]
         html += h
     problems = [str(r.get("bridge")) for r in reports if _status(r) != "ok"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from ..findings import BridgeReport, Fix, FleetReport
-from .common import STATUS_WORD, first_sentence, ordered, verdict
+from .common import PIN_TITLE, STATUS_WORD, first_sentence, ordered, verdict
 
 WIDTH = 100
 
@@ -51,7 +51,7 @@ def fleet(report: FleetReport) -> str:
         for r in report.reports
     ]
     if report.pin:
-        lines += ["", "Pin every proven key (recommended):"]
+        lines += ["", PIN_TITLE + ":"]
         lines.extend(_fix(report.pin, "  "))
     problems = [r.bridge for r in report.reports if r.status != "ok"]
     if problems:

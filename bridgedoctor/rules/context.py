@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import pickle
+from ..facts import InventoryFacts, ProbeError
 from ..fixes import yaml_str
 from ..knowledge import Knowledge
 from ..naming import NamingDecision
@@ -16,6 +17,9 @@ class RuleContext:
     naming: NamingDecision
     try_keys: tuple[str, ...] = ()
     reveal_keys: bool = False
+    # The admin's inventory (--inventory / the helper's `inventory`), read once per check; None
+    # when none was given.
+    inventory: InventoryFacts | ProbeError | None = None
 
     def show(self, key: str) -> str:
         """A key as it may be printed: public constants verbatim, anything else fingerprinted."""

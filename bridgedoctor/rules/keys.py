@@ -5,10 +5,11 @@ from __future__ import annotations
 from .. import pickle
 from ..facts import ConfigFacts, DbFacts
 from ..findings import BridgeReport, Finding, Fix
-from ..fixes import apply_steps, join_variants, key_fix, key_variants, yaml_str
+from ..fixes import apply_steps, key_fix, yaml_str
 from ..knowledge import BridgeSpec
 from ..proof import KeyProof, sessions_opened
 from .context import RuleContext
+from .prevention import pin_lines, prevention_findings
 
 _SESSION_LABEL = {
     "olm_session": "Olm sessions",
@@ -65,7 +66,6 @@ def key_findings(
         return [_unknown_key(spec, cfg, ctx, evidence, severity)]
     key = proof.opened_by.key
     acct = proof.account
-    report.pin = _pin_lines(spec, ctx, key)
     if acct:
         report.facts["identity"] = f"ed25519 {acct.ed25519}, account v{acct.version}"
     out: list[Finding] = []
@@ -79,8 +79,13 @@ def key_findings(
                 evidence=evidence,
             )
         )
+        prevention, needs_pin = prevention_findings(spec, key, cfg.homeserver_domain, ctx)
+        out.extend(prevention)
     else:
         out.append(_mismatch(spec, cfg, ctx, key, proof, evidence, severity))
+        needs_pin = spec.key_setting != "none"
+    if needs_pin:
+        report.pin = pin_lines(spec, ctx, key)
     out.extend(_session_findings(db, key, ctx))
     return out
 
@@ -168,13 +173,6 @@ def _unknown_key(
             variants=pin.variants if pin else (),
         ),
     )
-
-
-def _pin_lines(spec: BridgeSpec, ctx: RuleContext, key: str) -> str:
-    if spec.key_setting == "none":
-        return f"# {spec.name}: key {ctx.show(key)} is compiled into the bridge; nothing to pin."
-    variants = key_variants(spec, ctx.snippet_key(key), ctx.naming, ctx.kb)
-    return f"# {spec.name}: proven key {ctx.show(key)}\n" + join_variants(variants)
 
 
 def _session_findings(db: DbFacts, key: str, ctx: RuleContext) -> list[Finding]:

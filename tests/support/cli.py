@@ -8,7 +8,10 @@ import pytest
 
 from bridgedoctor.cli.main import main
 
-from .fleet import SECRETS
+from .fleet import SECRETS as HOST_SECRETS
+from .inventory import SECRETS as INVENTORY_SECRETS
+
+SECRETS = HOST_SECRETS + INVENTORY_SECRETS
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
