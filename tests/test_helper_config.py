@@ -198,7 +198,12 @@ def test_script_serves_and_stops_cleanly_on_sigterm(site: Path) -> None:
             time.sleep(0.05)
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(30)
-            s.connect(str(sock))
+            # The socket is bound (and given its mode) before listen(): until then, connecting
+            # is refused. Wait for the listen, on a loaded machine too.
+            while s.connect_ex(str(sock)) != 0:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the helper did not listen on its socket"
+                time.sleep(0.05)
             s.sendall(json.dumps({"v": 1, "token": TOKEN, "op": "list"}).encode() + b"\n")
             line = s.makefile("rb").readline()
         assert decode_response(line) == {"bridges": []}
