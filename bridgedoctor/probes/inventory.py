@@ -25,7 +25,7 @@ CURRENT, LEGACY = "matrix_bridge_mautrix_", "matrix_mautrix_"
 KEY_SUFFIXES = ("_bridge_encryption_pickle_key", "_configuration_extension_yaml")
 STR_TAG = "tag:yaml.org,2002:str"
 # What Ansible's YAML 1.1 reads as a bool, null or number when written plain (unquoted).
-_YAML11_NOT_STR = re.compile(
+YAML11_NOT_STR = re.compile(
     r"(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF"
     r"|~|null|Null|NULL|[-+]?(?:0|[1-9][0-9_]*|0[0-7_]+|0x[0-9a-fA-F_]+)"
     r"|[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?)"
@@ -45,7 +45,7 @@ def classify(node: Node, line: int | None = None) -> VarsValue:
         return VarsValue("vault", "", at)
     if node.tag == "!unsafe":  # Ansible never templates it: the text is the value
         return VarsValue("literal", text, at)
-    if node.tag != STR_TAG or (node.style is None and _YAML11_NOT_STR.fullmatch(text)):
+    if node.tag != STR_TAG or (node.style is None and YAML11_NOT_STR.fullmatch(text)):
         return VarsValue("other", "", at)
     kind: VarsKind = "template" if is_template(text) else "literal"
     return VarsValue(kind, text, at)
