@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import dbpin
+from .dbpin import DbPin
 from .facts import BridgeFacts, ConfigFacts, InventoryFacts, ProbeError
 from .findings import BridgeReport, Finding, FleetReport
 from .knowledge import NAME_RE, BridgeSpec, Knowledge, load
@@ -18,6 +22,9 @@ from .rules import RuleContext, evaluate
 from .rules.prevention import select_files
 
 Inventory = InventoryFacts | ProbeError | None
+# A check_all answers for every bridge even when one hangs: each is cut off after this long.
+BRIDGE_TIMEOUT = 25.0
+log = logging.getLogger("bridgedoctor.diagnose")
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,9 @@ class Options:
     try_keys: tuple[str, ...] = field(default=(), repr=False)
     reveal_keys: bool = False
     inventory: Path | None = None  # the admin's MDAD inventory directory, if on this host
+    # Custom setups: bridge -> its own database and role (dbpin.py); MDAD's names otherwise.
+    db_pins: Mapping[str, DbPin] = field(default_factory=dict)
+    bridge_timeout: float = BRIDGE_TIMEOUT
 
 
 def lookup(name: str, kb: Knowledge) -> BridgeSpec | Finding:
@@ -50,7 +60,7 @@ def lookup(name: str, kb: Knowledge) -> BridgeSpec | Finding:
     return spec
 
 
-async def gather(spec: BridgeSpec, opts: Options) -> BridgeFacts:
+async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -> BridgeFacts:
     base = opts.root / spec.dirname
     unit = host.read_unit(opts.systemd_dir / f"{spec.service}.service", opts.root)
     config_dir = unit.config_dir if unit and unit.config_dir else base / "config"
@@ -65,8 +75,25 @@ async def gather(spec: BridgeSpec, opts: Options) -> BridgeFacts:
             base_dir=base,
             db_host=opts.db_host,
         )
-        db = target if isinstance(target, ProbeError) else await database.probe(target)
+        if isinstance(target, database.PgTarget):
+            target = _pinned(spec, target, kb or load(), opts)
+        if isinstance(target, ProbeError):
+            db = target
+        else:
+            db = await database.probe(target, base)
     return BridgeFacts(spec=spec, base_dir=base, unit=unit, config=cfg, db=db)
+
+
+def _pinned(
+    spec: BridgeSpec, target: database.PgTarget, kb: Knowledge, opts: Options
+) -> database.PgTarget | ProbeError:
+    """A check never connects to another bridge's database or role; on the bridge's own, the
+    server must agree who we are (dbpin.verify). Other names (a custom setup) are read, with
+    the role's powers checked."""
+    j = dbpin.judge(spec, target.database, target.user, kb, opts.db_pins)
+    if j.verdict == "foreign":
+        return ProbeError("db_foreign", j.named(target.database, target.user))
+    return replace(target, pin=j.pin)
 
 
 async def inventory(opts: Options) -> Inventory:
@@ -113,7 +140,7 @@ async def check(
 async def _check_deployed(
     spec: BridgeSpec, opts: Options, kb: Knowledge, inv: Inventory
 ) -> BridgeReport:
-    facts = await gather(spec, opts)
+    facts = await gather(spec, opts, kb)
     ctx = RuleContext(
         kb=kb,
         naming=decide(spec, facts.unit, opts.naming, _eras(inv, facts.config)),
@@ -129,5 +156,28 @@ async def check_all(opts: Options, kb: Knowledge | None = None) -> FleetReport:
     # Discovered once for the fleet: the names come from the table, so no lookup is needed.
     names = host.discover(opts.root, opts.systemd_dir, kb)
     inv = await inventory(opts)
-    reports = await asyncio.gather(*(_check_deployed(kb.bridges[n], opts, kb, inv) for n in names))
+    reports = await asyncio.gather(*(_isolated(kb.bridges[n], opts, kb, inv) for n in names))
     return FleetReport(reports=list(reports), pin=fleet_pin(list(reports)))
+
+
+async def _isolated(
+    spec: BridgeSpec, opts: Options, kb: Knowledge, inv: Inventory
+) -> BridgeReport:
+    """One bridge's check, which can neither fail nor stall the others' (a bridge's files and
+    database are its container's to write)."""
+    name = spec.name
+    try:
+        return await asyncio.wait_for(_check_deployed(spec, opts, kb, inv), opts.bridge_timeout)
+    except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
+        summary = (
+            f"Checking {name} took longer than {opts.bridge_timeout:.0f} s and was stopped; "
+            "the other bridges were checked."
+        )
+        return BridgeReport(bridge=name, findings=[Finding("check_timeout", "unknown", summary)])
+    except Exception as e:  # noqa: BLE001 - one bridge's oddity must not hide the others
+        log.exception("checking %s failed", name)
+        summary = (
+            f"Checking {name} failed unexpectedly ({type(e).__name__}); the other bridges were "
+            "checked. The details are in the log."
+        )
+        return BridgeReport(bridge=name, findings=[Finding("check_failed", "unknown", summary)])

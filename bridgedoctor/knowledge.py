@@ -37,6 +37,9 @@ class BridgeSpec:
     has_legacy_prefix: bool = True
     sqlite_file: str = ""
     generate_era: tuple[str, str] | None = None
+    # Names MDAD gives the bridge's PostgreSQL database (and its role, the same name); more than
+    # one where a role variable picks among them (meta-messenger's meta_mode).
+    databases: tuple[str, ...] = ()
 
     @property
     def service(self) -> str:
@@ -61,6 +64,10 @@ class BridgeSpec:
     @property
     def db_name(self) -> str:
         return f"matrix_mautrix_{self.var_token}"
+
+    @property
+    def db_names(self) -> tuple[str, ...]:
+        return self.databases or (self.db_name,)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ def _spec(name: str, raw: dict) -> BridgeSpec:
         has_legacy_prefix=raw.get("legacy_prefix", True),
         sqlite_file=raw.get("sqlite_file") or f"mautrix-{name}.db",
         generate_era=(str(era[0]), str(era[1])) if era else None,
+        databases=tuple(raw.get("databases") or ()),
     )
 
 

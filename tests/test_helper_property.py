@@ -100,7 +100,8 @@ def allowed_prefixes(host: Host, *own: Path) -> tuple[str, ...]:
     """`own`: directories from the helper's own config (its backup_dir)."""
     python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     package = os.path.dirname(bridgedoctor.__file__)  # bridges.yaml (editable installs too)
-    dirs = (str(host.root), str(host.systemd), package, *python, *map(str, own))
+    # /dev/null: stdin and stderr of the SQLite reader's child process (probes/sqlite_read.py).
+    dirs = (str(host.root), str(host.systemd), package, *python, "/dev/null", *map(str, own))
     return tuple(p.rstrip("/") + "/" for p in dirs)
 
 

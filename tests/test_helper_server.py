@@ -78,6 +78,7 @@ def make_config(host: Host, sockdir: Path, **overrides: Any) -> HelperConfig:
         "socket": str(sockdir / "h.sock"),
         "token_file": str(token_file),
         "backup_dir": str(sockdir / "backups"),
+        "databases": dict(host.databases),
     }
     raw.update(overrides)
     return parse(raw, sockdir / "helper.yaml")

@@ -68,6 +68,7 @@ def test_mbp_ships_only_the_stdlib_part_of_bridgedoctor(mbp: Path) -> None:
         "bridgedoctor/render/matrix.py",
         "bridgedoctor/render/matrix_reset.py",
         "bridgedoctor/render/matrix_watch.py",
+        "bridgedoctor/render/neutral.py",
     }
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "base-config.yaml" in names
@@ -111,6 +112,7 @@ def test_mbp_loads_without_bridgedoctor_installed(mbp: Path, tmp_path: Path) -> 
         "bridgedoctor.render.matrix",
         "bridgedoctor.render.matrix_reset",
         "bridgedoctor.render.matrix_watch",
+        "bridgedoctor.render.neutral",
         "bridgedoctor_maubot",
         "bridgedoctor_maubot.bot",
         "bridgedoctor_maubot.commands",

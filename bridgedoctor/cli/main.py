@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="your MDAD inventory directory (holding host_vars/): read host_vars/*/vars.yml to "
         "tell whether each proven key is pinned, instead of warning that it could not look",
     )
+    reset_cli.add_db_name(c)
     c.add_argument("--json", action="store_true", help="machine-readable output")
     reset_cli.add_parsers(sub, reset_cli.common_parser())
     return p
@@ -94,6 +95,7 @@ def _options(args: argparse.Namespace) -> Options:
         try_keys=tuple(args.try_key),
         reveal_keys=args.reveal_keys,
         inventory=args.inventory,
+        db_pins=dict(args.db_name),
     )
 
 

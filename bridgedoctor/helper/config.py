@@ -6,6 +6,7 @@ import grp
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from ..dbpin import DbPin, parse_pins
 from ..naming import Preference
 
 DEFAULT_CONFIG = Path("/etc/bridgedoctor/helper.yaml")
@@ -45,6 +47,8 @@ class HelperConfig:
     max_concurrent: int = 4
     request_timeout: float = 60.0
     read_timeout: float = 5.0
+    # Custom setups: bridge -> its own database and role, when not MDAD's (dbpin.py).
+    databases: Mapping[str, DbPin] = field(default_factory=dict)
 
 
 KEYS = frozenset(
@@ -64,6 +68,7 @@ KEYS = frozenset(
         "max_concurrent",
         "request_timeout",
         "read_timeout",
+        "databases",
     }
 )
 
@@ -118,6 +123,7 @@ def parse(raw: Any, path: Path) -> HelperConfig:
         max_concurrent=_int(raw, "max_concurrent", 4, 1, 256),
         request_timeout=_seconds(raw, "request_timeout", 60.0),
         read_timeout=_seconds(raw, "read_timeout", 5.0),
+        databases=_databases(raw.get("databases")),
     )
 
 
@@ -178,6 +184,15 @@ def _db_host(value: Any) -> str | None:
     if port and not 0 < int(port) < 65536:
         raise ConfigError(f"db_host port {port} is out of range.")
     return value
+
+
+def _databases(value: Any) -> dict[str, DbPin]:
+    if value is None:
+        return {}
+    try:
+        return parse_pins(value, "databases")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _group(value: Any) -> int | None:
@@ -266,3 +281,10 @@ def prepare_dirs(cfg: HelperConfig) -> None:
             raise ConfigError(f"{directory} is not a directory.")
     if not os.access(cfg.backup_dir, os.W_OK):
         raise ConfigError(f"backup_dir {cfg.backup_dir} is not writable.")
+    from ..reset.errors import ResetError
+    from ..reset.paths import private_dir
+
+    try:
+        private_dir(cfg.backup_dir)
+    except ResetError as e:
+        raise ConfigError(str(e).removesuffix(" nothing was changed.").rstrip(";") + ".") from None

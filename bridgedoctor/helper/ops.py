@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..diagnose import Options, check, check_all
+from ..diagnose import BRIDGE_TIMEOUT, Options, check, check_all
 from ..knowledge import Knowledge
 from ..probes import host
 from ..protocol import E_UNKNOWN_BRIDGE, ProtocolError, Request
@@ -21,6 +21,9 @@ def options(cfg: HelperConfig) -> Options:
         db_host=cfg.db_host,
         naming=cfg.naming,
         inventory=cfg.inventory,
+        db_pins=cfg.databases,
+        # check_all answers for every bridge within the request's own time limit.
+        bridge_timeout=min(BRIDGE_TIMEOUT, cfg.request_timeout * 0.8),
     )
 
 

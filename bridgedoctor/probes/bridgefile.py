@@ -87,7 +87,7 @@ def open_dir(base: Path, rest: tuple[str, ...], shown: Path) -> int:
     try:
         for name in rest:
             walked = walked / name
-            nxt = _openat(fd, name, os.O_RDONLY | os.O_DIRECTORY, walked, shown)
+            nxt = openat(fd, name, os.O_RDONLY | os.O_DIRECTORY, walked, shown)
             os.close(fd)
             fd = nxt
     except BaseException:
@@ -96,7 +96,7 @@ def open_dir(base: Path, rest: tuple[str, ...], shown: Path) -> int:
     return fd
 
 
-def _openat(dirfd: int, name: str, flags: int, at: Path, shown: Path) -> int:
+def openat(dirfd: int, name: str, flags: int, at: Path, shown: Path) -> int:
     try:
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dirfd)
     except FileNotFoundError:
@@ -142,7 +142,7 @@ def read_bytes(path: Path, base: Path, max_bytes: int) -> bytes:
     try:
         owner = os.fstat(dirfd).st_uid if rest[:-1] else _base_owner(base)
         # O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
-        fd = _openat(dirfd, rest[-1], os.O_RDONLY | os.O_NONBLOCK, path, path)
+        fd = openat(dirfd, rest[-1], os.O_RDONLY | os.O_NONBLOCK, path, path)
     finally:
         os.close(dirfd)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..facts import ConfigFacts, ProbeError
+from ..render.neutral import one_line
 from .bridgefile import load_bridge_yaml
 
 
@@ -73,6 +74,6 @@ def _facts(path: Path, tree: dict) -> ConfigFacts | ProbeError:
         pickle_key=key if isinstance(key, str) else "generate",
         db_type=str(_get(db, "type") or ""),
         db_uri=uri,
-        env_config_prefix=prefix if isinstance(prefix, str) and prefix else None,
+        env_config_prefix=one_line(prefix, 64) if isinstance(prefix, str) and prefix else None,
         homeserver_domain=domain,
     )

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from .neutral import neutral_message
+
 Message = tuple[str, str]  # (plain body, HTML formatted_body)
 Report = Mapping[str, Any]
 
@@ -174,6 +176,7 @@ def _fits(plain: str, html: str) -> bool:
     return len(plain.encode()) + len(html.encode()) <= MAX_CONTENT_BYTES
 
 
+@neutral_message
 def bridge_report(report: Report, command: str = "!bridge") -> Message:
     """One bridge: verdict line, other findings, evidence folded in <details>, then each fix."""
     head_plain, head_html = _headline(report)
@@ -210,6 +213,7 @@ def bridge_report(report: Report, command: str = "!bridge") -> Message:
     )
 
 
+@neutral_message
 def fleet_report(fleet: Report, command: str = "!bridge") -> Message:
     """`check all`: a summary line, one line per bridge, then the pin block."""
     reports = [r for r in fleet.get("bridges") or [] if isinstance(r, Mapping)]
@@ -249,6 +253,7 @@ def _bridge_name(item: object) -> str:
     return str(item)
 
 
+@neutral_message
 def bridge_list(answer: Report, command: str = "!bridge") -> Message:
     """The `list` answer: deployed bridge names (strings, or dicts with a name)."""
     names = [_bridge_name(b) for b in answer.get("bridges") or []]
@@ -265,15 +270,18 @@ def bridge_list(answer: Report, command: str = "!bridge") -> Message:
     return "\n".join(plain), html
 
 
+@neutral_message
 def error(sentence: str) -> Message:
     """A failure in one plain sentence (helper unreachable, refused, ...)."""
     return f"⚠️ {sentence}", f"<p>⚠️ {_e(sentence)}</p>"
 
 
+@neutral_message
 def info(sentence: str) -> Message:
     return sentence, f"<p>{_e(sentence)}</p>"
 
 
+@neutral_message
 def usage(lines: Iterable[tuple[str, str]], intro: str = "") -> Message:
     """A help page: (command, what it does) pairs as a list, no table."""
     pairs = list(lines)

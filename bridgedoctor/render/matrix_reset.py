@@ -12,6 +12,7 @@ from typing import Any
 
 from .matrix import Message, info
 from .matrix import _e as esc
+from .neutral import neutral_message
 
 CONFIRM_KEY = "✅"
 CANCEL_KEY = "❌"
@@ -39,6 +40,16 @@ def _confirm_line(code: str, seconds: float, command: str) -> tuple[str, str]:
     )
 
 
+def _touches(database: object, data_dir: object, fate: str) -> tuple[list[str], str]:
+    """What the plan touches, shown outside any fold: the admin confirms these two places."""
+    return (
+        [f"Database: {database}", f"Data directory: {data_dir} ({fate})"],
+        f"<p>Database: <code>{esc(database)}</code><br>"
+        f"Data directory: <code>{esc(data_dir)}</code> ({esc(fate)})</p>",
+    )
+
+
+@neutral_message
 def reset_plan(plan: Data, code: str, seconds: float, command: str = "!bridge") -> Message:
     """The plan, verdict first: what stops, what is backed up where, removed, kept, after, undo."""
     name, mode, unit = plan.get("bridge", "?"), plan.get("mode", "?"), plan.get("unit", "?")
@@ -48,6 +59,8 @@ def reset_plan(plan: Data, code: str, seconds: float, command: str = "!bridge") 
     start = "start" if plan.get("was_active") else "leave stopped (it is not running now):"
     undo = f"{command} restore {name} {plan.get('id', '?')}"
     head = f"⚠️ Reset {name} ({mode})? Nothing happens until you confirm."
+    fate = "emptied" if mode == "full" else "not emptied"
+    t_plain, t_html = _touches(plan.get("database", "?"), plan.get("data_dir", "?"), fate)
     steps = [
         f"stop {unit} and check it is inactive",
         f"back up to {plan.get('backup_dir', '?')} and verify the backup (row counts, sha256) "
@@ -58,11 +71,12 @@ def reset_plan(plan: Data, code: str, seconds: float, command: str = "!bridge") 
     b_plain, b_html = _items(backed)
     a_plain, a_html = _items(after)
     c_plain, c_html = _confirm_line(code, seconds, command)
-    plain = [head, *(f"{i}. {s}" for i, s in enumerate(steps, 1))]
+    plain = [head, *t_plain, *(f"{i}. {s}" for i, s in enumerate(steps, 1))]
     plain += ["Backed up:", *b_plain, f"Kept: {plan.get('kept', '')}", "Afterwards:", *a_plain]
     plain += [f"Undo: {undo}", c_plain]
     html = (
-        f"<p><b>{esc(head)}</b></p><ol>{''.join(f'<li>{esc(s)}</li>' for s in steps)}</ol>"
+        f"<p><b>{esc(head)}</b></p>{t_html}"
+        f"<ol>{''.join(f'<li>{esc(s)}</li>' for s in steps)}</ol>"
         f"<details><summary>Backed up ({len(backed)})</summary><ul>{b_html}</ul>"
         f"<p>Kept: {esc(plan.get('kept', ''))}</p></details>"
         f"<p>Afterwards:</p><ul>{a_html}</ul>"
@@ -71,6 +85,7 @@ def reset_plan(plan: Data, code: str, seconds: float, command: str = "!bridge") 
     return "\n".join(plain), html
 
 
+@neutral_message
 def restore_plan(plan: Data, code: str, seconds: float, command: str = "!bridge") -> Message:
     name, unit = plan.get("bridge", "?"), plan.get("unit", "?")
     head = f"⚠️ Restore {name} from {plan.get('backup', '?')}? Nothing happens until you confirm."
@@ -82,15 +97,18 @@ def restore_plan(plan: Data, code: str, seconds: float, command: str = "!bridge"
         start,
     ]
     lost = f"Lost: {plan.get('lost', '')}."
+    fate = "not touched" if plan.get("mode") == "crypto" else "replaced by the backup's"
+    t_plain, t_html = _touches(plan.get("database", "?"), plan.get("data_dir", "?"), fate)
     c_plain, c_html = _confirm_line(code, seconds, command)
-    plain = [head, *(f"{i}. {s}" for i, s in enumerate(steps, 1)), lost, c_plain]
+    plain = [head, *t_plain, *(f"{i}. {s}" for i, s in enumerate(steps, 1)), lost, c_plain]
     html = (
-        f"<p><b>{esc(head)}</b></p><ol>{''.join(f'<li>{esc(s)}</li>' for s in steps)}</ol>"
+        f"<p><b>{esc(head)}</b></p>{t_html}<ol>{''.join(f'<li>{esc(s)}</li>' for s in steps)}</ol>"
         f"<p>{esc(lost)}</p>{c_html}"
     )
     return "\n".join(plain), html
 
 
+@neutral_message
 def reset_done(result: Data, command: str = "!bridge") -> Message:
     name, ident = result.get("bridge", "?"), result.get("id", "?")
     head = f"✅ {name}: {result.get('mode', '?')} reset done."
@@ -106,6 +124,7 @@ def reset_done(result: Data, command: str = "!bridge") -> Message:
     return "\n".join(plain), html
 
 
+@neutral_message
 def restore_done(result: Data, command: str = "!bridge") -> Message:
     name = result.get("bridge", "?")
     head = f"✅ {name}: restored from {result.get('source', '?')}."
@@ -116,6 +135,7 @@ def restore_done(result: Data, command: str = "!bridge") -> Message:
     )
 
 
+@neutral_message
 def backups(answer: Data, command: str = "!bridge") -> Message:
     name = answer.get("bridge", "?")
     items = [b for b in answer.get("backups") or [] if isinstance(b, Mapping)]
@@ -144,6 +164,7 @@ def backups(answer: Data, command: str = "!bridge") -> Message:
     return "\n".join(plain), html
 
 
+@neutral_message
 def ended(kind: str, bridge: str, why: str) -> Message:
     """A plan that will not run: cancelled or expired. Says that nothing was changed."""
     return info(f"{kind.capitalize()} of {bridge} {why}; nothing was changed.")

@@ -12,6 +12,7 @@ from typing import Any
 from .matrix import STATUS_SQUARE, STATUS_WORD, Message, first_sentence, verdict
 from .matrix import _e as esc
 from .matrix import _status as status_of
+from .neutral import neutral_message
 
 Report = Mapping[str, Any]
 _RANK = {"broken": 3, "unknown": 2, "warning": 1, "ok": 0}
@@ -35,6 +36,7 @@ def _line(report: Report, before: str) -> tuple[str, str]:
     )
 
 
+@neutral_message
 def changes(
     changed: Sequence[tuple[Report, str]], command: str = "!bridge", helper_back: bool = False
 ) -> Message:
@@ -67,6 +69,7 @@ def changes(
     return "\n".join(plain), "".join(html)
 
 
+@neutral_message
 def helper_lost(sentence: str) -> Message:
     """The watch could not reach the helper: said once, until it answers again."""
     text = f"⬜ The watch could not check the bridges: {sentence} I will say when it works again."

@@ -6,6 +6,7 @@ import textwrap
 
 from ..findings import BridgeReport, Fix, FleetReport
 from .common import PIN_TITLE, STATUS_WORD, first_sentence, ordered, verdict
+from .neutral import neutral
 
 WIDTH = 100
 
@@ -39,7 +40,7 @@ def bridge(report: BridgeReport) -> str:
         if f.fix and (f.fix.vars_yml or f.fix.steps):
             lines.append("    Fix:")
             lines.extend(_fix(f.fix, "      "))
-    return "\n".join(lines)
+    return neutral("\n".join(lines))
 
 
 def fleet(report: FleetReport) -> str:
@@ -56,4 +57,4 @@ def fleet(report: FleetReport) -> str:
     problems = [r.bridge for r in report.reports if r.status != "ok"]
     if problems:
         lines += ["", "Details and fixes: bridgedoctor check " + " | ".join(problems)]
-    return "\n".join(lines)
+    return neutral("\n".join(lines))

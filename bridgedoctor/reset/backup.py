@@ -11,7 +11,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import safetar
+from . import paths, safetar
 from .errors import ResetError
 
 # Backups must fit with room to spare: COPY text is larger than the on-disk pages for bytea
@@ -24,7 +24,9 @@ LOCK = ".lock"
 @contextlib.contextmanager
 def lock(bridge_dir: Path) -> Iterator[None]:
     """One reset or restore at a time per bridge; a lock left by a dead process is broken."""
+    paths.private_dir(bridge_dir)
     bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.private_dir(bridge_dir)
     path = bridge_dir / LOCK
     for _ in range(2):
         try:
@@ -76,12 +78,9 @@ def ensure_space(where: Path, needed: int) -> None:
 
 
 def tree_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    return total
+    """Bytes in a data directory, walked without following links; refuses what a backup could
+    not hold or a restore must not recreate (reset/paths.py `scan`)."""
+    return paths.scan(path)
 
 
 def dir_digest(path: Path) -> str:

@@ -8,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..dbpin import DbPin, parse_pins
 from ..diagnose import Options
+from ..render.neutral import neutral
 from .errors import ResetError
 from .manifest import all_for
 from .plan import DEFAULT_BACKUP_ROOT, Plan
@@ -35,6 +37,26 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
+def add_db_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db-name",
+        action="append",
+        type=_pin,
+        default=[],
+        metavar="BRIDGE=DATABASE[:ROLE]",
+        help="a custom setup's database (and role) for BRIDGE, when not MDAD's "
+        "matrix_mautrix_<bridge>; resets touch no other database (repeatable)",
+    )
+
+
+def _pin(value: str) -> tuple[str, DbPin]:
+    try:
+        ((bridge, pin),) = parse_pins([value], "--db-name").items()
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).rstrip(".")) from None
+    return bridge, pin
+
+
 def common_parser() -> argparse.ArgumentParser:
     c = argparse.ArgumentParser(add_help=False)
     c.add_argument("--root", type=Path, default=Path("/matrix"), help="MDAD base data path")
@@ -46,13 +68,14 @@ def common_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BACKUP_ROOT,
         help=f"where backups go, one directory per bridge (default {DEFAULT_BACKUP_ROOT})",
     )
+    add_db_name(c)
     return c
 
 
 def _ask(text: str, yes: bool) -> bool:
     if yes:
         return True
-    print(text)
+    print(neutral(text))
     if not sys.stdin.isatty():
         sys.stderr.write("bridgedoctor: not a terminal; re-run with --yes to confirm.\n")
         return False
@@ -65,7 +88,12 @@ def _ask(text: str, yes: bool) -> bool:
 def run(args: argparse.Namespace) -> int:
     from . import run as runner
 
-    opts = Options(root=args.root, systemd_dir=args.systemd_dir, db_host=args.db_host)
+    opts = Options(
+        root=args.root,
+        systemd_dir=args.systemd_dir,
+        db_host=args.db_host,
+        db_pins=dict(args.db_name),
+    )
     root: Path = args.backup_dir
     try:
         if args.command == "backups":
@@ -87,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Restored {m.bridge} from {m.source}.")
         return EXIT_OK
     except ResetError as e:
-        sys.stderr.write(f"bridgedoctor: {e}\n")
+        sys.stderr.write(f"bridgedoctor: {neutral(str(e), keep_newlines=False)}\n")
         return EXIT_USAGE if e.usage else EXIT_REFUSED
 
 

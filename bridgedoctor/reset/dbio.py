@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from urllib.parse import quote
 
 import asyncpg
 
+from ..facts import ProbeError
+from ..probes import sqlite_read
 from ..probes.database import PgTarget, SqliteTarget
 from .errors import ResetError
 
@@ -277,6 +280,38 @@ class _SqliteTx:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+class SqlitePlanDb:
+    """What a plan needs from a SQLite store, its tables and size, read in the killable child
+    process of probes/sqlite_read.py: the bridge still runs, and its container could swap the
+    file for a FIFO that would block an in-process open forever."""
+
+    kind = "sqlite"
+
+    def __init__(self, tables: list[str], size: int) -> None:
+        self._tables = tables
+        self._size = size
+
+    @classmethod
+    async def open(cls, t: SqliteTarget) -> SqlitePlanDb:
+        try:
+            size = os.lstat(t.path).st_size
+        except FileNotFoundError:
+            raise MissingDatabase(f"the database {t.path} does not exist") from None
+        facts = await sqlite_read.probe(t.path, t.path.parent)
+        if isinstance(facts, ProbeError):
+            raise UnreadableStore(facts.message)
+        return cls(sorted(x for x in facts.tables if not x.startswith("sqlite_")), size)
+
+    async def close(self) -> None:
+        pass
+
+    async def tables(self) -> list[str]:
+        return list(self._tables)
+
+    async def size(self, tables: list[str] | None) -> int:
+        return self._size
+
+
 Db = PgDb | SqliteDb
 
 
@@ -284,10 +319,16 @@ class MissingDatabase(Exception):
     """The SQLite file is not there (it is never created by us)."""
 
 
-async def open_db(target: PgTarget | SqliteTarget, read_only: bool = False) -> Db:
-    """`read_only`: for plans, which must never write (PostgreSQL read-only sessions, SQLite
-    mode=ro)."""
+class UnreadableStore(Exception):
+    """A plan could not read the SQLite store; str() is one sentence."""
+
+
+async def open_db(target: PgTarget | SqliteTarget, read_only: bool = False) -> Db | SqlitePlanDb:
+    """`read_only`: for plans, which must never write (PostgreSQL read-only sessions; SQLite
+    read in a child process, see SqlitePlanDb)."""
     if isinstance(target, SqliteTarget):
+        if read_only:
+            return await SqlitePlanDb.open(target)
         return await SqliteDb.open(target, read_only)
     return await PgDb.open(target, read_only)
 

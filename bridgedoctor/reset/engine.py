@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ..dbpin import DbPin
 from ..diagnose import Options
-from . import backup, crypto, full, services
+from . import backup, crypto, full, paths, services
 from .dbio import Db, open_db, snapshot
 from .errors import ResetError
 from .manifest import Manifest, State
@@ -45,11 +47,18 @@ def crashpoint(step: str) -> None:
 
 def options_of(m: Manifest) -> Options:
     o = m.extra["options"]
-    return Options(root=Path(o["root"]), systemd_dir=Path(o["systemd_dir"]), db_host=o["db_host"])
+    pins = {b: DbPin(**p) for b, p in (o.get("db_pins") or {}).items()}
+    return Options(
+        root=Path(o["root"]), systemd_dir=Path(o["systemd_dir"]), db_host=o["db_host"],
+        db_pins=pins,
+    )  # fmt: skip
 
 
-def options_dict(opts: Options) -> dict[str, str | None]:
-    return {"root": str(opts.root), "systemd_dir": str(opts.systemd_dir), "db_host": opts.db_host}
+def options_dict(opts: Options) -> dict[str, Any]:
+    return {
+        "root": str(opts.root), "systemd_dir": str(opts.systemd_dir), "db_host": opts.db_host,
+        "db_pins": {b: asdict(p) for b, p in opts.db_pins.items()},
+    }  # fmt: skip
 
 
 @dataclass
@@ -93,6 +102,8 @@ async def drive(ctx: Ctx, steps: tuple[str, ...]) -> None:
 
 async def _stop(ctx: Ctx) -> None:
     services.stop(ctx.m.unit)
+    # The container could move paths until it was gone (reset/paths.py).
+    ctx.bridge.after_stop(whole_tree=ctx.m.mode == "full", was_active=ctx.m.was_active)
 
 
 async def _start(ctx: Ctx) -> None:
@@ -160,7 +171,7 @@ async def _restore_db(ctx: Ctx) -> None:
         if copy.exists():
             await ctx.close()
             full.clear_sqlite(ctx.bridge.db)
-            shutil.copy2(copy, ctx.bridge.db.path)
+            paths.copy_new(copy, ctx.bridge.db.path)
     else:
         await full.restore_db(await ctx.db(), src.dir, {**src.extra["db"], "files": src.tables})
 

@@ -32,6 +32,10 @@ class Plan:
     after: tuple[str, ...]
 
     @property
+    def data_fate(self) -> str:
+        return "emptied" if self.mode == "full" else "not emptied"
+
+    @property
     def undo(self) -> str:
         return f"bridgedoctor restore {self.bridge} {self.id}"
 
@@ -47,6 +51,8 @@ class Plan:
 
     def render(self) -> str:
         lines = [f"Reset plan for {self.bridge} ({self.mode}):"]
+        lines.append(f"  database:       {self.database}")
+        lines.append(f"  data directory: {self.data_dir} ({self.data_fate})")
         lines.append(f"  1. stop {self.unit} and verify it is inactive")
         lines.append(f"  2. back up to {self.backup_dir}:")
         lines += [f"       - {b}" for b in self.backed_up]

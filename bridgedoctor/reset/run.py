@@ -35,12 +35,15 @@ async def prepare(
 async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None) -> Plan:
     if ident is not None and (backup_root / bridge.name / ident).exists():
         raise ResetError(f"backup {ident} of {bridge.name} already exists; plan again.")
-    from .dbio import MissingDatabase, open_db
+    from ..dbpin import IdentityRefused
+    from .dbio import MissingDatabase, UnreadableStore, open_db
 
     try:
         db = await open_db(bridge.db, read_only=True)
     except MissingDatabase as e:
         raise ResetError(f"{e}; nothing was changed.", usage=True) from None
+    except (IdentityRefused, UnreadableStore) as e:
+        raise ResetError(f"cannot use {bridge.db.location}: {e}", usage=True) from None
     except Exception as e:  # noqa: BLE001 - any connect failure is bad input here
         msg = f"cannot open {bridge.db.location} ({type(e).__name__})."
         raise ResetError(msg, usage=True) from None
@@ -153,6 +156,8 @@ class RestorePlan:
     backed_up_at: str
     put_back: str
     lost: str
+    database: str = ""  # what the restore writes, shown before it is confirmed
+    data_dir: str = ""
 
     @property
     def digest(self) -> str:
@@ -163,9 +168,12 @@ class RestorePlan:
 
     def render(self) -> str:
         start = "start it" if self.was_active else "leave it stopped (it is not running now)"
+        fate = "not touched" if self.mode == "crypto" else "replaced by the backup's"
         return (
             f"Restore {self.bridge} from {self.backup} ({self.mode}): stop {self.unit}, put back "
-            f"{self.put_back} from {self.location}, then {start}. Lost: {self.lost}."
+            f"{self.put_back} from {self.location}, then {start}. Lost: {self.lost}.\n"
+            f"  database:       {self.database}\n"
+            f"  data directory: {self.data_dir} ({fate})"
         )
 
 
@@ -202,6 +210,8 @@ def _restore_plan(bridge: Bridge, src: Manifest) -> RestorePlan:
             if crypto
             else "every login, portal and message the bridge stored since the reset"
         ),
+        database=bridge.db.location,
+        data_dir=str(bridge.data_dir),
     )
 
 
@@ -259,6 +269,15 @@ async def restore(
         try:
             await drive(Ctx(m, bridge, src), RESTORE_STEPS[src.mode])
         except Exception as e:  # noqa: BLE001
+            if isinstance(e, ResetError) and not e.touched and not m.done_steps():
+                # Refused before anything was written (a path moved during the stop): the
+                # unit is as it was (reset/paths.py started it again).
+                m.state, m.error = "rolled_back", str(e)
+                m.save()
+                reason = str(e).rstrip(".")
+                if not reason.endswith("nothing was changed"):
+                    reason += "; nothing was changed"
+                raise ResetError(f"restore refused ({reason}).") from e
             m.state, m.error = "failed", f"{type(e).__name__}: {e}"
             m.save()
             raise ResetError(

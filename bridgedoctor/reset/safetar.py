@@ -91,7 +91,7 @@ def check_members(members: list[tarfile.TarInfo]) -> list[tuple[tuple[str, ...],
             )
         out.append((parts, m))
     for parts in links:
-        if _escapes(parts, links):
+        if escapes(parts, links):
             raise ResetError(
                 f"the backup's link '{shown('/'.join(parts))}' leads outside the data "
                 "directory; nothing was restored."
@@ -99,7 +99,7 @@ def check_members(members: list[tarfile.TarInfo]) -> list[tuple[tuple[str, ...],
     return out
 
 
-def _escapes(link: tuple[str, ...], links: dict[tuple[str, ...], str]) -> bool:
+def escapes(link: tuple[str, ...], links: dict[tuple[str, ...], str]) -> bool:
     """Resolve a link against the archive's tree: True if it leaves the top or loops."""
     todo = list(reversed(links[link].split("/")))
     cur: list[str] = list(link[:-1])

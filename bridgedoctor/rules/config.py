@@ -11,7 +11,7 @@ from .context import RuleContext
 
 def config_error(spec: BridgeSpec, err: ProbeError) -> Finding:
     return Finding(
-        "config_unreadable" if err.code != "config_missing" else "config_missing",
+        err.code if err.code in ("config_missing", "config_refused") else "config_unreadable",
         "unknown",
         f"Cannot check {spec.name}: {err.message}",
         fix=Fix(

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from ..facts import ConfigFacts, DbFacts
-from ..findings import BridgeReport, Finding
+from ..facts import ConfigFacts, DbFacts, ProbeError
+from ..findings import BridgeReport, Finding, Fix
 from ..knowledge import BridgeSpec
 from ..proof import candidates, in_force_key, prove
 from .context import RuleContext
 from .keys import key_findings
+
+
+def db_error(spec: BridgeSpec, err: ProbeError) -> Finding:
+    """The database could not (or must not) be read. A config.yaml naming another bridge's
+    database or role is a finding of its own: an error, whether a mistake or a bridge gone
+    hostile, and never connected to."""
+    if err.code == "db_foreign":
+        return Finding(
+            "db_foreign",
+            "error",
+            f"{spec.name}'s config.yaml names {err.message}: bridgedoctor did not connect, and "
+            f"resets of {spec.name} are refused until it names {spec.name}'s own database.",
+            fix=Fix(
+                vars_yml="",
+                steps=(
+                    "MDAD writes the bridge's own database into config.yaml on every playbook "
+                    f"run; render it again with just install-service {spec.dirname}",
+                    "If nobody changed config.yaml on purpose, the bridge's container may be "
+                    f"compromised: look at what else changed under /matrix/{spec.dirname}",
+                ),
+            ),
+        )
+    return Finding(err.code, "unknown", f"Could not read the {spec.name} database: {err.message}")
 
 
 def db_findings(

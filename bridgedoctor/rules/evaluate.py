@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..facts import BridgeFacts, ProbeError
-from ..findings import BridgeReport, Finding
+from ..findings import BridgeReport
 from . import config, database, service
 from .context import RuleContext
 
@@ -31,13 +31,7 @@ def evaluate(facts: BridgeFacts, ctx: RuleContext) -> BridgeReport:
     if db is None:
         return report
     if isinstance(db, ProbeError):
-        report.findings.append(
-            Finding(
-                db.code,
-                "unknown",
-                f"Could not read the {spec.name} database: {db.message}",
-            )
-        )
+        report.findings.append(database.db_error(spec, db))
         return report
     report.facts["database"] = f"{db.kind} {db.location}"
     if db.versions:

@@ -105,6 +105,7 @@ class Helper(_Service):
             "backup_dir": str(workdir / "backups"),
             "allow_reset": systemd is not None,
             "request_timeout": 60,
+            "databases": dict(host.databases),
         }
         with self.config_path.open("w") as f:
             YAML(typ="safe").dump(config, f)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bridgedoctor.dbpin import DbPin
 from tests.fixtures import mdad
 
 from .pg import PgServer
@@ -23,6 +24,9 @@ class Host:
     systemd: Path
     pg: PgServer | None = None
     stores: dict[str, BuiltStore] = field(default_factory=dict)
+    # Prefixed database names (one PostgreSQL serves many tests): each bridge's own, as a
+    # custom setup would allow it (--db-name, helper.yaml databases:).
+    databases: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def at(cls, tmp: Path, pg: PgServer | None = None) -> Host:
@@ -33,7 +37,12 @@ class Host:
         out = ["--root", str(self.root), "--systemd-dir", str(self.systemd)]
         if self.pg is not None:
             out += ["--db-host", f"{self.pg.host}:{self.pg.port}"]
+        for bridge, name in self.databases.items():
+            out += ["--db-name", f"{bridge}={name}"]
         return out + list(extra)
+
+    def pins(self) -> dict[str, DbPin]:
+        return {b: DbPin(n, n) for b, n in self.databases.items()}
 
     def add(
         self,
@@ -76,6 +85,8 @@ class Host:
             assert self.pg is not None, "a postgres-backed bridge needs the pg fixture"
             name = db_prefix + mdad.db_name(bridge)
             built = asyncio.run(write_postgres(self.pg, name, name, DB_PASSWORD, store))
+            if db_prefix:
+                self.databases[bridge] = name
         self.stores[bridge] = built
         return built
 

@@ -61,7 +61,7 @@ def fake_systemd(tmp: Path) -> Systemd:
 
 def options(host: Host) -> Options:
     db_host = f"{host.pg.host}:{host.pg.port}" if host.pg else None
-    return Options(root=host.root, systemd_dir=host.systemd, db_host=db_host)
+    return Options(root=host.root, systemd_dir=host.systemd, db_host=db_host, db_pins=host.pins())
 
 
 def state(host: Host, bridge: str) -> dict[str, object]:
