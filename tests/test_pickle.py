@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import struct
 
 import olm
 import pytest
 import vodozemac
-from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -18,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridgedoctor import pickle as p
+from tests.support import store
 
 KEYS = ["mautrix.bridge.e2ee", "go.mau.fi/mautrix-gmessages", "", "ключ-🔑", "x" * 200]
 
@@ -31,13 +29,7 @@ def vodozemac_opens(pickled: str, key: str) -> str | None:
 
 def seal(plain: bytes, key: bytes) -> str:
     """Our own libolm envelope, to build pickles python-olm would never write."""
-    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(key)
-    padder = padding.PKCS7(128).padder()
-    data = padder.update(plain) + padder.finalize()
-    enc = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:80])).encryptor()
-    ct = enc.update(data) + enc.finalize()
-    mac = hmac.new(okm[32:64], ct, hashlib.sha256).digest()[:8]
-    return base64.b64encode(ct + mac).decode().rstrip("=")
+    return store.seal(plain, key).decode()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,9 @@ main tables, or the mautrix-python crypto store (crypto_version without compat).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +16,10 @@ from typing import Literal
 
 import asyncpg
 import olm
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .pg import PgServer
 
@@ -77,6 +84,7 @@ class StoreSpec:
     corrupt_account: bool = False
     empty: bool = False  # no tables at all
     device_id: str = "BRIDGEDEV1"
+    extra: list[tuple[str, tuple]] = field(default_factory=list)  # run last (session_rows)
 
 
 @dataclass
@@ -201,6 +209,89 @@ def build(spec: StoreSpec, blob: str) -> BuiltStore:
             ),
         )
     )
+    out.statements.extend(spec.extra)
+    return out
+
+
+def seal(plain: bytes, key: str | bytes) -> bytes:
+    """Our own libolm envelope (for crypto_secrets, which mautrix-go pickles as raw values, and
+    for pickles python-olm would never write)."""
+    raw_key = key.encode() if isinstance(key, str) else key
+    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(raw_key)
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(plain) + padder.finalize()
+    enc = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:80])).encryptor()
+    ct = enc.update(data) + enc.finalize()
+    mac = hmac.new(okm[32:64], ct, hashlib.sha256).digest()[:8]
+    return base64.b64encode(ct + mac).rstrip(b"=")
+
+
+def session_rows(
+    key: str,
+    *,
+    olm_sessions: int = 0,
+    inbound: int = 0,
+    outbound: int = 0,
+    secrets: int = 0,
+    tag: str = "k",
+) -> list[tuple[str, tuple]]:
+    """INSERTs (mautrix-go tables) of genuine python-olm pickles under `key`, and sealed secrets.
+    `tag` keeps ids unique between several calls for one store."""
+    out: list[tuple[str, tuple]] = []
+    acct, peer = olm.Account(), olm.Account()
+    peer.generate_one_time_keys(max(olm_sessions, 1))
+    otks = list(peer.one_time_keys["curve25519"].values())
+    for i in range(olm_sessions):
+        sess = olm.OutboundSession(acct, peer.identity_keys["curve25519"], otks[i])
+        out.append(
+            (
+                "INSERT INTO crypto_olm_session (account_id, session_id, sender_key, session) "
+                "VALUES (?, ?, ?, ?)",
+                ("", f"{tag}-olm-{i}", peer.identity_keys["curve25519"], sess.pickle(key)),
+            )
+        )
+    for i in range(inbound):
+        group = olm.InboundGroupSession(olm.OutboundGroupSession().session_key)
+        out.append(
+            (
+                "INSERT INTO crypto_megolm_inbound_session (account_id, session_id, sender_key, "
+                "signing_key, room_id, session) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    "",
+                    f"{tag}-in-{i}",
+                    "s" * 43,
+                    "g" * 43,
+                    f"!{tag}{i}:example.com",
+                    group.pickle(key),
+                ),
+            )
+        )
+    for i in range(outbound):
+        group = olm.OutboundGroupSession()
+        out.append(
+            (
+                "INSERT INTO crypto_megolm_outbound_session (account_id, room_id, session_id, "
+                "session, shared, max_messages, message_count, max_age) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    "",
+                    f"!{tag}-out{i}:example.com",
+                    f"{tag}-out-{i}",
+                    group.pickle(key),
+                    True,
+                    100,
+                    0,
+                    604800000,
+                ),
+            )
+        )
+    for i in range(secrets):
+        out.append(
+            (
+                "INSERT INTO crypto_secrets (account_id, name, secret) VALUES (?, ?, ?)",
+                ("", f"{tag}.secret.{i}", seal(f"secret value {i}".encode(), key)),
+            )
+        )
     return out
 
 
