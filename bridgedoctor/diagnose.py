@@ -10,14 +10,15 @@ from pathlib import Path
 
 from . import dbpin
 from .dbpin import DbPin
-from .facts import BridgeFacts, ConfigFacts, InventoryFacts, ProbeError
+from .facts import BridgeFacts, ConfigFacts, DbFacts, InventoryFacts, ProbeError
 from .findings import BridgeReport, Finding, FleetReport
 from .knowledge import NAME_RE, BridgeSpec, Knowledge, load
 from .naming import Preference, decide
 from .pin import fleet_pin
-from .probes import database, host
+from .probes import database, host, store_scan
 from .probes.config import read_config
 from .probes.inventory import read_inventory
+from .proof import candidates
 from .rules import RuleContext, evaluate
 from .rules.prevention import select_files
 
@@ -39,6 +40,7 @@ class Options:
     # Custom setups: bridge -> its own database and role (dbpin.py); MDAD's names otherwise.
     db_pins: Mapping[str, DbPin] = field(default_factory=dict)
     bridge_timeout: float = BRIDGE_TIMEOUT
+    deep: bool = False  # verify every pickled row of the crypto store, not a sample
 
 
 def lookup(name: str, kb: Knowledge) -> BridgeSpec | Finding:
@@ -66,7 +68,7 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
     config_dir = unit.config_dir if unit and unit.config_dir else base / "config"
     data_dir = unit.data_dir if unit and unit.data_dir else base / "data"
     cfg = await asyncio.to_thread(read_config, config_dir / "config.yaml", base)
-    db = None
+    db = scan = None
     if isinstance(cfg, ConfigFacts):
         target = database.target_for(
             cfg.db_uri,
@@ -81,7 +83,10 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
             db = target
         else:
             db = await database.probe(target, base)
-    return BridgeFacts(spec=spec, base_dir=base, unit=unit, config=cfg, db=db)
+            if opts.deep and isinstance(db, DbFacts) and db.has_crypto_store:
+                keys = candidates(spec, cfg.pickle_key, list(opts.try_keys), kb or load())
+                scan = await store_scan.scan(target, keys)
+    return BridgeFacts(spec=spec, base_dir=base, unit=unit, config=cfg, db=db, scan=scan)
 
 
 def _pinned(

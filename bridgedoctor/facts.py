@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from .knowledge import BridgeSpec
+from .proof import Candidate
 
 Layout = Literal["bridgev2", "legacy-go", "python"]
 
@@ -99,6 +100,30 @@ class InventoryFacts:
 
 
 @dataclass(frozen=True)
+class TableScan:
+    """Every pickled row of one table, checked (`check --deep`). Counts per candidate key index."""
+
+    table: str
+    kind: str  # olm_session, megolm_inbound, megolm_outbound, secret
+    rows: int
+    opened: dict[int, int]  # MAC and content valid under candidate i
+    bad_plaintext: dict[int, int]  # MAC valid under candidate i, content not a valid object
+    unknown: int  # no candidate's MAC matches
+    corrupt: int  # not a libolm pickle at all
+
+
+@dataclass(frozen=True)
+class StoreScan:
+    candidates: tuple[Candidate, ...]  # the keys tried, in the order the indexes refer to
+    tables: tuple[TableScan, ...]
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+
+@dataclass(frozen=True)
 class ProbeError:
     code: str  # config_unreadable, config_missing, db_unreachable, db_unsupported, ...
     message: str
@@ -111,3 +136,4 @@ class BridgeFacts:
     unit: UnitFacts | None
     config: ConfigFacts | ProbeError
     db: DbFacts | ProbeError | None  # None: not probed (config unreadable)
+    scan: StoreScan | ProbeError | None = None  # only with --deep

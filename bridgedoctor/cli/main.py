@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "tell whether each proven key is pinned, instead of warning that it could not look",
     )
     reset_cli.add_db_name(c)
+    c.add_argument(
+        "--deep",
+        action="store_true",
+        help="verify every pickled row of the crypto store (Olm and Megolm sessions, secrets) "
+        "against the proven key, not a sample; reports rows under other keys (one bridge)",
+    )
     c.add_argument("--json", action="store_true", help="machine-readable output")
     reset_cli.add_parsers(sub, reset_cli.common_parser())
     return p
@@ -96,11 +102,18 @@ def _options(args: argparse.Namespace) -> Options:
         reveal_keys=args.reveal_keys,
         inventory=args.inventory,
         db_pins=dict(args.db_name),
+        deep=args.deep,
     )
 
 
 async def _run_check(args: argparse.Namespace) -> int:
     opts = _options(args)
+    if args.name == "all" and opts.deep:
+        sys.stderr.write(
+            "bridgedoctor: --deep reads every row of one store; name the bridge: "
+            "bridgedoctor check NAME --deep.\n"
+        )
+        return EXIT_USAGE
     if opts.inventory is not None:
         inv = await inventory(opts)
         if isinstance(inv, ProbeError):  # asked for and unusable: say so rather than guess

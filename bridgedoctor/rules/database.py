@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ..facts import ConfigFacts, DbFacts, ProbeError
+from ..facts import ConfigFacts, DbFacts, ProbeError, StoreScan
 from ..findings import BridgeReport, Finding, Fix
 from ..knowledge import BridgeSpec
 from ..proof import candidates, in_force_key, prove
 from .context import RuleContext
 from .keys import key_findings
+from .store import store_findings
 
 
 def db_error(spec: BridgeSpec, err: ProbeError) -> Finding:
@@ -34,7 +35,12 @@ def db_error(spec: BridgeSpec, err: ProbeError) -> Finding:
 
 
 def db_findings(
-    spec: BridgeSpec, cfg: ConfigFacts, db: DbFacts, ctx: RuleContext, report: BridgeReport
+    spec: BridgeSpec,
+    cfg: ConfigFacts,
+    db: DbFacts,
+    ctx: RuleContext,
+    report: BridgeReport,
+    scan: StoreScan | ProbeError | None = None,
 ) -> list[Finding]:
     out: list[Finding] = []
     if db.owner is not None and db.owner == f"mautrix-{spec.name}":
@@ -86,5 +92,9 @@ def db_findings(
     for acct in db.accounts:
         proof = prove(acct.pickle, cands)
         report.facts["device"] = acct.device_id or "(none)"
-        out.extend(key_findings(spec, cfg, db, ctx, report, proof, in_force))
+        # With a whole-store scan, its finding replaces the one drawn from a few sampled rows.
+        sampled = db if scan is None else None
+        out.extend(key_findings(spec, cfg, sampled, ctx, report, proof, in_force))
+        if scan is not None:
+            out.extend(store_findings(spec, scan, proof, ctx))
     return out

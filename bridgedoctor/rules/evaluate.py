@@ -36,5 +36,5 @@ def evaluate(facts: BridgeFacts, ctx: RuleContext) -> BridgeReport:
     report.facts["database"] = f"{db.kind} {db.location}"
     if db.versions:
         report.facts["schema"] = ", ".join(f"{k} v{v}" for k, v in sorted(db.versions.items()))
-    report.findings.extend(database.db_findings(spec, cfg, db, ctx, report))
+    report.findings.extend(database.db_findings(spec, cfg, db, ctx, report, facts.scan))
     return report

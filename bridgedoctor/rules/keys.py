@@ -34,7 +34,7 @@ def _attempt_lines(proof: KeyProof, ctx: RuleContext) -> tuple[str, ...]:
 def key_findings(
     spec: BridgeSpec,
     cfg: ConfigFacts,
-    db: DbFacts,
+    sampled: DbFacts | None,
     ctx: RuleContext,
     report: BridgeReport,
     proof: KeyProof,
@@ -86,7 +86,8 @@ def key_findings(
         needs_pin = spec.key_setting != "none"
     if needs_pin:
         report.pin = pin_lines(spec, ctx, key)
-    out.extend(_session_findings(db, key, ctx))
+    if sampled is not None:
+        out.extend(_session_findings(sampled, key, ctx))
     return out
 
 
