@@ -2,7 +2,8 @@
 
 One JSON object per line over a Unix stream socket; one request and one response per connection.
 
-    request:  {"v": 1, "token": "<shared token>", "op": "<one of OPS>", ...the op's fields}
+    request:  {"v": 1, "token": "<shared token>", "op": "<one of OPS>", ...the op's fields,
+               ...its optional flags, e.g. "deep": true}
     response: {"v": 1, "ok": true,  "result": {...}}
               {"v": 1, "ok": false, "error": {"code": "<code>", "message": "<one sentence>"}}
 
@@ -47,6 +48,9 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
     "restore_plan": ("bridge", "backup"),
     "restore": ("bridge", "backup", "digest", "requested_by"),
 }
+# Optional yes/no flags (JSON true/false; absent means false), per operation.
+OP_FLAGS: dict[str, tuple[str, ...]] = {"check": ("deep",)}
+FLAGS = ("deep",)
 OPS = frozenset(OP_FIELDS)
 MUTATING = frozenset({"reset", "restore"})
 
@@ -79,6 +83,7 @@ class Request:
     backup: str | None = None
     digest: str | None = None
     requested_by: str | None = None
+    deep: bool = False  # check: verify every pickled row, not a sample
 
     def fields(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in FIELD_RE if getattr(self, k) is not None}
@@ -86,6 +91,7 @@ class Request:
 
 def encode_request(req: Request) -> bytes:
     body: dict[str, Any] = {"v": VERSION, "token": req.token, "op": req.op, **req.fields()}
+    body.update({f: True for f in FLAGS if getattr(req, f)})
     return json.dumps(body).encode() + b"\n"
 
 
@@ -121,7 +127,17 @@ def decode_request(line: bytes) -> Request:
                 raise ProtocolError(E_UNKNOWN_BRIDGE, "The request names no valid bridge.")
             raise ProtocolError(E_BAD_REQUEST, f"The request has no valid {name}.")
         fields[name] = value
-    return Request(token=token, op=op, **fields)
+    flags: dict[str, bool] = {}
+    for name in FLAGS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if name not in OP_FLAGS.get(op, ()):
+            raise ProtocolError(E_BAD_REQUEST, f"Operation {op} takes no {name}.")
+        if type(value) is not bool:  # 1 and "yes" are not booleans
+            raise ProtocolError(E_BAD_REQUEST, f"The request's {name} must be true or false.")
+        flags[name] = value
+    return Request(token=token, op=op, **fields, **flags)
 
 
 def encode_response(

@@ -88,13 +88,14 @@ class Commands:
             return await self.resets.cancel(evt, inv)
         if inv.action == "backups":
             return await self.resets.backups(inv, settings, progress)
-        helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)
+        timeout = settings.deep_timeout if inv.deep else settings.check_timeout
+        helper = HelperClient(settings.socket_path, settings.token, timeout)
         try:
             if inv.action == "list":
                 return render.bridge_list(await progress(helper.list_bridges()), COMMAND)
             if inv.action == "check_all":
                 return render.fleet_report(await progress(helper.check_all()), COMMAND)
-            report = await progress(helper.check(inv.bridge or ""))
+            report = await progress(helper.check(inv.bridge or "", deep=inv.deep))
             return render.bridge_report(report, COMMAND)
         except HelperError as err:
             self._log.warning(f"helper call failed ({err.code}): {err.sentence}")

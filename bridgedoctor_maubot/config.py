@@ -15,6 +15,7 @@ KEYS = (
     "admins",
     "allowed_rooms",
     "timeouts.check",
+    "timeouts.deep",
     "timeouts.working_after",
     "timeouts.confirm",
     "timeouts.reset",
@@ -54,6 +55,7 @@ class Settings:
     admins: frozenset[str] = frozenset()
     allowed_rooms: frozenset[str] = frozenset()
     check_timeout: float = 90.0
+    deep_timeout: float = 960.0
     working_after: float = 3.0
     confirm_timeout: float = 300.0
     reset_timeout: float = 3600.0
@@ -75,6 +77,7 @@ class Settings:
             admins=_ids(get("admins")),
             allowed_rooms=_ids(get("allowed_rooms")),
             check_timeout=_seconds(get("timeouts.check"), 90.0, 1.0),
+            deep_timeout=_seconds(get("timeouts.deep"), 960.0, 1.0),
             working_after=_seconds(get("timeouts.working_after"), 3.0, 0.0),
             confirm_timeout=_seconds(get("timeouts.confirm"), 300.0, 1.0),
             reset_timeout=_seconds(get("timeouts.reset"), 3600.0, 60.0),

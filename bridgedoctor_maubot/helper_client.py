@@ -99,7 +99,9 @@ class HelperClient:
     async def list_bridges(self) -> dict[str, Any]:
         return await self._call("list")
 
-    async def check(self, bridge: str) -> dict[str, Any]:
+    async def check(self, bridge: str, deep: bool = False) -> dict[str, Any]:
+        if deep:
+            return await self._call("check", bridge, deep=True)
         return await self._call("check", bridge)
 
     async def check_all(self) -> dict[str, Any]:
@@ -128,7 +130,9 @@ class HelperClient:
             "restore", bridge, backup=backup, digest=digest, requested_by=requested_by
         )
 
-    async def _call(self, op: str, bridge: str | None = None, **fields: str) -> dict[str, Any]:
+    async def _call(
+        self, op: str, bridge: str | None = None, **fields: str | bool
+    ) -> dict[str, Any]:
         if not self._token:
             raise HelperError(
                 "The plugin has no token configured: set `token` in the maubot instance config "

@@ -29,6 +29,10 @@ CODE_RE = re.compile(r"^[a-z0-9]{6}$")
 HELP: tuple[tuple[str, str], ...] = (
     (f"{COMMAND} list", "the mautrix bridges deployed on this server"),
     (f"{COMMAND} check <name>", "diagnose one bridge and show the vars.yml fix"),
+    (
+        f"{COMMAND} check <name> deep",
+        "also verify every stored session against the proven key (slower)",
+    ),
     (f"{COMMAND} check all", "one line per bridge, plus a block pinning every proven key"),
     (f"{COMMAND} reset <name> [full]", "back up, then reset its crypto store (or everything)"),
     (f"{COMMAND} backups <name>", "the reset backups kept on the host"),
@@ -46,6 +50,7 @@ class Invocation:
     mode: str = "crypto"
     backup: str | None = None  # a backup id (restore)
     code: str | None = None  # a confirmation code (confirm, cancel)
+    deep: bool = False  # check: every pickled row, not a sample
     problem: str | None = None  # for "invalid": one sentence saying what was wrong
 
 
@@ -72,12 +77,17 @@ def parse(args: str | None) -> Invocation:
     if sub == "list" and not rest:
         return Invocation("list")
     if sub == "check":
-        if len(rest) != 1:
-            return _usage(f"check <name>, or {COMMAND} check all")
+        flags = [w.lower() for w in rest[1:]]
+        if len(rest) not in (1, 2) or flags not in ([], ["deep"]):
+            return _usage(f"check <name> [deep], or {COMMAND} check all")
         if rest[0].lower() == "all":
+            if flags:
+                return _usage(f"check <name> deep: one bridge at a time ({COMMAND} list)")
             return Invocation("check_all")
         name = _name(rest[0])
-        return name if isinstance(name, Invocation) else Invocation("check", bridge=name)
+        if isinstance(name, Invocation):
+            return name
+        return Invocation("check", bridge=name, deep=bool(flags))
     if sub == "reset":
         modes = [w.lower() for w in rest[1:]]
         if not rest or len(rest) > 2 or modes not in ([], ["full"], ["crypto"]):

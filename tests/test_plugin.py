@@ -425,6 +425,24 @@ async def test_helper_timeout(plugin, maubot_test_bot: mtest.TestBot, helper) ->
     )
 
 
+async def test_deep_check_asks_for_every_row_with_its_own_timeout(
+    plugin, maubot_test_bot: mtest.TestBot, helper
+) -> None:
+    """`!bridge check <name> deep` sends deep: true and waits timeouts.deep (960 s by default),
+    not timeouts.check (2 s here): a whole-store check outlasts a plain one."""
+    helper.delay = 3
+    await say(maubot_test_bot, "!bridge check gmessages DEEP")
+    assert only_notice(maubot_test_bot).body.startswith("🟥 gmessages: broken")
+    assert [(r.op, r.bridge, r.deep) for r in helper.requests] == [("check", "gmessages", True)]
+    maubot_test_bot.responded.clear()
+    for text in ("!bridge check all deep", "!bridge check gmessages deeper"):
+        await say(maubot_test_bot, text)
+    usage = [n.content.body for n in notices(maubot_test_bot)]
+    assert usage[0] == "Usage: !bridge check <name> deep: one bridge at a time (!bridge list)."
+    assert usage[1] == "Usage: !bridge check <name> [deep], or !bridge check all."
+    assert len(helper.requests) == 1  # neither reached the helper
+
+
 async def test_unauthorized_never_shows_the_token(
     plugin, maubot_test_bot: mtest.TestBot, helper, caplog: pytest.LogCaptureFixture
 ) -> None:

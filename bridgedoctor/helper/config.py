@@ -46,6 +46,7 @@ class HelperConfig:
     inventory: Path | None = None
     max_concurrent: int = 4
     request_timeout: float = 60.0
+    deep_timeout: float = 900.0  # a check with deep: it reads every row of the store
     read_timeout: float = 5.0
     # Custom setups: bridge -> its own database and role, when not MDAD's (dbpin.py).
     databases: Mapping[str, DbPin] = field(default_factory=dict)
@@ -67,6 +68,7 @@ KEYS = frozenset(
         "inventory",
         "max_concurrent",
         "request_timeout",
+        "deep_timeout",
         "read_timeout",
         "databases",
     }
@@ -122,6 +124,7 @@ def parse(raw: Any, path: Path) -> HelperConfig:
         inventory=_inventory(raw),
         max_concurrent=_int(raw, "max_concurrent", 4, 1, 256),
         request_timeout=_seconds(raw, "request_timeout", 60.0),
+        deep_timeout=_seconds(raw, "deep_timeout", 900.0),
         read_timeout=_seconds(raw, "read_timeout", 5.0),
         databases=_databases(raw.get("databases")),
     )

@@ -13,7 +13,7 @@ from . import reset_ops
 from .config import HelperConfig
 
 
-def options(cfg: HelperConfig) -> Options:
+def options(cfg: HelperConfig, deep: bool = False) -> Options:
     # try_keys and reveal_keys stay at their defaults: a chat client never gets key material.
     return Options(
         root=cfg.root,
@@ -24,6 +24,7 @@ def options(cfg: HelperConfig) -> Options:
         db_pins=cfg.databases,
         # check_all answers for every bridge within the request's own time limit.
         bridge_timeout=min(BRIDGE_TIMEOUT, cfg.request_timeout * 0.8),
+        deep=deep,
     )
 
 
@@ -46,6 +47,6 @@ async def run(req: Request, cfg: HelperConfig, kb: Knowledge) -> tuple[dict[str,
     if name is None:
         raise ProtocolError(E_UNKNOWN_BRIDGE, "No such bridge is deployed on this host.")
     if req.op == "check":
-        report = await check(name, options(cfg), kb)
+        report = await check(name, options(cfg, req.deep), kb)
         return report.to_dict(), report.status
     return await reset_ops.run(req, name, cfg.backup_dir, options(cfg), cfg.allow_reset)

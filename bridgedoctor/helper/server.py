@@ -152,7 +152,9 @@ class Helper:
         entry.by = req.requested_by or "-"
         # No timeout for a reset or restore: stopping one half-way is worse than a slow one (its
         # thread would go on anyway). The client waits with its own, longer timeout.
-        limit = None if req.op in MUTATING else self.cfg.request_timeout
+        limit: float | None = self.cfg.deep_timeout if req.deep else self.cfg.request_timeout
+        if req.op in MUTATING:
+            limit = None
         async with self.slots:
             try:
                 result, entry.result = await asyncio.wait_for(
