@@ -14,11 +14,10 @@ import hmac
 import struct
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+# `cryptography` (AES, X25519) is imported where a pickle is decrypted, not here: most of what
+# loads this module (the CLI's start, the helper's protocol paths) never decrypts anything.
 
 MAC_LEN = 8
 BLOCK = 16
@@ -55,8 +54,15 @@ class AccountInfo:
     one_time_keys: int
 
 
+@lru_cache(maxsize=64)
 def _derive(key: bytes) -> tuple[bytes, bytes, bytes]:
-    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(key)
+    """HKDF-SHA256 (RFC 5869) with an empty salt (= 32 zero bytes) and info "Pickle", 80 bytes:
+    AES key, HMAC key, IV. Cached: checking samples and candidates derives each key once."""
+    prk = hmac.new(b"\0" * 32, key, hashlib.sha256).digest()
+    okm, block = b"", b""
+    for counter in (1, 2, 3):
+        block = hmac.new(prk, block + b"Pickle" + bytes([counter]), hashlib.sha256).digest()
+        okm += block
     return okm[:32], okm[32:64], okm[64:80]
 
 
@@ -88,6 +94,8 @@ def decrypt(env: Envelope, key: bytes) -> bytes | None:
     tag = hmac.new(mac_key, env.ciphertext, hashlib.sha256).digest()[:MAC_LEN]
     if not hmac.compare_digest(tag, env.mac):
         return None
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     dec = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).decryptor()
     padded = dec.update(env.ciphertext) + dec.finalize()
     pad = padded[-1]
@@ -103,6 +111,8 @@ def parse_account(plain: bytes) -> AccountInfo | None:
     (version,) = struct.unpack(">I", plain[:4])
     if version not in ACCOUNT_VERSIONS:
         return None
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     ed_pub, curve_pub, curve_priv = plain[4:36], plain[100:132], plain[132:164]
     # The Curve25519 public key must derive from the private one: a decrypted account that
     # fails this is garbage that merely passed the MAC, not the bridge's identity.

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bridgedoctor.cli.main import main
-from bridgedoctor.reset import recover
 from bridgedoctor.reset.engine import CRASH_ENV, RESET_STEPS, RESTORE_STEPS
 from bridgedoctor.reset.manifest import all_for
+from bridgedoctor.reset.recover import recover
 from tests.support.pg import PgServer
 from tests.support.reset_env import Systemd, state
 from tests.test_reset import BRIDGE, CRYPTO_GONE, UNIT, deploy

@@ -25,7 +25,7 @@ from ..protocol import (
     decode_request,
     encode_response,
 )
-from ..reset import recover
+from ..reset.recover import recover
 from . import listen, ops, reset_ops
 from .audit import Entry, audit_log, log
 from .config import HelperConfig

@@ -11,9 +11,11 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import asyncpg
+if TYPE_CHECKING:
+    import asyncpg
 
 from .. import dbpin
 from ..dbpin import DbPin
@@ -50,6 +52,8 @@ class PgTarget:
         command_timeout: float | None = QUERY_TIMEOUT,
     ) -> asyncpg.Connection:
         """`command_timeout` None: no client-side cap (bulk COPY of a store of any size)."""
+        import asyncpg  # here, not at the top: a SQLite-only host never pays for loading it
+
         settings = {"application_name": application_name}
         if read_only:
             settings["default_transaction_read_only"] = "on"
@@ -167,6 +171,8 @@ async def probe(target: PgTarget | SqliteTarget, base: Path | None = None) -> Db
 
 
 async def _probe_pg(t: PgTarget) -> DbFacts | ProbeError:
+    import asyncpg
+
     where = one_line(f"PostgreSQL at {t.host}" + ("" if t.host.startswith("/") else f":{t.port}"))
     try:
         conn = await t.connect(read_only=True, application_name="bridgedoctor")

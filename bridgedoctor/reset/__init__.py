@@ -5,6 +5,7 @@ what a crash left behind. See docs/reset.md.
 """
 
 from .errors import ResetError
-from .recover import recover
 
-__all__ = ["ResetError", "recover"]
+# Nothing heavier here: `bridgedoctor check` loads reset.cli (its subcommands' arguments) and
+# must not pull in the engine and the database drivers with it. recover: reset.recover.
+__all__ = ["ResetError"]

@@ -9,8 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from .crypto import CLEARED
-
 Mode = Literal["crypto", "full"]
 DEFAULT_BACKUP_ROOT = Path("/var/lib/bridgedoctor/backups")
 KEPT_CRYPTO = "crypto_device, crypto_tracked_user, crypto_cross_signing_*, and every bridge table"
@@ -97,6 +95,8 @@ def make(
     """`ident` reuses the id of a plan shown earlier (the room path), else a new one is made."""
     ident = ident or new_id(bridge_dir, mode)
     if mode == "crypto":
+        from .crypto import CLEARED  # here: crypto loads the database drivers
+
         cleared = [t for t in CLEARED if t in present]
         backed = tuple(f"table {t} (all rows)" for t in cleared)
         removed = tuple(f"all rows of {t}" for t in cleared)
