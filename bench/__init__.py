@@ -1,0 +1,1 @@
+"""Benchmarks: `python bench/run.py` (a script that prints figures, not a test)."""
