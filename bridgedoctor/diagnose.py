@@ -67,7 +67,9 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
     unit = host.read_unit(opts.systemd_dir / f"{spec.service}.service", opts.root)
     config_dir = unit.config_dir if unit and unit.config_dir else base / "config"
     data_dir = unit.data_dir if unit and unit.data_dir else base / "data"
-    cfg = await asyncio.to_thread(read_config, config_dir / "config.yaml", base)
+    # Parsed here, on the loop: a config is small and capped, and while one bridge's database
+    # connects the next one's config is parsed. Database work on SQLite goes to a thread.
+    cfg = read_config(config_dir / "config.yaml", base)
     db = scan = None
     if isinstance(cfg, ConfigFacts):
         target = database.target_for(
