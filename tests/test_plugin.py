@@ -140,6 +140,7 @@ class FakeHelper:
     fleet: list[dict[str, Any]] | None = None  # what check_all answers, when set
     requests: list[protocol.Request] = field(default_factory=list)
     server: asyncio.AbstractServer | None = None
+    progress: list[dict[str, Any]] = field(default_factory=list)  # sent before a reset's answer
 
     def result(self, req: protocol.Request) -> dict[str, Any]:
         if req.op in RESET_ANSWERS:
@@ -170,6 +171,10 @@ class FakeHelper:
                 raise self.error
             if req.token != self.token:
                 raise protocol.ProtocolError(protocol.E_UNAUTHORIZED, "The token is wrong.")
+            for state in self.progress if req.progress else ():
+                writer.write(protocol.encode_progress(state))
+                await writer.drain()
+                await asyncio.sleep(0.05)  # reports arrive over time, as a real reset's do
             writer.write(protocol.encode_response(self.result(req)))
         except protocol.ProtocolError as err:
             writer.write(protocol.encode_response(error=err))
@@ -480,7 +485,7 @@ async def test_bad_names_never_reach_the_helper(
         await say(maubot_test_bot, text)
     bodies = [n.content.body for n in notices(maubot_test_bot)]
     assert bodies[0].startswith("'../../etc' is not a bridge name")
-    assert bodies[1] == "Usage: !bridge check <name>, or !bridge check all."
+    assert bodies[1] == "Usage: !bridge check <name> [deep], or !bridge check all."
     assert bodies[2].startswith("Unknown command")
     assert helper.requests == []
 
