@@ -168,3 +168,26 @@ def backups(answer: Data, command: str = "!bridge") -> Message:
 def ended(kind: str, bridge: str, why: str) -> Message:
     """A plan that will not run: cancelled or expired. Says that nothing was changed."""
     return info(f"{kind.capitalize()} of {bridge} {why}; nothing was changed.")
+
+
+def progress(kind: str, bridge: str, state: Data, done: str = "") -> Message:
+    """One line for a running reset or restore, edited as the helper reports: the step, and the
+    rows so far in a long one. `done` ends it ("finished", "stopped")."""
+    step, steps = state.get("index", "?"), state.get("steps", "?")
+    line = f"{kind.capitalize()} of {bridge}, step {step} of {steps}: {state.get('doing', '…')}"
+    if (
+        "table" in state
+        and state.get("rows") is not None
+        and state.get("step")
+        in (
+            "backup",
+            "restore_db",
+        )
+    ):
+        of = state.get("of")
+        total = (
+            f" of {'about ' if state.get('approx') else ''}{of:,}" if isinstance(of, int) else ""
+        )
+        line += f", {state['table']}: {state['rows']:,}{total} rows"
+    head = f"{'⏳' if not done else '✔️'} {line}" + (f" ({done})" if done else "")
+    return head, f"<p>{esc(head)}</p>"

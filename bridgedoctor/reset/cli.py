@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..dbpin import DbPin, parse_pins
 from ..diagnose import Options
@@ -103,20 +105,43 @@ def run(args: argparse.Namespace) -> int:
             def confirm(plan: Plan) -> bool:
                 return _ask(plan.render(), args.yes)
 
-            m = asyncio.run(runner.reset(args.name, args.mode, opts, root, confirm))
+            m = asyncio.run(
+                runner.reset(
+                    args.name, args.mode, opts, root, confirm, progress=_terminal("reset", args)
+                )
+            )
             print(f"Reset {m.bridge} ({m.mode}) done. Backup: {m.location}")
             print(f"Undo: bridgedoctor restore {m.bridge} {m.id}")
             if m.mode == "full":
                 print("Now log in to the remote network again (the bridge's login command).")
             return EXIT_OK
         m = asyncio.run(
-            runner.restore(args.name, args.id, opts, root, lambda p: _ask(p.render(), args.yes))
+            runner.restore(
+                args.name,
+                args.id,
+                opts,
+                root,
+                lambda p: _ask(p.render(), args.yes),
+                progress=_terminal("restore", args),
+            )
         )
         print(f"Restored {m.bridge} from {m.source}.")
         return EXIT_OK
     except ResetError as e:
         sys.stderr.write(f"bridgedoctor: {neutral(str(e), keep_newlines=False)}\n")
         return EXIT_USAGE if e.usage else EXIT_REFUSED
+
+
+def _terminal(kind: str, args: argparse.Namespace) -> Callable[[dict[str, Any]], None] | None:
+    """Progress lines on stderr, when a person is watching it (not in logs or pipes)."""
+    if not sys.stderr.isatty():
+        return None
+    from ..render.matrix_reset import progress
+
+    def show(state: dict[str, Any]) -> None:
+        sys.stderr.write(progress(kind, args.name, state)[0] + "\n")
+
+    return show
 
 
 def _backups(name: str, root: Path, as_json: bool) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 from .dbio import Db, file_sum
 from .errors import ResetError
+from .progress import Progress, counter
 
 # Parents first (load order); deleted in reverse so the olm_message_hash FK never blocks.
 CLEARED = (
@@ -34,13 +35,16 @@ def targets(tables: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-async def backup(db: Db, dest: Path) -> dict[str, dict[str, Any]]:
+async def backup(
+    db: Db, dest: Path, progress: Progress | None = None
+) -> dict[str, dict[str, Any]]:
     """Dump each table; the row count is the one the dump itself reports (never a recount)."""
     ext = "copy" if db.kind == "postgres" else "jsonl"
     recorded: dict[str, dict[str, Any]] = {}
     for table, where, stem in targets(await db.tables()):
         path = dest / f"{stem}.{ext}"
-        rows = await db.dump(table, path, where)
+        about = None if where or progress is None or progress.silent else await db.estimate(table)
+        rows = await db.dump(table, path, where, counter(progress, table, about, approx=True))
         recorded[stem] = {"table": table, "where": where, "file": path.name, "rows": rows}
     return recorded
 
@@ -61,7 +65,9 @@ async def apply(db: Db, tables: list[str]) -> None:
         await db.clear([(t, w) for t, w, _stem in reversed(targets(tables))])
 
 
-async def restore(db: Db, src: Path, recorded: dict[str, dict[str, Any]]) -> None:
+async def restore(
+    db: Db, src: Path, recorded: dict[str, dict[str, Any]], progress: Progress | None = None
+) -> None:
     """Put the backed-up rows back exactly, replacing whatever the bridge created since. Each
     file's rows and sha256 are checked as it loads; a damaged one rolls everything back."""
     schema = await db.schema()
@@ -69,4 +75,7 @@ async def restore(db: Db, src: Path, recorded: dict[str, dict[str, Any]]) -> Non
     async with db.transaction():
         await db.clear([(rec["table"], rec["where"]) for rec in reversed(order)])
         for rec in order:
-            await db.load(rec["table"], src / rec["file"], rec["rows"], rec["sha256"], schema)
+            on_chunk = counter(progress, rec["table"], rec["rows"])
+            await db.load(
+                rec["table"], src / rec["file"], rec["rows"], rec["sha256"], schema, on_chunk
+            )

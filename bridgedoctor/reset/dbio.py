@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from .errors import ResetError
 # leaves a bridge stopped for longer. Plans are read-only and keep the probes' short timeout.
 SQLITE_BUSY_SECONDS = 120.0
 CHUNK = 1 << 20
+OnChunk = Callable[[bytes], None] | None
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,13 @@ class PgDb:
         )
         return [r[0] for r in rows]
 
+    async def estimate(self, table: str) -> int | None:
+        """The planner's row estimate (free, no scan): a total for progress, never a check."""
+        n = await self.conn.fetchval(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", qi(table)
+        )
+        return int(n) if n is not None and n >= 0 else None
+
     async def size(self, tables: list[str] | None) -> int:
         if tables is None:
             return int(await self.conn.fetchval("SELECT pg_database_size(current_database())"))
@@ -131,8 +139,9 @@ class PgDb:
         await self.conn.copy_from_query(f"SELECT * FROM {qi(table)} ORDER BY {order}", output=sink)
         return TableSum(lines, h.hexdigest())
 
-    async def dump(self, table: str, path: Path, where: str = "") -> int:
-        """Write the rows to path (fsynced); returns how many the server sent (COPY's count)."""
+    async def dump(self, table: str, path: Path, where: str = "", on_chunk: OnChunk = None) -> int:
+        """Write the rows to path (fsynced); returns how many the server sent (COPY's count).
+        `on_chunk` sees each piece as it is written (progress)."""
         sql = f"SELECT * FROM {qi(table)}" + (f" WHERE {where}" if where else "")
         with path.open("wb") as f:
             write = f.write
@@ -140,6 +149,8 @@ class PgDb:
             # A plain write per chunk: page-cache writes are quick, a thread hand-off is not.
             async def sink(chunk: bytes) -> None:
                 write(chunk)
+                if on_chunk is not None:
+                    on_chunk(chunk)
 
             status = await self.conn.copy_from_query(sql, output=sink)
             f.flush()
@@ -166,7 +177,13 @@ class PgDb:
                 await self.delete(table, where)
 
     async def load(
-        self, table: str, path: Path, rows: int, sha256: str, schema: str | None = None
+        self,
+        table: str,
+        path: Path,
+        rows: int,
+        sha256: str,
+        schema: str | None = None,
+        on_chunk: OnChunk = None,
     ) -> None:
         """COPY the file in, checking its lines and sha256 as it streams (one read, not two);
         a damaged file raises inside the caller's transaction, so nothing is kept."""
@@ -175,6 +192,8 @@ class PgDb:
         async def chunks() -> AsyncIterator[bytes]:
             with path.open("rb") as f:
                 while chunk := f.read(CHUNK):
+                    if on_chunk is not None:
+                        on_chunk(chunk)
                     yield summer.add(chunk)
 
         if path.stat().st_size:
@@ -217,6 +236,9 @@ class SqliteDb:
         ).fetchall()
         return [r[0] for r in rows]
 
+    async def estimate(self, table: str) -> int | None:
+        return None  # SQLite keeps no row estimate short of counting
+
     async def size(self, tables: list[str] | None) -> int:
         # Row payloads are bounded by the file; a crypto backup is at most the whole file.
         return self.target.path.stat().st_size
@@ -234,14 +256,17 @@ class SqliteDb:
             n += 1
         return TableSum(n, h.hexdigest())
 
-    async def dump(self, table: str, path: Path, where: str = "") -> int:
+    async def dump(self, table: str, path: Path, where: str = "", on_chunk: OnChunk = None) -> int:
         """Write the rows to path (fsynced); returns how many were written."""
         sql = f"SELECT * FROM {qi(table)}" + (f" WHERE {where}" if where else "")
         n = 0
         with path.open("wb") as f:
             for row in self._rows(sql):
-                f.write(_encode_row(row))
+                line = _encode_row(row)
+                f.write(line)
                 n += 1
+                if on_chunk is not None:
+                    on_chunk(line)
             f.flush()
             _fsync(f)
         return n
@@ -255,11 +280,19 @@ class SqliteDb:
             await self.delete(table, where)
 
     async def load(
-        self, table: str, path: Path, rows: int, sha256: str, schema: str | None = None
+        self,
+        table: str,
+        path: Path,
+        rows: int,
+        sha256: str,
+        schema: str | None = None,
+        on_chunk: OnChunk = None,
     ) -> None:
         summer = Summer()
         with path.open("rb") as f:
             for line in f:
+                if on_chunk is not None:
+                    on_chunk(line)
                 values = [_decode(v) for v in json.loads(summer.add(line))]
                 marks = ", ".join("?" for _ in values)
                 self.conn.execute(f"INSERT INTO {qi(table)} VALUES ({marks})", values)

@@ -18,6 +18,7 @@ from . import backup, crypto, full, paths, services
 from .dbio import Db, open_db, snapshot
 from .errors import ResetError
 from .manifest import Manifest, State
+from .progress import Progress
 from .target import Bridge, resolve
 
 # Test hook at the process boundary: the process dies right after the named step has finished
@@ -66,6 +67,7 @@ class Ctx:
     m: Manifest
     bridge: Bridge
     source: Manifest | None = None  # for a restore: the reset whose backup is put back
+    progress: Progress = field(default_factory=lambda: Progress(None))
     _db: Db | None = field(default=None, repr=False)
 
     @classmethod
@@ -88,9 +90,10 @@ class Ctx:
 
 async def drive(ctx: Ctx, steps: tuple[str, ...]) -> None:
     try:
-        for step in steps:
+        for index, step in enumerate(steps, 1):
             if step in ctx.m.done_steps():
                 continue
+            ctx.progress.step(step, index, len(steps))
             await STEP[step](ctx)
             crashpoint(step)
             ctx.m.step(step, STATE_AFTER.get(step))
@@ -117,7 +120,7 @@ async def _backup(ctx: Ctx) -> None:
     if m.mode == "crypto":
         # No snapshot: a crypto reset is verified file by file against the dump and never
         # compares whole-database digests (a sorted pass over every table, a third of the time).
-        m.tables = await crypto.backup(db, dest)
+        m.tables = await crypto.backup(db, dest, ctx.progress)
         return
     m.snapshot = {t: {"rows": s.rows, "sha256": s.sha256} for t, s in (await snapshot(db)).items()}
     info = await full.backup_db(db, dest)
@@ -165,7 +168,7 @@ async def _restore_db(ctx: Ctx) -> None:
     src = ctx.source
     assert src is not None
     if src.mode == "crypto":
-        await crypto.restore(await ctx.db(), src.dir, src.tables)
+        await crypto.restore(await ctx.db(), src.dir, src.tables, ctx.progress)
     elif isinstance(ctx.bridge.db, full.SqliteTarget):
         copy = src.dir / "database.sqlite"
         if copy.exists():

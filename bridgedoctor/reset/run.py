@@ -14,6 +14,7 @@ from .engine import RESET_STEPS, RESTORE_STEPS, Ctx, drive, options_dict
 from .errors import ResetError
 from .manifest import FINAL, Manifest, all_for, now
 from .plan import Mode, Plan, digest_of, make
+from .progress import Progress, Sink
 from .recover import recover_locked, rollback
 from .target import Bridge, resolve
 
@@ -102,7 +103,9 @@ async def reset(
     confirm: Confirm,
     requested_by: str | None = None,
     plan_id: str | None = None,
+    progress: Sink | None = None,
 ) -> Manifest:
+    """`progress` gets the step and rows so far while it runs (reset/progress.py)."""
     bridge = resolve(name, opts)
     bridge_dir = backup_root / bridge.name
     shown = await _plan(bridge, mode, backup_root, plan_id)
@@ -136,7 +139,7 @@ async def reset(
         )
         m.save()
         try:
-            await drive(Ctx(m, bridge), RESET_STEPS[mode])
+            await drive(Ctx(m, bridge, progress=Progress(progress)), RESET_STEPS[mode])
         except Exception as e:  # noqa: BLE001 - whatever failed, leave no half-reset bridge
             reason = str(e) if isinstance(e, ResetError) else f"{type(e).__name__}: {e}"
             changed = any(s in m.done_steps() for s in ("apply", "clear_db"))
@@ -237,6 +240,7 @@ async def restore(
     backup_root: Path,
     confirm: Callable[[RestorePlan], bool],
     requested_by: str | None = None,
+    progress: Sink | None = None,
 ) -> Manifest:
     bridge = resolve(name, opts)
     bridge_dir = backup_root / bridge.name
@@ -267,7 +271,7 @@ async def restore(
         )
         m.save()
         try:
-            await drive(Ctx(m, bridge, src), RESTORE_STEPS[src.mode])
+            await drive(Ctx(m, bridge, src, Progress(progress)), RESTORE_STEPS[src.mode])
         except Exception as e:  # noqa: BLE001
             if isinstance(e, ResetError) and not e.touched and not m.done_steps():
                 # Refused before anything was written (a path moved during the stop): the
