@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,9 +49,14 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
     "restore_plan": ("bridge", "backup"),
     "restore": ("bridge", "backup", "digest", "requested_by"),
 }
-# Optional yes/no flags (JSON true/false; absent means false), per operation.
-OP_FLAGS: dict[str, tuple[str, ...]] = {"check": ("deep",)}
-FLAGS = ("deep",)
+# Optional yes/no flags (JSON true/false; absent means false), per operation. `progress`: the
+# client reads progress lines, {"v": 1, "progress": {...}}, before the one response line.
+OP_FLAGS: dict[str, tuple[str, ...]] = {
+    "check": ("deep",),
+    "reset": ("progress",),
+    "restore": ("progress",),
+}
+FLAGS = ("deep", "progress")
 OPS = frozenset(OP_FIELDS)
 MUTATING = frozenset({"reset", "restore"})
 
@@ -84,6 +90,7 @@ class Request:
     digest: str | None = None
     requested_by: str | None = None
     deep: bool = False  # check: verify every pickled row, not a sample
+    progress: bool = False  # reset, restore: send progress lines before the response
 
     def fields(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in FIELD_RE if getattr(self, k) is not None}
@@ -150,6 +157,10 @@ def encode_response(
     return json.dumps(body).encode() + b"\n"
 
 
+def encode_progress(state: dict[str, Any]) -> bytes:
+    return json.dumps({"v": VERSION, "progress": state}).encode() + b"\n"
+
+
 def decode_response(line: bytes) -> dict[str, Any]:
     """The result of a response line, or ProtocolError carrying the helper's error."""
     try:
@@ -164,15 +175,27 @@ def decode_response(line: bytes) -> dict[str, Any]:
     raise ProtocolError(str(err.get("code", E_INTERNAL)), str(err.get("message", "Helper error.")))
 
 
-async def call(socket_path: str, req: Request, timeout: float = 60.0) -> dict[str, Any]:
-    """Send one request to the helper. Connection problems raise OSError or TimeoutError."""
+async def call(
+    socket_path: str,
+    req: Request,
+    timeout: float = 60.0,
+    on_progress: Callable[[dict[str, Any]], object] | None = None,
+) -> dict[str, Any]:
+    """Send one request to the helper. Connection problems raise OSError or TimeoutError.
+    Progress lines (asked for with `req.progress`) go to `on_progress` as they arrive."""
 
     async def exchange() -> bytes:
         reader, writer = await asyncio.open_unix_connection(socket_path, limit=MAX_RESPONSE_BYTES)
         try:
             writer.write(encode_request(req))
             await writer.drain()
-            return await reader.readline()
+            while True:
+                line = await reader.readline()
+                state = _progress(line) if req.progress else None
+                if state is None:
+                    return line
+                if on_progress is not None:
+                    on_progress(state)
         finally:
             writer.close()
 
@@ -180,3 +203,15 @@ async def call(socket_path: str, req: Request, timeout: float = 60.0) -> dict[st
     if not line:
         raise ConnectionResetError("the helper closed the connection without answering")
     return decode_response(line)
+
+
+def _progress(line: bytes) -> dict[str, Any] | None:
+    """The state of a progress line, or None for anything else (the response)."""
+    if not line.startswith(b'{"v": 1, "progress": '):
+        return None
+    try:
+        body = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    state = body.get("progress") if isinstance(body, dict) else None
+    return state if isinstance(state, dict) else None

@@ -7,6 +7,7 @@ the socket path and what to check. The token is sent to the helper and nowhere e
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from bridgedoctor import protocol
@@ -87,6 +88,10 @@ def explain_refusal(err: protocol.ProtocolError, path: str) -> HelperError:
     return HelperError(sentence, err.code)
 
 
+# Called with each progress state the helper sends while a reset or restore runs.
+OnProgress = Callable[[dict[str, Any]], object]
+
+
 class HelperClient:
     def __init__(self, socket_path: str, token: str, timeout: float) -> None:
         self.socket_path = socket_path
@@ -111,11 +116,18 @@ class HelperClient:
         return await self._call("reset_plan", bridge, mode=mode)
 
     async def reset(
-        self, bridge: str, mode: str, plan: str, digest: str, requested_by: str
+        self,
+        bridge: str,
+        mode: str,
+        plan: str,
+        digest: str,
+        requested_by: str,
+        on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
         return await self._call(
-            "reset", bridge, mode=mode, plan=plan, digest=digest, requested_by=requested_by
-        )
+            "reset", bridge, on_progress, mode=mode, plan=plan, digest=digest,
+            requested_by=requested_by,
+        )  # fmt: skip
 
     async def backups(self, bridge: str) -> dict[str, Any]:
         return await self._call("backups", bridge)
@@ -124,14 +136,24 @@ class HelperClient:
         return await self._call("restore_plan", bridge, backup=backup)
 
     async def restore(
-        self, bridge: str, backup: str, digest: str, requested_by: str
+        self,
+        bridge: str,
+        backup: str,
+        digest: str,
+        requested_by: str,
+        on_progress: OnProgress | None = None,
     ) -> dict[str, Any]:
         return await self._call(
-            "restore", bridge, backup=backup, digest=digest, requested_by=requested_by
-        )
+            "restore", bridge, on_progress, backup=backup, digest=digest,
+            requested_by=requested_by,
+        )  # fmt: skip
 
     async def _call(
-        self, op: str, bridge: str | None = None, **fields: str | bool
+        self,
+        op: str,
+        bridge: str | None = None,
+        on_progress: OnProgress | None = None,
+        **fields: str | bool,
     ) -> dict[str, Any]:
         if not self._token:
             raise HelperError(
@@ -139,9 +161,11 @@ class HelperClient:
                 "to the content of the helper's token_file.",
                 "no_token",
             )
-        req = protocol.Request(token=self._token, op=op, bridge=bridge, **fields)
+        if on_progress is not None:
+            fields["progress"] = True
+        req = protocol.Request(token=self._token, op=op, bridge=bridge, **fields)  # type: ignore[arg-type]
         try:
-            return await protocol.call(self.socket_path, req, timeout=self.timeout)
+            return await protocol.call(self.socket_path, req, self.timeout, on_progress)
         except protocol.ProtocolError as err:
             raise explain_refusal(err, self.socket_path) from None
         except (OSError, TimeoutError, asyncio.TimeoutError) as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -157,11 +158,16 @@ class ResetFlow:
             )
         helper = HelperClient(settings.socket_path, settings.token, settings.reset_timeout)
         self._log.warning(f"{p.kind} of {p.bridge} ({p.ident}) confirmed by {p.requester}")
+        shown = _ProgressNotice(self, p)
         try:
             if p.kind == "reset":
-                result = await helper.reset(p.bridge, p.mode, p.ident, p.digest, p.requester)
+                result = await helper.reset(
+                    p.bridge, p.mode, p.ident, p.digest, p.requester, shown.update
+                )
+                await shown.close("finished")
                 return render_reset.reset_done(result, COMMAND)
-            result = await helper.restore(p.bridge, p.ident, p.digest, p.requester)
+            result = await helper.restore(p.bridge, p.ident, p.digest, p.requester, shown.update)
+            await shown.close("finished")
             return render_reset.restore_done(result, COMMAND)
         except HelperError as err:
             if err.code == "timeout":
@@ -174,6 +180,7 @@ class ResetFlow:
             self._log.exception(f"{p.kind} of {p.bridge} failed in the plugin")
             return render.error(UNEXPECTED)
         finally:
+            await shown.close("stopped")  # no-op when it closed as finished
             self._registry.release(p.bridge)
             await self._forget(p)
             if marker:
@@ -258,3 +265,51 @@ class ResetFlow:
             self._registry.drop(p.code)
         for task in self._tasks:
             task.cancel()
+
+
+class _ProgressNotice:
+    """The progress line of a running reset or restore: posted (in reply to the plan) at the
+    helper's first report, then edited in place as later ones arrive, at most once every
+    EDIT_EVERY seconds, and a last time when it ends. A long reset is never a silent one."""
+
+    EDIT_EVERY = 5.0
+
+    def __init__(self, flow: ResetFlow, p: Pending) -> None:
+        self._flow = flow
+        self._p = p
+        self._event: EventID | None = None
+        self._state: dict[str, Any] | None = None
+        self._sent_at = 0.0
+        self._task: asyncio.Task[Any] | None = None
+        self._closed = False
+
+    def update(self, state: dict[str, Any]) -> None:
+        """Called by the helper client for each progress line (on the event loop)."""
+        self._state = state
+        due = self._event is None or time.monotonic() - self._sent_at >= self.EDIT_EVERY
+        if due and not self._closed and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self._send(""))
+
+    async def close(self, done: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._state is not None:
+            await self._send(done)
+
+    async def _send(self, done: str) -> None:
+        assert self._state is not None
+        p = self._p
+        content = notice(*render_reset.progress(p.kind, p.bridge, self._state, done))
+        if self._event is not None:
+            content.set_edit(self._event)
+        elif p.event_id:
+            content.set_reply(EventID(p.event_id))
+        self._sent_at = time.monotonic()
+        sent = await self._flow._quietly(
+            self._flow._client.send_message(RoomID(p.room_id), content)
+        )
+        if self._event is None and sent:
+            self._event = EventID(str(sent))

@@ -125,6 +125,59 @@ async def test_plan_then_only_the_requesters_check_runs_it(
     assert notices(bot)[-1].content.body.startswith(f"No plan with code {code} is waiting")
 
 
+async def test_a_running_reset_shows_its_progress(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper
+) -> None:
+    """The helper reports steps and rows while it works: one line in reply to the plan, edited
+    in place (not a message per report), ending as finished; then the report."""
+    bot = maubot_test_bot
+    helper.progress = [
+        {"step": "stop", "doing": "stopping the bridge", "index": 1, "steps": 5},
+        {"step": "backup", "doing": "backing up", "index": 2, "steps": 5,
+         "table": "crypto_megolm_inbound_session", "rows": 1000, "of": 3000, "approx": True},
+        {"step": "backup", "doing": "backing up", "index": 2, "steps": 5,
+         "table": "crypto_megolm_inbound_session", "rows": 3000, "of": 3000, "approx": True},
+        {"step": "start", "doing": "starting the bridge", "index": 5, "steps": 5},
+    ]  # fmt: skip
+    await say(bot, "!bridge reset gmessages")
+    event_id, code, _ = plan_event(bot)
+    before = len(bot.responded)
+    await say(bot, f"!bridge confirm {code}")
+    (reset,) = [r for r in helper.requests if r.op == "reset"]
+    assert reset.progress is True
+    sent = [r for r in bot.responded[before:] if r.event_type == EventType.ROOM_MESSAGE]
+    first, *edits, report = sent
+    assert first.content.body == "⏳ Reset of gmessages, step 1 of 5: stopping the bridge"
+    assert first.content.relates_to.in_reply_to.event_id == event_id
+    first_id = bot.ids[before + bot.responded[before:].index(first)]  # type: ignore[attr-defined]
+    assert len(edits) <= 2  # throttled: not one message per report
+    last = edits[-1].content
+    assert last.relates_to.rel_type.value == "m.replace" and last.relates_to.event_id == first_id
+    assert last.serialize()["m.new_content"]["body"] == (
+        "✔️ Reset of gmessages, step 5 of 5: starting the bridge (finished)"
+    )
+    assert report.content.body.startswith("✅ gmessages: crypto reset done.")
+
+
+def test_progress_line_shows_rows_of_the_long_step() -> None:
+    from bridgedoctor.render.matrix_reset import progress
+
+    state = {"step": "backup", "doing": "backing up", "index": 2, "steps": 5,
+             "table": "crypto_megolm_inbound_session", "rows": 450000, "of": 1000000,
+             "approx": True}  # fmt: skip
+    body, html = progress("reset", "whatsapp", state)
+    assert body == (
+        "⏳ Reset of whatsapp, step 2 of 5: backing up, crypto_megolm_inbound_session: "
+        "450,000 of about 1,000,000 rows"
+    )
+    assert html == f"<p>{body}</p>"
+    exact = {**state, "step": "restore_db", "doing": "putting the rows back", "approx": False}
+    assert progress("restore", "whatsapp", exact, "stopped")[0] == (
+        "✔️ Restore of whatsapp, step 2 of 5: putting the rows back, "
+        "crypto_megolm_inbound_session: 450,000 of 1,000,000 rows (stopped)"
+    )
+
+
 async def test_confirm_by_code_and_wrong_people(
     plugin,
     maubot_test_bot: mtest.TestBot,

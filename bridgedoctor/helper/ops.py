@@ -9,6 +9,7 @@ from ..diagnose import BRIDGE_TIMEOUT, Options, check, check_all
 from ..knowledge import Knowledge
 from ..probes import host
 from ..protocol import E_UNKNOWN_BRIDGE, ProtocolError, Request
+from ..reset.progress import Sink
 from . import reset_ops
 from .config import HelperConfig
 
@@ -32,8 +33,11 @@ async def discovered(cfg: HelperConfig, kb: Knowledge) -> list[str]:
     return await asyncio.to_thread(host.discover, cfg.root, cfg.systemd_dir, kb)
 
 
-async def run(req: Request, cfg: HelperConfig, kb: Knowledge) -> tuple[dict[str, Any], str]:
-    """The result object and a short outcome for the audit line."""
+async def run(
+    req: Request, cfg: HelperConfig, kb: Knowledge, progress: Sink | None = None
+) -> tuple[dict[str, Any], str]:
+    """The result object and a short outcome for the audit line. `progress` (reset and restore
+    only) gets the running step and rows."""
     if req.op == "list":
         names = await discovered(cfg, kb)
         return {"bridges": names}, "ok"
@@ -49,4 +53,4 @@ async def run(req: Request, cfg: HelperConfig, kb: Knowledge) -> tuple[dict[str,
     if req.op == "check":
         report = await check(name, options(cfg, req.deep), kb)
         return report.to_dict(), report.status
-    return await reset_ops.run(req, name, cfg.backup_dir, options(cfg), cfg.allow_reset)
+    return await reset_ops.run(req, name, cfg.backup_dir, options(cfg), cfg.allow_reset, progress)

@@ -20,6 +20,7 @@ from ..reset import run as runner
 from ..reset.errors import ResetError
 from ..reset.manifest import Manifest, all_for
 from ..reset.plan import Mode, Plan
+from ..reset.progress import Sink
 from .audit import log
 
 T = TypeVar("T")
@@ -62,10 +63,16 @@ def summary(m: Manifest) -> dict[str, Any]:
 
 
 async def run(
-    req: Request, name: str, root: Path, opts: Options, allowed: bool
+    req: Request,
+    name: str,
+    root: Path,
+    opts: Options,
+    allowed: bool,
+    progress: Sink | None = None,
 ) -> tuple[dict[str, Any], str]:
     """`name` is the discovered bridge (never the client's string); `root` the backup_dir;
-    `allowed` the allow_reset setting (listing backups is read-only and always allowed)."""
+    `allowed` the allow_reset setting (listing backups is read-only and always allowed);
+    `progress` gets a running reset's or restore's step and rows."""
     if req.op == "backups":
         items = [summary(m) for m in all_for(root / name) if m.kind == "reset"]
         return {"bridge": name, "backups": items}, f"{len(items)} backups"
@@ -81,15 +88,17 @@ async def run(
             rplan = await asyncio.to_thread(runner.plan_restore, name, ident, opts, root)
             return rplan.to_dict(), "planned"
         if req.op == "reset":
-            return await _reset(req, name, opts, root)
+            return await _reset(req, name, opts, root, progress)
         if req.op == "restore":
-            return await _restore(req, name, opts, root)
+            return await _restore(req, name, opts, root, progress)
     except ResetError as e:
         raise _refusal(e) from None
     raise ProtocolError(E_BAD_REQUEST, "The helper does not offer that operation.")
 
 
-async def _reset(req: Request, name: str, opts: Options, root: Path) -> tuple[dict[str, Any], str]:
+async def _reset(
+    req: Request, name: str, opts: Options, root: Path, progress: Sink | None
+) -> tuple[dict[str, Any], str]:
     mode = _mode(req)
 
     def confirm(plan: Plan) -> bool:
@@ -99,13 +108,13 @@ async def _reset(req: Request, name: str, opts: Options, root: Path) -> tuple[di
 
     log.warning("reset of %s (%s) confirmed by %s", name, mode, req.requested_by)
     m = await in_worker(
-        lambda: runner.reset(name, mode, opts, root, confirm, req.requested_by, req.plan)
+        lambda: runner.reset(name, mode, opts, root, confirm, req.requested_by, req.plan, progress)
     )
     return {**summary(m), "after": m.extra.get("after", [])}, "done"
 
 
 async def _restore(
-    req: Request, name: str, opts: Options, root: Path
+    req: Request, name: str, opts: Options, root: Path, progress: Sink | None
 ) -> tuple[dict[str, Any], str]:
     assert req.backup is not None
     ident = req.backup
@@ -116,5 +125,7 @@ async def _restore(
         return True
 
     log.warning("restore of %s from %s confirmed by %s", name, ident, req.requested_by)
-    m = await in_worker(lambda: runner.restore(name, ident, opts, root, confirm, req.requested_by))
+    m = await in_worker(
+        lambda: runner.restore(name, ident, opts, root, confirm, req.requested_by, progress)
+    )
     return summary(m), "done"

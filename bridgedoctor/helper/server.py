@@ -22,9 +22,12 @@ from ..protocol import (
     MAX_RESPONSE_BYTES,
     MUTATING,
     ProtocolError,
+    Request,
     decode_request,
+    encode_progress,
     encode_response,
 )
+from ..reset.progress import Sink
 from ..reset.recover import recover
 from . import listen, ops, reset_ops
 from .audit import Entry, audit_log, log
@@ -32,6 +35,11 @@ from .config import HelperConfig
 from .peer import Peer, credentials
 
 INTERNAL_MESSAGE = "The helper hit an unexpected error; its log on the host has the details."
+
+
+def _write_progress(writer: asyncio.StreamWriter, line: bytes) -> None:
+    if not writer.is_closing():  # a client gone mid-reset: the reset goes on regardless
+        writer.write(line)
 
 
 class Helper:
@@ -105,7 +113,7 @@ class Helper:
         entry = Entry(uid=peer.uid if peer else None, pid=peer.pid if peer else None)
         logged = False
         try:
-            response = await self._respond(reader, peer, entry)
+            response = await self._respond(reader, writer, peer, entry)
             # Log before sending: once the client sees the answer, its audit line exists.
             audit_log.info(entry.line((time.monotonic() - started) * 1000))
             logged = True
@@ -116,10 +124,14 @@ class Helper:
                 audit_log.info(entry.line((time.monotonic() - started) * 1000))
 
     async def _respond(
-        self, reader: asyncio.StreamReader, peer: Peer | None, entry: Entry
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer | None,
+        entry: Entry,
     ) -> bytes:
         try:
-            response = encode_response(await self._answer(reader, peer, entry))
+            response = encode_response(await self._answer(reader, writer, peer, entry))
         except ProtocolError as e:
             entry.result = e.code
             return encode_response(error=e)
@@ -134,7 +146,11 @@ class Helper:
         return response
 
     async def _answer(
-        self, reader: asyncio.StreamReader, peer: Peer | None, entry: Entry
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer | None,
+        entry: Entry,
     ) -> dict[str, Any]:
         line = await self._read_line(reader)
         allowed = self.cfg.allowed_uids
@@ -158,13 +174,25 @@ class Helper:
         async with self.slots:
             try:
                 result, entry.result = await asyncio.wait_for(
-                    ops.run(req, self.cfg, self.kb), limit
+                    ops.run(req, self.cfg, self.kb, self._progress(req, writer)), limit
                 )
             except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
                 raise ProtocolError(
                     E_TIMEOUT, "The check took too long and was stopped."
                 ) from None
         return result
+
+    def _progress(self, req: Request, writer: asyncio.StreamWriter) -> Sink | None:
+        """For a client that asked: progress lines on its connection, written from whatever
+        thread runs the operation (the reset's worker), through the loop."""
+        if not req.progress:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def send(state: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(_write_progress, writer, encode_progress(state))
+
+        return send
 
     async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
         try:

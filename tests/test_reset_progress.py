@@ -1,0 +1,103 @@
+"""Progress of a long reset or restore: the steps in order and the rows streamed so far, from
+the engine to the helper's socket (progress lines before the one answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridgedoctor.reset import progress as progress_mod
+from bridgedoctor.reset import run as runner
+from bridgedoctor.reset.engine import RESET_STEPS, RESTORE_STEPS
+from tests.support.fleet import Host
+from tests.support.pg import PgServer
+from tests.support.reset_env import RESET_BRIDGE, Systemd, options
+from tests.support.store import StoreSpec, session_rows
+from tests.test_helper_reset import ADMIN, helper, host, run_plan
+from tests.test_helper_server import TOKEN, sockdir
+from tests.test_reset import engine
+
+__all__ = ["engine", "helper", "host", "sockdir"]  # fixtures used by name below
+INBOUND = 1500
+_counter = itertools.count()
+
+
+@pytest.fixture
+def big(tmp_path: Path, pg: PgServer, engine: str) -> Host:
+    host = Host.at(tmp_path / "big", pg if engine == "postgres" else None)
+    spec = StoreSpec(RESET_BRIDGE, extra=session_rows("mautrix.bridge.e2ee", inbound=INBOUND))
+    host.add(RESET_BRIDGE, spec, engine=engine, db_prefix=f"p{next(_counter)}_")
+    return host
+
+
+def test_steps_in_order_and_rows_as_they_stream(
+    big: Host, systemd: Systemd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(progress_mod, "EVERY", 0.0)  # every chunk reported, not every 2 s
+    seen: list[dict[str, Any]] = []
+    backups = tmp_path / "backups"
+    m = asyncio.run(
+        runner.reset(RESET_BRIDGE, "crypto", options(big), backups, lambda p: True, "t",
+                     progress=seen.append)
+    )  # fmt: skip
+    steps = [(s["step"], s["index"], s["steps"]) for s in seen if "table" not in s]
+    assert steps == [(name, i, 5) for i, name in enumerate(RESET_STEPS["crypto"], 1)]
+    inbound = [s for s in seen if s.get("table") == "crypto_megolm_inbound_session"]
+    assert {s["step"] for s in inbound} == {"backup"}
+    counts = [s["rows"] for s in inbound]
+    assert counts == sorted(counts) and counts[-1] == INBOUND + 1  # StoreSpec adds one
+    assert m.tables["crypto_megolm_inbound_session"]["rows"] == INBOUND + 1
+
+    seen.clear()
+    asyncio.run(
+        runner.restore(RESET_BRIDGE, m.id, options(big), backups, lambda p: True, "t",
+                       progress=seen.append)
+    )  # fmt: skip
+    steps = [s["step"] for s in seen if "table" not in s]
+    assert steps == list(RESTORE_STEPS["crypto"])
+    last = [s for s in seen if s.get("table") == "crypto_megolm_inbound_session"][-1]
+    # A restore knows every total exactly: the manifest's count.
+    assert (last["step"], last["rows"], last["of"], last["approx"]) == (
+        "restore_db",
+        INBOUND + 1,
+        INBOUND + 1,
+        False,
+    )
+
+
+def test_a_sink_that_fails_never_fails_the_reset(
+    big: Host, systemd: Systemd, tmp_path: Path
+) -> None:
+    calls = []
+
+    def broken(state: dict[str, Any]) -> None:
+        calls.append(state)
+        raise OSError("the client went away")
+
+    m = asyncio.run(
+        runner.reset(RESET_BRIDGE, "crypto", options(big), tmp_path / "b", lambda p: True, "t",
+                     progress=broken)
+    )  # fmt: skip
+    assert m.state == "done" and len(calls) == 1  # dropped after its first failure
+
+
+def test_helper_sends_progress_lines_before_the_answer(helper, host: Host) -> None:  # noqa: F811
+    plan = helper.ask({"v": 1, "token": TOKEN, "op": "reset_plan", "bridge": RESET_BRIDGE,
+                       "mode": "crypto"})["result"]  # fmt: skip
+    body = {"v": 1, "token": TOKEN, "op": "reset", "bridge": RESET_BRIDGE, "mode": "crypto",
+            "plan": plan["id"], "digest": plan["digest"], "requested_by": ADMIN,
+            "progress": True}  # fmt: skip
+    lines = helper.raw(json.dumps(body).encode() + b"\n").splitlines()
+    *progress, answer = [json.loads(x) for x in lines]
+    assert answer["ok"] is True and answer["result"]["state"] == "done"
+    assert [p["progress"]["step"] for p in progress] == list(RESET_STEPS["crypto"])
+    assert all(set(p) == {"v", "progress"} for p in progress)
+    # Without the flag: exactly the one answer line, as every client before progress expects.
+    rplan = helper.ask({"v": 1, "token": TOKEN, "op": "restore_plan", "bridge": RESET_BRIDGE,
+                        "backup": plan["id"]})["result"]  # fmt: skip
+    assert run_plan(helper, rplan)["ok"] is True
