@@ -184,11 +184,29 @@ async def test_reset_in_the_room_then_restore(chat: Chat, systemd: Systemd) -> N
         await admin.react(chat.room_id, plan["event_id"], "✅")
         report = await admin.wait_for_reply(
             chat.room_id,
-            lambda e: is_notice(e) and replies_to(plan["event_id"])(e),
+            lambda e: (
+                is_notice(e)
+                and replies_to(plan["event_id"])(e)
+                and e["content"]["body"].startswith("✅")
+            ),
             sender=chat.bot.user_id,
             timeout=60,
         )
+        events = await admin.recent_events(chat.room_id)
     assert report["content"]["body"].startswith("✅ gmessages: crypto reset done.")
+    # While it ran: one progress line in reply to the plan, edited in place to its end.
+    (line,) = [
+        e for e in events
+        if is_notice(e) and replies_to(plan["event_id"])(e)
+        and e["content"]["body"].startswith("⏳ Reset of gmessages, step ")
+    ]  # fmt: skip
+    edits = [
+        e["content"]["m.new_content"]["body"]
+        for e in events
+        if e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
+        and e["content"]["m.relates_to"].get("event_id") == line["event_id"]
+    ]
+    assert edits and edits[-1].endswith("step 5 of 5: starting the bridge (finished)"), edits
     assert f"stop {GMESSAGES_UNIT}" in systemd.calls()
     assert systemd.get(GMESSAGES_UNIT) == "active"  # started again: it was running
 
