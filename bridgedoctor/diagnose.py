@@ -10,14 +10,26 @@ from pathlib import Path
 
 from . import dbpin
 from .dbpin import DbPin
-from .facts import BridgeFacts, ConfigFacts, DbFacts, InventoryFacts, ProbeError
+from .facts import (
+    BridgeFacts,
+    ConfigFacts,
+    DbFacts,
+    HomeserverFacts,
+    InventoryFacts,
+    JournalFacts,
+    ProbeError,
+    ServiceFacts,
+    StoreScan,
+    UnitFacts,
+)
 from .findings import BridgeReport, Finding, FleetReport
 from .knowledge import NAME_RE, BridgeSpec, Knowledge, load
 from .naming import Preference, decide
 from .pin import fleet_pin
-from .probes import database, host, store_scan
+from .probes import database, host, journal, service, store_scan
 from .probes.config import read_config
 from .probes.inventory import read_inventory
+from .probes.registration import SYNAPSE_UNIT, read_homeserver, read_registration
 from .proof import candidates
 from .rules import RuleContext, evaluate
 from .rules.prevention import select_files
@@ -62,6 +74,28 @@ def lookup(name: str, kb: Knowledge) -> BridgeSpec | Finding:
     return spec
 
 
+async def unit_state(
+    unit: UnitFacts | None, name: str, secrets: tuple[str, ...] = ()
+) -> tuple[ServiceFacts | ProbeError | None, JournalFacts | ProbeError | None]:
+    """The unit's state and its current run's lines; (None, None) when there is no unit."""
+    if unit is None:
+        return None, None
+    state = await service.show(name)
+    if not isinstance(state, ServiceFacts):
+        return state, None
+    return state, await journal.read(state, known_secrets=secrets)
+
+
+async def _homeserver(opts: Options) -> HomeserverFacts | ProbeError | None:
+    if not (opts.systemd_dir / SYNAPSE_UNIT).exists():
+        return await asyncio.to_thread(read_homeserver, opts.root, opts.systemd_dir)
+    state = await service.show(SYNAPSE_UNIT)
+    return await asyncio.to_thread(read_homeserver, opts.root, opts.systemd_dir, state)
+
+
+Scan = StoreScan | ProbeError | None
+
+
 async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -> BridgeFacts:
     base = opts.root / spec.dirname
     unit = host.read_unit(opts.systemd_dir / f"{spec.service}.service", opts.root)
@@ -70,8 +104,11 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
     # Parsed here, on the loop: a config is small and capped, and while one bridge's database
     # connects the next one's config is parsed. Database work on SQLite goes to a thread.
     cfg = read_config(config_dir / "config.yaml", base)
-    db = scan = None
-    if isinstance(cfg, ConfigFacts):
+    secrets = cfg.secret_values if isinstance(cfg, ConfigFacts) else ()
+
+    async def db_probe() -> tuple[DbFacts | ProbeError | None, Scan]:
+        if not isinstance(cfg, ConfigFacts):
+            return None, None
         target = database.target_for(
             cfg.db_uri,
             data_dir=data_dir,
@@ -82,13 +119,33 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
         if isinstance(target, database.PgTarget):
             target = _pinned(spec, target, kb or load(), opts)
         if isinstance(target, ProbeError):
-            db = target
-        else:
-            db = await database.probe(target, base)
-            if opts.deep and isinstance(db, DbFacts) and db.has_crypto_store:
-                keys = candidates(spec, cfg.pickle_key, list(opts.try_keys), kb or load())
-                scan = await store_scan.scan(target, keys)
-    return BridgeFacts(spec=spec, base_dir=base, unit=unit, config=cfg, db=db, scan=scan)
+            return target, None
+        db = await database.probe(target, base)
+        scan: Scan = None
+        if opts.deep and isinstance(db, DbFacts) and db.has_crypto_store:
+            keys = candidates(spec, cfg.pickle_key, list(opts.try_keys), kb or load())
+            scan = await store_scan.scan(target, keys)
+        return db, scan
+
+    # The unit, its journal and the registration files are read while the database answers.
+    (db, scan), (state, lines), reg, hs = await asyncio.gather(
+        db_probe(),
+        unit_state(unit, f"{spec.service}.service", secrets),
+        asyncio.to_thread(read_registration, config_dir / "registration.yaml", base),
+        _homeserver(opts),
+    )
+    return BridgeFacts(
+        spec=spec,
+        base_dir=base,
+        unit=unit,
+        config=cfg,
+        db=db,
+        scan=scan,
+        service=state,
+        journal=lines,
+        registration=reg,
+        homeserver=hs,
+    )
 
 
 def _pinned(

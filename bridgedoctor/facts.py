@@ -21,6 +21,8 @@ class UnitFacts:
     data_dir: Path | None = None
     config_read_only: bool = False
     no_update: bool = False
+    # every bind mount: container path -> host path (re-rooted)
+    mounts: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,29 @@ class ConfigFacts:
     db_uri: str = field(repr=False)  # holds the DB password: never print it
     env_config_prefix: str | None = None
     homeserver_domain: str | None = None  # homeserver.domain: MDAD's matrix_domain
+    appservice: AppserviceFacts | None = None
+    homeserver_address: str | None = None
+    msc4190: bool | None = None  # encryption.msc4190; None where the layout has no such field
+    self_sign: bool | None = None
+    # double_puppet.secrets (bridgev2): server -> form of the value, never the value itself
+    double_puppet: tuple[tuple[str, DoublePuppetForm], ...] = ()
+    # Every secret value found (tokens, shared secrets, the DB password): only so that the
+    # journal probe can scrub them from log lines. Never printed, never compared.
+    secret_values: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+
+DoublePuppetForm = Literal["as_token", "shared_secret", "empty"]
+
+
+@dataclass(frozen=True)
+class AppserviceFacts:
+    """What must agree between config.yaml, registration.yaml and the homeserver. Tokens are
+    kept only as digests (token_digest), so equality can be checked without holding them."""
+
+    id: str | None
+    address: str | None
+    as_token: str | None  # a digest
+    hs_token: str | None  # a digest
 
 
 @dataclass(frozen=True)
@@ -124,6 +149,82 @@ class StoreScan:
 
 
 @dataclass(frozen=True)
+class RegistrationFacts:
+    path: Path
+    appservice: AppserviceFacts  # address is the registration's `url`
+    msc4190: bool | None  # io.element.msc4190
+    mtime: float  # seconds since the epoch: compared with the homeserver's start
+
+
+@dataclass(frozen=True)
+class HomeserverFacts:
+    """The Synapse MDAD runs: which registrations it loads, from where, since when."""
+
+    config: Path
+    app_service_files: tuple[str, ...]  # container paths, e.g. /matrix-mautrix-x-registration.yaml
+    mounts: dict[str, Path]  # container path -> host path (re-rooted), from its unit
+    started_at: float | None = None  # seconds since the epoch, when its current run began
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """`systemctl show` of a unit, as plain values."""
+
+    unit: str
+    load_state: str  # loaded, not-found, ...
+    active_state: str  # active, activating, deactivating, inactive, failed
+    sub_state: str  # running, auto-restart, start-pre, dead, failed, exited, ...
+    result: str  # success, exit-code, signal, core-dump, timeout, start-limit-hit, ...
+    exit_code: str  # ExecMainCode: exited, killed, dumped, or "" before any run
+    exit_status: int | None  # ExecMainStatus: exit status or signal number
+    restarts: int  # NRestarts: automatic restarts since the last manual start
+    main_start_mono: int  # ExecMainStartTimestampMonotonic (µs); 0 if never started this boot
+    active_enter_mono: int  # ActiveEnterTimestampMonotonic (µs)
+    age: float | None  # seconds since the current run's main process started, None if none
+    invocation: str = ""  # InvocationID
+
+    @property
+    def running(self) -> bool:
+        return self.active_state == "active" and self.sub_state == "running"
+
+    @property
+    def exit_text(self) -> str:
+        """'exit status 16', 'killed by signal 9', or '' when nothing has ended yet."""
+        if self.exit_status is None or not self.exit_code:
+            return ""
+        if self.exit_code == "exited":
+            return f"exit status {self.exit_status}"
+        return f"killed by signal {self.exit_status}"
+
+
+Level = Literal["panic", "fatal", "error", "warning", "info", "debug", "trace", "none"]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a bridge logged, already scrubbed of secrets and ANSI escapes."""
+
+    level: Level
+    text: str  # the whole line as shown to the admin (message and fields)
+    message: str  # the message part alone, for matching
+    mono: int = 0  # journal monotonic timestamp (µs)
+    detail: tuple[str, ...] = ()  # continuation lines (a Python traceback)
+    at: float = 0.0  # wall-clock time the journal received it (seconds since the epoch)
+
+
+@dataclass(frozen=True)
+class JournalFacts:
+    """The bridge's own lines since its main process last started, oldest first (bounded).
+    `previous`: the run before, for when the current one is too young to have said anything."""
+
+    unit: str
+    lines: tuple[LogLine, ...]
+    previous: tuple[LogLine, ...] = ()
+    read_mono: int = 0  # when it was read (µs, monotonic): how fresh each line is
+    truncated: bool = False  # the run has more lines than were read; these are the last ones
+
+
+@dataclass(frozen=True)
 class ProbeError:
     code: str  # config_unreadable, config_missing, db_unreachable, db_unsupported, ...
     message: str
@@ -137,3 +238,8 @@ class BridgeFacts:
     config: ConfigFacts | ProbeError
     db: DbFacts | ProbeError | None  # None: not probed (config unreadable)
     scan: StoreScan | ProbeError | None = None  # only with --deep
+    # None below: not probed (no unit, not on this host, or an older caller)
+    service: ServiceFacts | ProbeError | None = None
+    journal: JournalFacts | ProbeError | None = None
+    registration: RegistrationFacts | ProbeError | None = None
+    homeserver: HomeserverFacts | ProbeError | None = None

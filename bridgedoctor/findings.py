@@ -41,6 +41,8 @@ class Finding:
     summary: str
     evidence: tuple[str, ...] = ()
     fix: Fix | None = None
+    # The code of the finding that causes this one; its verdict already says so.
+    explained_by: str | None = None
 
 
 @dataclass
@@ -72,6 +74,8 @@ def finding_dict(f: Finding) -> dict[str, Any]:
     out: dict[str, Any] = {"code": f.code, "severity": f.severity, "summary": f.summary}
     if f.evidence:
         out["evidence"] = list(f.evidence)
+    if f.explained_by:
+        out["explained_by"] = f.explained_by
     out["fix"] = (
         {
             "vars_yml": f.fix.vars_yml,

@@ -93,3 +93,51 @@ def key_fix(
     if decision.naming == "both":
         steps = (f"Use the form for your MDAD checkout ({decision.reason}).",) + steps
     return Fix(vars_yml=join_variants(variants), steps=steps, variants=variants)
+
+
+class _Var:
+    """`{var:NAME}` in a catalogue step: the bridge's variable NAME in the admin's naming era."""
+
+    def __init__(self, spec: BridgeSpec, decision: NamingDecision, kb: Knowledge) -> None:
+        self.spec, self.decision, self.kb = spec, decision, kb
+
+    def __format__(self, name: str) -> str:
+        return variable(self.spec, name, self.decision, self.kb)
+
+
+def variable(spec: BridgeSpec, name: str, decision: NamingDecision, kb: Knowledge) -> str:
+    """One bridge variable's name; both forms, labelled, when the era is unclear."""
+    current = spec.prefix_current + name
+    legacy = spec.prefix_legacy + name if spec.prefix_legacy else None
+    if legacy is None or decision.naming == "current":
+        return current
+    if decision.naming == "legacy":
+        return legacy
+    return f"{current} (MDAD checkouts before {kb.rename_date}: {legacy})"
+
+
+class _Values(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return "?"  # a placeholder the log line did not fill: shown as unknown, never guessed
+
+
+def fill(
+    template: str,
+    spec: BridgeSpec,
+    decision: NamingDecision,
+    kb: Knowledge,
+    values: dict[str, str] | None = None,
+) -> str:
+    """A catalogue text with its placeholders: {bridge} {dirname} {service} {db_name}
+    {config_dir} {var:NAME}, and the named groups a log line matched."""
+    return template.format_map(
+        _Values(
+            bridge=spec.name,
+            dirname=spec.dirname,
+            service=spec.service,
+            db_name=spec.db_name,
+            config_dir=f"/matrix/{spec.dirname}/config",
+            var=_Var(spec, decision, kb),
+            **(values or {}),
+        )
+    )

@@ -49,7 +49,9 @@ def read_unit(path: Path, root: Path) -> UnitFacts | None:
     flat = text.replace("\\\n", " ")
     config_dir = data_dir = None
     config_ro = False
+    mounts: list[tuple[str, Path]] = []
     for src, dst, ro in _MOUNT_RE.findall(flat):
+        mounts.append((dst, reroot(src, root)))
         if dst == "/config":
             config_dir, config_ro = reroot(src, root), bool(ro)
         elif dst == "/data":
@@ -71,4 +73,5 @@ def read_unit(path: Path, root: Path) -> UnitFacts | None:
         data_dir=data_dir,
         config_read_only=config_ro,
         no_update="--no-update" in flat,
+        mounts=tuple(mounts),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..facts import BridgeFacts, ConfigFacts, ProbeError
 from ..findings import Finding, Fix
-from ..fixes import key_fix, yaml_str
+from ..fixes import key_fix, variable, yaml_str
 from ..knowledge import BridgeSpec
 from .context import RuleContext
 
@@ -70,4 +70,38 @@ def config_findings(
                 ),
             )
         )
+    dp = double_puppet_shared_secret(spec, cfg, ctx)
+    if dp is not None:
+        out.append(dp)
     return out
+
+
+def double_puppet_shared_secret(
+    spec: BridgeSpec, cfg: ConfigFacts, ctx: RuleContext
+) -> Finding | None:
+    """bridgev2 dropped shared-secret login: double_puppet.secrets must be `as_token:<token>`."""
+    if cfg.layout != "bridgev2":
+        return None
+    plain = [server for server, form in cfg.double_puppet if form == "shared_secret"]
+    if not plain:
+        return None
+    custom = variable(spec, "double_puppet_secrets_custom", ctx.naming, ctx.kb)
+    return Finding(
+        "double_puppet_shared_secret",
+        "warning",
+        f"double_puppet.secrets holds a plain shared secret for {', '.join(plain)}: bridgev2 "
+        "bridges only accept the 'as_token:<token>' form, so double puppeting fails with "
+        "M_UNKNOWN_TOKEN.",
+        evidence=tuple(
+            f"double_puppet.secrets[{s}]: a plain shared secret (not as_token:...)" for s in plain
+        ),
+        fix=Fix(
+            vars_yml="matrix_appservice_double_puppet_enabled: true",
+            steps=(
+                "Add the snippet to inventory/host_vars/<your matrix domain>/vars.yml: MDAD then "
+                "fills double_puppet.secrets with the as_token: form.",
+                f"Remove the plain secret from {custom} if you set one there.",
+                "Re-render every bridge: just setup-all",
+            ),
+        ),
+    )

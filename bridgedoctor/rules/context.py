@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .. import pickle
+from .. import catalogue, pickle
 from ..facts import InventoryFacts, ProbeError
 from ..fixes import yaml_str
 from ..knowledge import Knowledge
@@ -20,6 +20,7 @@ class RuleContext:
     # The admin's inventory (--inventory / the helper's `inventory`), read once per check; None
     # when none was given.
     inventory: InventoryFacts | ProbeError | None = None
+    cat: catalogue.Catalogue = field(default_factory=catalogue.load)
 
     def show(self, key: str) -> str:
         """A key as it may be printed: public constants verbatim, anything else fingerprinted."""

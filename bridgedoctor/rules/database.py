@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..facts import ConfigFacts, DbFacts, ProbeError, StoreScan
 from ..findings import BridgeReport, Finding, Fix
+from ..fixes import variable
 from ..knowledge import BridgeSpec
 from ..proof import candidates, in_force_key, prove
 from .context import RuleContext
@@ -52,6 +53,9 @@ def db_findings(
                 "current releases refuse it until a release with migration support has run.",
             )
         )
+    foreign = foreign_tables(spec, db, ctx)
+    if foreign is not None:
+        out.append(foreign)
     if db.was_migrated or db.old_tables:
         report.facts["history"] = "migrated from a pre-bridgev2 database" + (
             f" (left-over tables: {', '.join(db.old_tables[:4])})" if db.old_tables else ""
@@ -98,3 +102,28 @@ def db_findings(
         if scan is not None:
             out.extend(store_findings(spec, scan, proof, ctx))
     return out
+
+
+def foreign_tables(spec: BridgeSpec, db: DbFacts, ctx: RuleContext) -> Finding | None:
+    """Another program's tables in the bridge's database: the bridge refuses to start on it."""
+    found = sorted(t for t in db.tables if t in ctx.cat.foreign_tables)
+    if not found:
+        return None
+    owners = sorted({ctx.cat.foreign_tables[t] for t in found})
+    return Finding(
+        "foreign_tables",
+        "error",
+        f"The bridge's database ({db.location}) holds {' and '.join(owners)}'s tables "
+        f"({', '.join(found)}): bridges refuse a database shared with another program.",
+        evidence=tuple(f"table {t} (belongs to {ctx.cat.foreign_tables[t]})" for t in found),
+        fix=Fix(
+            vars_yml="",
+            steps=(
+                f"Give the bridge a database of its own: MDAD's managed PostgreSQL makes "
+                f"{spec.db_name} for it; remove any "
+                f"{variable(spec, 'database_name', ctx.naming, ctx.kb)} or "
+                f"{variable(spec, 'database_hostname', ctx.naming, ctx.kb)} override that "
+                f"points it elsewhere, then: just install-service {spec.dirname}",
+            ),
+        ),
+    )

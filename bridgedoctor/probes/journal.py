@@ -1,0 +1,162 @@
+"""A bridge's own last words: its journal lines since its main process last started.
+
+Only the current run counts (a bridge that crashed earlier and runs fine now is healthy): the
+window starts at the unit's ExecMainStartTimestampMonotonic, and journal entries carry the same
+monotonic clock, so no wall-clock parsing or time zone is involved. The run before is kept too,
+for a caller that finds the current run too young to have said anything yet.
+
+Bounded: the last MAX_ENTRIES entries of this boot, each message cut to logline.MAX_LINE, the
+whole answer to command.DEFAULT_MAX_BYTES, within a timeout. Every line is scrubbed of secrets
+(logline.parse) before it is kept. systemd's own messages about the unit ("Started ...",
+"Main process exited ...") are left out: the exit status comes from `systemctl show`.
+
+`-o json` because pretty-colored lines hold ANSI escapes, which journalctl prints as
+"[123B blob data]" in its text formats unless asked for all; in JSON such a MESSAGE is an array of
+byte values, decoded here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .. import logline
+from ..facts import JournalFacts, LogLine, ProbeError, ServiceFacts
+from .command import DEFAULT_TIMEOUT, run
+from .service import now_mono
+
+MAX_ENTRIES = 400
+FIELDS = ("MESSAGE", "_PID", "SYSLOG_IDENTIFIER", "_SYSTEMD_INVOCATION_ID")
+CODE = "journal_unknown"
+# journalctl says these on stderr and still exits 0.
+_NO_ACCESS = (
+    "No journal files were found",
+    "insufficient permissions",
+    "No journal files were opened",
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    message: str
+    mono: int  # µs, CLOCK_MONOTONIC of this boot
+    at: float  # seconds since the epoch
+    invocation: str  # the unit run it belongs to ("" when journald did not record one)
+    manager: bool  # systemd's own message about the unit, not the bridge's
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(b, int) for b in value):
+        return bytes(b & 0xFF for b in value).decode("utf-8", "replace")
+    if isinstance(value, list):  # a field logged twice: journalctl gives every value
+        parts = [_text(v) for v in value]
+        return "\n".join(p for p in parts if p is not None)
+    return None
+
+
+def decode(line: bytes) -> Entry | None:
+    """One `journalctl -o json` line, or None if it is not an entry with a message."""
+    try:
+        body = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    message = _text(body.get("MESSAGE"))
+    if message is None:
+        return None
+    try:
+        mono = int(body.get("__MONOTONIC_TIMESTAMP", 0))
+        at = int(body.get("__REALTIME_TIMESTAMP", 0)) / 1e6
+    except (TypeError, ValueError):
+        return None
+    pid = body.get("_PID")
+    manager = pid == "1" or body.get("SYSLOG_IDENTIFIER") in ("systemd", "init")
+    invocation = body.get("_SYSTEMD_INVOCATION_ID")
+    return Entry(
+        message[: logline.MAX_LINE * 2],
+        mono,
+        at,
+        invocation if isinstance(invocation, str) else "",
+        manager,
+    )
+
+
+async def entries(
+    unit: str, *, max_entries: int = MAX_ENTRIES, timeout: float = DEFAULT_TIMEOUT
+) -> tuple[list[Entry], bool] | ProbeError:
+    """The unit's last `max_entries` journal entries of this boot, oldest first, and whether
+    the byte bound cut the answer short."""
+    out = await run(
+        [
+            "journalctl",
+            "--no-pager",
+            "--quiet",
+            "-u",
+            unit,
+            "-b",
+            "-o",
+            "json",
+            "-n",
+            str(max_entries),
+            f"--output-fields={','.join(FIELDS)}",
+        ],
+        code=CODE,
+        timeout=timeout,
+    )
+    if isinstance(out, ProbeError):
+        return out
+    if any(s in out.stderr for s in _NO_ACCESS) or (out.returncode != 0 and not out.truncated):
+        why = out.stderr or f"exit status {out.returncode}"
+        return ProbeError(CODE, f"journalctl -u {unit} failed: {why}")
+    found = [e for e in (decode(raw) for raw in out.stdout.splitlines()) if e is not None]
+    return found, out.truncated
+
+
+def lines(found: Iterable[Entry], known_secrets: Iterable[str] = ()) -> tuple[LogLine, ...]:
+    """The bridge's entries as scrubbed LogLines, tracebacks folded into their line."""
+    secrets = tuple(known_secrets)
+    parsed = (logline.parse(e.message, secrets, e.mono, e.at) for e in found if not e.manager)
+    return tuple(logline.group(parsed))
+
+
+def split(found: list[Entry], start_mono: int) -> tuple[list[Entry], list[Entry]]:
+    """(entries of the run that started at start_mono, entries of the run before it).
+
+    The run before is told apart by its invocation id when journald recorded one; otherwise
+    every earlier entry read counts."""
+    current = [e for e in found if e.mono >= start_mono]
+    earlier = [e for e in found if e.mono < start_mono and not e.manager]
+    if earlier and earlier[-1].invocation:
+        last = earlier[-1].invocation
+        earlier = [e for e in earlier if e.invocation == last]
+    return current, earlier
+
+
+async def read(
+    service: ServiceFacts,
+    *,
+    known_secrets: Iterable[str] = (),
+    max_entries: int = MAX_ENTRIES,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> JournalFacts | ProbeError:
+    """The bridge's lines since its main process last started (and of the run before)."""
+    if not service.main_start_mono:  # not started since boot: nothing of this boot to read
+        return JournalFacts(unit=service.unit, lines=(), read_mono=now_mono())
+    got = await entries(service.unit, max_entries=max_entries, timeout=timeout)
+    if isinstance(got, ProbeError):
+        return got
+    found, cut = got
+    current, earlier = split(found, service.main_start_mono)
+    # Every entry read belongs to this run: there may have been more before the first one.
+    truncated = cut or (len(found) >= max_entries and bool(current) and current[0] is found[0])
+    return JournalFacts(
+        unit=service.unit,
+        lines=lines(current, known_secrets),
+        previous=lines(earlier, known_secrets),
+        read_mono=now_mono(),
+        truncated=truncated,
+    )

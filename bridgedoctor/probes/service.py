@@ -1,0 +1,85 @@
+"""A unit's state from `systemctl show`: is it running, since when, how often it restarted.
+
+Reusable by anything that must watch a unit (a check, `logs`, verifying after a change): `show`
+answers once; a caller that follows a unit calls it again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..facts import ProbeError, ServiceFacts
+from .command import DEFAULT_TIMEOUT, Output, run
+
+PROPERTIES = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "NRestarts",
+    "ExecMainStartTimestampMonotonic",
+    "ActiveEnterTimestampMonotonic",
+    "InvocationID",
+)
+# ExecMainCode is the waitid() si_code: CLD_EXITED, CLD_KILLED, CLD_DUMPED.
+_EXIT_CODES = {"1": "exited", "2": "killed", "3": "dumped"}
+CODE = "service_unknown"
+
+
+def now_mono() -> int:
+    """CLOCK_MONOTONIC in µs: the clock systemd and journald stamp units and entries with."""
+    return time.monotonic_ns() // 1000
+
+
+def parse(unit: str, text: str, now: int) -> ServiceFacts | ProbeError:
+    """`systemctl show` output (NAME=value lines) as ServiceFacts."""
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    missing = [p for p in ("LoadState", "ActiveState", "SubState") if not values.get(p)]
+    if missing:
+        return ProbeError(CODE, f"systemctl show {unit} did not report {', '.join(missing)}.")
+
+    def number(name: str) -> int:
+        try:
+            return int(values.get(name) or 0)
+        except ValueError:
+            return 0
+
+    start = number("ExecMainStartTimestampMonotonic")
+    code = _EXIT_CODES.get(values.get("ExecMainCode", ""), "")
+    return ServiceFacts(
+        unit=unit,
+        load_state=values["LoadState"],
+        active_state=values["ActiveState"],
+        sub_state=values["SubState"],
+        result=values.get("Result", ""),
+        exit_code=code,
+        exit_status=number("ExecMainStatus") if code else None,
+        restarts=number("NRestarts"),
+        main_start_mono=start,
+        active_enter_mono=number("ActiveEnterTimestampMonotonic"),
+        age=max(0.0, (now - start) / 1e6) if start else None,
+        invocation=values.get("InvocationID", ""),
+    )
+
+
+async def show(unit: str, *, timeout: float = DEFAULT_TIMEOUT) -> ServiceFacts | ProbeError:
+    """The unit's state now, or ProbeError("service_unknown", why) within `timeout`."""
+    out = await run(
+        ["systemctl", "show", unit, "--no-pager", f"--property={','.join(PROPERTIES)}"],
+        code=CODE,
+        timeout=timeout,
+        max_bytes=64 * 1024,
+    )
+    if isinstance(out, ProbeError):
+        return out
+    return _answer(unit, out)
+
+
+def _answer(unit: str, out: Output) -> ServiceFacts | ProbeError:
+    if out.returncode != 0:
+        why = out.stderr or f"exit status {out.returncode}"
+        return ProbeError(CODE, f"systemctl show {unit} failed: {why}")
+    return parse(unit, out.stdout.decode("utf-8", "replace"), now_mono())
