@@ -43,6 +43,7 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
     "list": (),
     "check": ("bridge",),
     "check_all": (),
+    "logs": ("bridge",),
     "reset_plan": ("bridge", "mode"),
     "reset": ("bridge", "mode", "plan", "digest", "requested_by"),
     "backups": ("bridge",),

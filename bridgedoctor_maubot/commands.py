@@ -95,6 +95,8 @@ class Commands:
                 return render.bridge_list(await progress(helper.list_bridges()), COMMAND)
             if inv.action == "check_all":
                 return render.fleet_report(await progress(helper.check_all()), COMMAND)
+            if inv.action == "logs":
+                return render.logs_report(await progress(helper.logs(inv.bridge or "")), COMMAND)
             report = await progress(helper.check(inv.bridge or "", deep=inv.deep))
             return render.bridge_report(report, COMMAND)
         except HelperError as err:

@@ -112,6 +112,9 @@ class HelperClient:
     async def check_all(self) -> dict[str, Any]:
         return await self._call("check_all")
 
+    async def logs(self, bridge: str) -> dict[str, Any]:
+        return await self._call("logs", bridge)
+
     async def reset_plan(self, bridge: str, mode: str) -> dict[str, Any]:
         return await self._call("reset_plan", bridge, mode=mode)
 

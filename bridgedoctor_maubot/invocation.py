@@ -17,6 +17,7 @@ Action = Literal[
     "list",
     "check",
     "check_all",
+    "logs",
     "reset",
     "backups",
     "restore",
@@ -34,6 +35,7 @@ HELP: tuple[tuple[str, str], ...] = (
         "also verify every stored session against the proven key (slower)",
     ),
     (f"{COMMAND} check all", "one line per bridge, plus a block pinning every proven key"),
+    (f"{COMMAND} logs <name>", "its last fatal and error lines since it last started"),
     (f"{COMMAND} reset <name> [full]", "back up, then reset its crypto store (or everything)"),
     (f"{COMMAND} backups <name>", "the reset backups kept on the host"),
     (f"{COMMAND} restore <name> <id>", "put a reset backup back exactly"),
@@ -88,6 +90,11 @@ def parse(args: str | None) -> Invocation:
         if isinstance(name, Invocation):
             return name
         return Invocation("check", bridge=name, deep=bool(flags))
+    if sub == "logs":
+        if len(rest) != 1:
+            return _usage("logs <name>")
+        name = _name(rest[0])
+        return name if isinstance(name, Invocation) else Invocation("logs", bridge=name)
     if sub == "reset":
         modes = [w.lower() for w in rest[1:]]
         if not rest or len(rest) > 2 or modes not in ([], ["full"], ["crypto"]):

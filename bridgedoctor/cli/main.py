@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, logs
 from ..diagnose import Options, check, check_all, inventory
 from ..facts import ProbeError
 from ..findings import exit_code
@@ -88,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
         "against the proven key, not a sample; reports rows under other keys (one bridge)",
     )
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    g = sub.add_parser(
+        "logs",
+        help="a bridge's last fatal and error lines since it last started",
+        description="Show a bridge's last fatal and error lines since its unit last started "
+        "(from journalctl, secrets scrubbed), with the unit's state. Exit codes: 0 no error "
+        "line, 1 error lines shown, 2 could not read.",
+    )
+    g.add_argument("name", help="bridge role name (gmessages, slack, meta-instagram, ...)")
+    g.add_argument("--root", type=Path, default=Path("/matrix"), help="MDAD base data path")
+    g.add_argument(
+        "--systemd-dir",
+        type=Path,
+        default=Path("/etc/systemd/system"),
+        help="where the bridges' unit files are",
+    )
+    g.add_argument("--json", action="store_true", help="machine-readable output")
     reset_cli.add_parsers(sub, reset_cli.common_parser())
     return p
 
@@ -128,6 +144,12 @@ async def _run_check(args: argparse.Namespace) -> int:
     return exit_code([report])
 
 
+async def _run_logs(args: argparse.Namespace) -> int:
+    report = await logs.recent(args.name, Options(root=args.root, systemd_dir=args.systemd_dir))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else text.logs(report))
+    return {"ok": 0, "errors": 1}.get(report.status, 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -136,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root.is_dir():
         sys.stderr.write(f"bridgedoctor: {args.root} is not a directory; pass --root.\n")
         return EXIT_USAGE
-    if args.command != "check":
+    if args.command not in ("check", "logs"):
         return reset_cli.run(args)
     try:
-        return asyncio.run(_run_check(args))
+        return asyncio.run(_run_check(args) if args.command == "check" else _run_logs(args))
     except KeyboardInterrupt:
         return 130
 

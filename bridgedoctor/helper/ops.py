@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .. import logs
 from ..diagnose import BRIDGE_TIMEOUT, Options, check, check_all
 from ..knowledge import Knowledge
 from ..probes import host
@@ -53,4 +54,7 @@ async def run(
     if req.op == "check":
         report = await check(name, options(cfg, req.deep), kb)
         return report.to_dict(), report.status
+    if req.op == "logs":
+        lines = await logs.recent(name, options(cfg), kb)
+        return lines.to_dict(), lines.status
     return await reset_ops.run(req, name, cfg.backup_dir, options(cfg), cfg.allow_reset, progress)

@@ -50,14 +50,17 @@ async def run(
         proc = await asyncio.create_subprocess_exec(
             exe,
             *argv[1:],
-            stdin=asyncio.subprocess.DEVNULL,
+            # A pipe closed at once rather than /dev/null: the helper opens no path it does not
+            # need (tests/test_helper_property.py records every open).
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
     except OSError as e:
         return ProbeError(code, f"{argv[0]} could not be run ({type(e).__name__}).")
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.close()
 
     async def collect() -> tuple[bytes, bytes, bool]:
         assert proc.stdout is not None and proc.stderr is not None

@@ -35,7 +35,7 @@ PIN_TITLE = "Pin these keys in vars.yml before the next playbook run"
 MAX_CONTENT_BYTES = 56_000
 
 # CLI subcommands that the plugin offers as `!bridge <sub>` with the same arguments.
-ROOM_SUBCOMMANDS = ("check", "reset", "restore", "backups")
+ROOM_SUBCOMMANDS = ("check", "reset", "restore", "backups", "logs")
 
 # Shell commands inside fix steps ("...: just install-service mautrix-x  (or: ansible-...)"),
 # shown as <code> so they can be copied. A command ends at two spaces, a ')' or the end.
@@ -268,6 +268,47 @@ def bridge_list(answer: Report, command: str = "!bridge") -> Message:
         f"or all with <code>{_e(command)} check all</code>.</p>"
     )
     return "\n".join(plain), html
+
+
+def _log_block(lines: Sequence[str]) -> tuple[str, str]:
+    body = "\n".join(lines)
+    # A line cannot end the block early: a run of backticks in it is longer than any fence.
+    fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", body)), default=0) + 1)
+    return (
+        f"{fence}text\n{body}\n{fence}",
+        f'<pre><code class="language-text">{_e(body)}\n</code></pre>',
+    )
+
+
+@neutral_message
+def logs_report(answer: Report, command: str = "!bridge") -> Message:
+    """`logs`: the unit's state, then the last fatal and error lines in a code block."""
+    name = str(answer.get("bridge") or "?")
+    problem = answer.get("problem")
+    if problem:
+        return info(f"⬜ {name}: {problem}")
+    unit, state, run = (str(answer.get(k) or "") for k in ("unit", "state", "run"))
+    lines = [str(x) for x in answer.get("lines") or []]
+    where = f"{unit}: {state}" if state else unit
+    if not lines:
+        text = f"🟩 {name}: no fatal or error line since it last started ({where})."
+        return text, f"<p>{_e(text)}</p>"
+    head = f"🟥 {name}: last fatal and error lines of its {run or 'current run'} ({where})"
+    note = "Older lines of this run are left out." if answer.get("truncated") else ""
+    check = f"{command} check {name}"
+    hint = f"Diagnosis and fix: {check}"
+    block = list(lines)
+    plain, html = _log_block(block)
+    while not _fits(plain, html) and len(block) > 1:  # never more than one event
+        block = block[1:]
+        note = "Older lines are left out to fit one message."
+        plain, html = _log_block(block)
+    return (
+        "\n".join([head + ":", plain, *([note] if note else []), hint]),
+        f"<p>{_e(head)}:</p>{html}"
+        + (f"<p>{_e(note)}</p>" if note else "")
+        + f"<p>Diagnosis and fix: <code>{_e(check)}</code></p>",
+    )
 
 
 @neutral_message

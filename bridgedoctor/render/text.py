@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from ..findings import BridgeReport, Fix, FleetReport
+from ..logs import LogsReport
 from .common import PIN_TITLE, STATUS_WORD, first_sentence, ordered, verdict
 from .neutral import neutral
 
@@ -58,3 +59,17 @@ def fleet(report: FleetReport) -> str:
     if problems:
         lines += ["", "Details and fixes: bridgedoctor check " + " | ".join(problems)]
     return neutral("\n".join(lines))
+
+
+def logs(report: LogsReport) -> str:
+    if report.problem:
+        return neutral(f"{report.bridge}: {report.problem}")
+    where = f"{report.unit}: {report.state}"
+    if not report.lines:
+        return f"{report.bridge}: no fatal or error line since it last started ({where})."
+    out = [f"{report.bridge}: last fatal and error lines of its {report.run} ({where})"]
+    out += [f"  {line}" for line in report.lines]
+    if report.truncated:
+        out.append("  (older lines of this run are left out)")
+    out.append(f"Diagnosis and fix: bridgedoctor check {report.bridge}")
+    return neutral("\n".join(out))

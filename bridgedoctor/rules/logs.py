@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .. import logline
 from ..catalogue import Entry
-from ..facts import BridgeFacts, JournalFacts, LogLine, ServiceFacts
+from ..facts import BridgeFacts, JournalFacts, LogLine, ProbeError, ServiceFacts
 from ..findings import Finding, Fix
 from ..fixes import apply_steps, fill
 from .context import RuleContext
@@ -34,7 +34,13 @@ class Match:
 def last_words(facts: BridgeFacts) -> tuple[tuple[LogLine, ...], str]:
     """The lines that speak for the bridge now and which run they are from ("current run" or
     "previous run"); the run before only while the current one is young and silent."""
-    journal, svc = facts.journal, facts.service
+    return speaking(facts.journal, facts.service)
+
+
+def speaking(
+    journal: JournalFacts | ProbeError | None, svc: ServiceFacts | ProbeError | None
+) -> tuple[tuple[LogLine, ...], str]:
+    """last_words for a journal and a unit state alone (the `logs` command has no config)."""
     if not isinstance(journal, JournalFacts):
         return (), ""
     current = journal.lines
