@@ -192,9 +192,11 @@ class ServiceFacts:
         """'exit status 16', 'killed by signal 9', or '' when nothing has ended yet."""
         if self.exit_status is None or not self.exit_code:
             return ""
-        if self.exit_code == "exited":
-            return f"exit status {self.exit_status}"
-        return f"killed by signal {self.exit_status}"
+        return exit_text(self.exit_code, self.exit_status)
+
+
+def exit_text(code: str, status: int) -> str:
+    return f"exit status {status}" if code == "exited" else f"killed by signal {status}"
 
 
 Level = Literal["panic", "fatal", "error", "warning", "info", "debug", "trace", "none"]
@@ -221,6 +223,9 @@ class JournalFacts:
     lines: tuple[LogLine, ...]
     previous: tuple[LogLine, ...] = ()
     read_mono: int = 0  # when it was read (µs, monotonic): how fresh each line is
+    # How the newest run ended, from systemd's own journal message: ("exited", 16), ("killed",
+    # 9). systemctl show forgets it once the next start begins (ExecStartPre running).
+    last_exit: tuple[str, int] | None = None
     truncated: bool = False  # the run has more lines than were read; these are the last ones
 
 

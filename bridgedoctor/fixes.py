@@ -130,14 +130,12 @@ def fill(
 ) -> str:
     """A catalogue text with its placeholders: {bridge} {dirname} {service} {db_name}
     {config_dir} {var:NAME}, and the named groups a log line matched."""
-    return template.format_map(
-        _Values(
-            bridge=spec.name,
-            dirname=spec.dirname,
-            service=spec.service,
-            db_name=spec.db_name,
-            config_dir=f"/matrix/{spec.dirname}/config",
-            var=_Var(spec, decision, kb),
-            **(values or {}),
-        )
-    )
+    known = {
+        "bridge": spec.name,
+        "dirname": spec.dirname,
+        "service": spec.service,
+        "db_name": spec.db_name,
+        "config_dir": f"/matrix/{spec.dirname}/config",
+        **(values or {}),
+    }
+    return template.format_map(_Values(known, var=_Var(spec, decision, kb)))

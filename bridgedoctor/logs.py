@@ -14,12 +14,13 @@ from typing import Any
 
 from . import logline
 from .diagnose import Options, lookup, unit_state
-from .facts import ConfigFacts, JournalFacts, LogLine, ProbeError, ServiceFacts
+from .facts import ConfigFacts, JournalFacts, LogLine, ProbeError, ServiceFacts, exit_text
 from .findings import Finding
 from .knowledge import Knowledge, load
 from .probes import host
 from .probes.config import read_config
 from .rules.logs import speaking
+from .rules.service import last_exit
 
 # Lines shown: the newest ones. A crash loop says what matters in its last few lines.
 MAX_LINES = 20
@@ -72,12 +73,13 @@ def shown(lines: tuple[LogLine, ...], limit: int = MAX_LINES) -> tuple[list[str]
     return out, cut
 
 
-def state_words(svc: ServiceFacts) -> str:
+def state_words(svc: ServiceFacts, journal: JournalFacts | ProbeError | None) -> str:
     text = f"{svc.active_state} ({svc.sub_state})"
     if svc.restarts:
         text += f", {svc.restarts} automatic restarts"
-    if svc.exit_text and not svc.running:
-        text += f", last {svc.exit_text}"
+    ended = last_exit(svc, journal)
+    if ended is not None and not svc.running:
+        text += f", last {exit_text(*ended)}"
     return text
 
 
@@ -101,7 +103,7 @@ async def recent(name: str, opts: Options, kb: Knowledge | None = None) -> LogsR
         report.problem = f"Could not determine the state of {report.unit}: {svc.message}"
         return report
     assert isinstance(svc, ServiceFacts)
-    report.state = state_words(svc)
+    report.state = state_words(svc, journal)
     if isinstance(journal, ProbeError):
         report.problem = f"Could not read the journal of {report.unit}: {journal.message}"
         return report

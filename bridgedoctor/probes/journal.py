@@ -18,6 +18,7 @@ byte values, decoded here.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,7 +28,27 @@ from .command import DEFAULT_TIMEOUT, run
 from .service import now_mono
 
 MAX_ENTRIES = 400
-FIELDS = ("MESSAGE", "_PID", "SYSLOG_IDENTIFIER", "_SYSTEMD_INVOCATION_ID")
+FIELDS = (
+    "MESSAGE",
+    "_BOOT_ID",
+    "_PID",
+    "SYSLOG_IDENTIFIER",
+    "_SYSTEMD_INVOCATION_ID",
+    "EXIT_CODE",
+    "EXIT_STATUS",
+)
+# systemd's own line when a unit's main process ends (src/core/service.c, stable wording).
+_EXITED = re.compile(r"Main process exited, code=(?P<code>\w+), status=(?P<status>\d+)")
+_SIGNAL_NUMBERS = {
+    "HUP": 1,
+    "INT": 2,
+    "QUIT": 3,
+    "ILL": 4,
+    "ABRT": 6,
+    "KILL": 9,
+    "SEGV": 11,
+    "TERM": 15,
+}
 CODE = "journal_unknown"
 # journalctl says these on stderr and still exits 0.
 _NO_ACCESS = (
@@ -44,6 +65,8 @@ class Entry:
     at: float  # seconds since the epoch
     invocation: str  # the unit run it belongs to ("" when journald did not record one)
     manager: bool  # systemd's own message about the unit, not the bridge's
+    exit: tuple[str, int] | None = None  # a manager message saying how the main process ended
+    boot: str = ""  # _BOOT_ID
 
 
 def _text(value: object) -> str | None:
@@ -82,14 +105,40 @@ def decode(line: bytes) -> Entry | None:
         at,
         invocation if isinstance(invocation, str) else "",
         manager,
+        (_structured_exit(body) or _exit(message)) if manager else None,
+        body.get("_BOOT_ID") if isinstance(body.get("_BOOT_ID"), str) else "",
     )
+
+
+def _structured_exit(body: dict) -> tuple[str, int] | None:
+    """EXIT_CODE/EXIT_STATUS, which newer systemd versions attach to that message."""
+    code, status = body.get("EXIT_CODE"), body.get("EXIT_STATUS")
+    if isinstance(code, str) and isinstance(status, str) and status.isdigit():
+        return code, int(status)
+    return None
+
+
+def _exit(message: str) -> tuple[str, int] | None:
+    """("exited", 16) from "...: Main process exited, code=exited, status=16/n/a"; signals
+    come as status=9/KILL or, in some versions, as the name alone."""
+    m = _EXITED.search(message)
+    if m is not None:
+        return m.group("code"), int(m.group("status"))
+    m = re.search(r"Main process exited, code=(\w+), status=(?:SIG)?([A-Z]+)", message)
+    if m is not None and m.group(2) in _SIGNAL_NUMBERS:
+        return m.group(1), _SIGNAL_NUMBERS[m.group(2)]
+    return None
 
 
 async def entries(
     unit: str, *, max_entries: int = MAX_ENTRIES, timeout: float = DEFAULT_TIMEOUT
 ) -> tuple[list[Entry], bool] | ProbeError:
-    """The unit's last `max_entries` journal entries of this boot, oldest first, and whether
-    the byte bound cut the answer short."""
+    """The unit's last `max_entries` journal entries of its newest boot, oldest first, and
+    whether the byte bound cut the answer short.
+
+    Not `journalctl -b`: that needs /proc/sys/kernel/random/boot_id, which the helper's unit
+    hides (ProcSubset=pid). The newest entry is of this boot whenever the unit started in it
+    (systemd logs "Starting ..."), so entries of other boots are dropped by its _BOOT_ID."""
     out = await run(
         [
             "journalctl",
@@ -97,7 +146,6 @@ async def entries(
             "--quiet",
             "-u",
             unit,
-            "-b",
             "-o",
             "json",
             "-n",
@@ -113,6 +161,8 @@ async def entries(
         why = out.stderr or f"exit status {out.returncode}"
         return ProbeError(CODE, f"journalctl -u {unit} failed: {why}")
     found = [e for e in (decode(raw) for raw in out.stdout.splitlines()) if e is not None]
+    if found and found[-1].boot:
+        found = [e for e in found if e.boot == found[-1].boot]
     return found, out.truncated
 
 
@@ -126,10 +176,11 @@ def lines(found: Iterable[Entry], known_secrets: Iterable[str] = ()) -> tuple[Lo
 def split(found: list[Entry], start_mono: int) -> tuple[list[Entry], list[Entry]]:
     """(entries of the run that started at start_mono, entries of the run before it).
 
-    The run before is told apart by its invocation id when journald recorded one; otherwise
-    every earlier entry read counts."""
-    current = [e for e in found if e.mono >= start_mono]
-    earlier = [e for e in found if e.mono < start_mono and not e.manager]
+    start_mono 0 (no main process yet: the next start is under way, ExecStartPre running) makes
+    every entry read "before". The run before is told apart by its invocation id when journald
+    recorded one; otherwise every earlier entry read counts."""
+    current = [e for e in found if start_mono and e.mono >= start_mono]
+    earlier = [e for e in found if (not start_mono or e.mono < start_mono) and not e.manager]
     if earlier and earlier[-1].invocation:
         last = earlier[-1].invocation
         earlier = [e for e in earlier if e.invocation == last]
@@ -144,8 +195,6 @@ async def read(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> JournalFacts | ProbeError:
     """The bridge's lines since its main process last started (and of the run before)."""
-    if not service.main_start_mono:  # not started since boot: nothing of this boot to read
-        return JournalFacts(unit=service.unit, lines=(), read_mono=now_mono())
     got = await entries(service.unit, max_entries=max_entries, timeout=timeout)
     if isinstance(got, ProbeError):
         return got
@@ -153,10 +202,12 @@ async def read(
     current, earlier = split(found, service.main_start_mono)
     # Every entry read belongs to this run: there may have been more before the first one.
     truncated = cut or (len(found) >= max_entries and bool(current) and current[0] is found[0])
+    exits = [e.exit for e in found if e.exit is not None]
     return JournalFacts(
         unit=service.unit,
         lines=lines(current, known_secrets),
         previous=lines(earlier, known_secrets),
         read_mono=now_mono(),
         truncated=truncated,
+        last_exit=exits[-1] if exits else None,
     )

@@ -71,6 +71,8 @@ def evaluate(facts: BridgeFacts, ctx: RuleContext) -> BridgeReport:
     state = _service_fact(facts)
     if state:
         report.facts["unit state"] = state
+    if isinstance(facts.journal, ProbeError):
+        report.facts["journal"] = f"could not read ({facts.journal.message})"
     found += _file_findings(facts, ctx, report)
     found += service.findings(facts, ctx)
     report.findings = verdict.settle(

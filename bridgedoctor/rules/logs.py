@@ -45,11 +45,11 @@ def speaking(
         return (), ""
     current = journal.lines
     silent = not any(logline.RANK[line.level] >= logline.RANK["error"] for line in current)
+    # age None: the next start is under way and its main process does not exist yet.
     young = (
         isinstance(svc, ServiceFacts)
         and svc.restarts > 0
-        and svc.age is not None
-        and svc.age < YOUNG_SECONDS
+        and (svc.age is None or svc.age < YOUNG_SECONDS)
     )
     if silent and young and journal.previous:
         return journal.previous, "previous run"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .. import logline
-from ..facts import BridgeFacts, JournalFacts, ProbeError, ServiceFacts
+from ..facts import BridgeFacts, JournalFacts, ProbeError, ServiceFacts, exit_text
 from ..findings import Finding, Fix
 from ..fixes import fill
 from ..knowledge import BridgeSpec
@@ -55,20 +55,30 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def exit_words(svc: ServiceFacts, framework: str, ctx: RuleContext) -> str:
+def last_exit(svc: ServiceFacts, journal: object = None) -> tuple[str, int] | None:
+    """How the newest run ended: systemctl's ExecMain*, or, once the next start has begun and
+    systemd forgot them, its journal message about the exit."""
+    if svc.exit_code and svc.exit_status is not None:
+        return svc.exit_code, svc.exit_status
+    if isinstance(journal, JournalFacts):
+        return journal.last_exit
+    return None
+
+
+def exit_words(ended: tuple[str, int] | None, framework: str, ctx: RuleContext) -> str:
     """'last exit status 16 (the homeserver rejected ...)', or '' before any exit."""
-    if not svc.exit_text or (svc.exit_code == "exited" and svc.exit_status == 0 and svc.running):
+    if ended is None:
         return ""
-    meaning = (
-        ctx.cat.meaning(svc.exit_status or 0, framework) if svc.exit_code == "exited" else None
-    )
-    return f"last {svc.exit_text}" + (f" ({meaning})" if meaning else "")
+    code, status = ended
+    meaning = ctx.cat.meaning(status, framework) if code == "exited" else None
+    return f"last {exit_text(code, status)}" + (f" ({meaning})" if meaning else "")
 
 
-def sentence(svc: ServiceFacts, framework: str, ctx: RuleContext) -> str:
+def sentence(svc: ServiceFacts, framework: str, ctx: RuleContext, journal: object = None) -> str:
     """The unit's state in one sentence, as folded into the verdict of its cause."""
     s = state(svc)
-    last = exit_words(svc, framework, ctx)
+    ended = last_exit(svc, journal)
+    last = exit_words(ended, framework, ctx)
     if s == "crash_loop":
         return (
             f"{svc.unit} keeps restarting: {_plural(svc.restarts, 'automatic restart')}"
@@ -111,7 +121,7 @@ def findings(facts: BridgeFacts, ctx: RuleContext) -> list[Finding]:
     if s not in CODES:
         return []
     framework = facts.spec.framework
-    summary = sentence(svc, framework, ctx)
+    summary = sentence(svc, framework, ctx, facts.journal)
     lines, run = last_words(facts)
     last = logline.worst_last(lines)
     evidence = [f"systemd: {svc.active_state} ({svc.sub_state}), result {svc.result or '-'}"]
@@ -142,15 +152,16 @@ def exit_cause(facts: BridgeFacts, ctx: RuleContext) -> Finding | None:
     svc = facts.service
     if not isinstance(svc, ServiceFacts) or state(svc) not in ("crash_loop", "failed"):
         return None
-    if svc.exit_code != "exited" or svc.exit_status is None:
+    ended = last_exit(svc, facts.journal)
+    if ended is None or ended[0] != "exited":
         return None
-    entry = ctx.cat.by_exit(svc.exit_status, facts.spec.framework)
+    entry = ctx.cat.by_exit(ended[1], facts.spec.framework)
     if entry is None:
         return None
     return Finding(
         entry.code,
         entry.severity,
         fill(entry.summary, facts.spec, ctx.naming, ctx.kb),
-        evidence=(f"systemd: {svc.exit_text} ({entry.code} exits with it)",),
+        evidence=(f"systemd: {exit_text(*ended)} (what {entry.code} exits with)",),
         fix=entry_fix(entry, facts, ctx, {}),
     )
