@@ -51,8 +51,12 @@ def corroborate(
             out.append(h)
             pointed.append(h.code)
         else:
+            # The bridge failing on it now makes it as grave as the failure it names.
+            worse = max(out[index].severity, h.severity, key=lambda sev: _RANK[sev])
             out[index] = replace(
-                out[index], evidence=_merge_evidence(out[index].evidence, h.evidence)
+                out[index],
+                severity=worse,
+                evidence=_merge_evidence(out[index].evidence, h.evidence),
             )
             pointed.append(out[index].code)
     return out, pointed
