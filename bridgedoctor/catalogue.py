@@ -8,7 +8,7 @@ name on its own.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Literal
@@ -31,7 +31,8 @@ class Entry:
     source: str
     frameworks: frozenset[str] | None = None  # None: every framework
     exit: frozenset[int] = frozenset()
-    exit_alone: frozenset[str] = frozenset()  # frameworks where the exit status alone names it
+    # framework -> the exit statuses that name this failure on their own
+    exit_alone: dict[str, frozenset[int]] = field(default_factory=dict)
     vars: tuple[str, ...] = ()
     steps: tuple[str, ...] = ()
     explains: frozenset[str] = frozenset()
@@ -72,7 +73,7 @@ class Catalogue:
         found = [
             e
             for e in self.entries.values()
-            if status in e.exit and framework in e.exit_alone and e.applies(framework)
+            if status in e.exit_alone.get(framework, ()) and e.applies(framework)
         ]
         return found[0] if len(found) == 1 else None
 
@@ -85,10 +86,12 @@ class Catalogue:
         return self.explains.get(cause, frozenset()) | (entry.explains if entry else frozenset())
 
 
-def _frameworks(value: object) -> frozenset[str]:
+def _alone(value: object, exits: frozenset[int]) -> dict[str, frozenset[int]]:
     if value is True:
-        return frozenset({"bridgev2", "legacy-go", "python"})
-    return frozenset(str(v) for v in value or ())
+        return {fw: exits for fw in ("bridgev2", "legacy-go", "python")}
+    if isinstance(value, dict):
+        return {str(fw): frozenset(int(x) for x in xs) for fw, xs in value.items()}
+    return {}
 
 
 def _entry(code: str, raw: dict) -> Entry:
@@ -103,7 +106,7 @@ def _entry(code: str, raw: dict) -> Entry:
         source=str(raw["source"]),
         frameworks=frozenset(raw["frameworks"]) if raw.get("frameworks") else None,
         exit=frozenset(int(x) for x in raw.get("exit") or ()),
-        exit_alone=_frameworks(raw.get("exit_alone")),
+        exit_alone=_alone(raw.get("exit_alone"), frozenset(int(x) for x in raw.get("exit") or ())),
         vars=tuple(raw.get("vars") or ()),
         steps=tuple(" ".join(str(s).split()) for s in raw.get("steps") or ()),
         explains=frozenset(raw.get("explains") or ()),
