@@ -164,6 +164,8 @@ def group(lines: Iterable[LogLine]) -> list[LogLine]:
     """Fold continuation lines into the line they belong to (at most MAX_DETAIL each)."""
     out: list[LogLine] = []
     for line in lines:
+        if not line.text.strip():  # blank lines say nothing (a panic has one before its dump)
+            continue
         prev = out[-1] if out else None
         if prev is not None and continues(line, prev):
             if len(prev.detail) < MAX_DETAIL and line.text:

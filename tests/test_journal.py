@@ -1,0 +1,225 @@
+"""Reading what a bridge wrote: scrubbing, the log formats, journalctl's JSON, systemctl show."""
+# ruff: noqa: E501 - log lines are quoted whole
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridgedoctor import logline
+from bridgedoctor.facts import ProbeError
+from bridgedoctor.probes import journal, service
+from bridgedoctor.scrub import scrub
+
+ESC = "\x1b"
+
+
+# ---- scrubbing --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (
+            "GET https://hs/_matrix/client/v3/sync?since=s1&access_token=syt_YWxpY2U_abcdefghijkl_0",
+            "syt_YWxpY2U",
+        ),
+        ('error="dial: postgres://mautrix:Db-Pa55word-7f3c@matrix-postgres/db"', "Db-Pa55word"),
+        ("Authorization: Bearer mct_0123456789abcdefABCDEF", "mct_0123"),
+        ("password=hunter2hunter2 user=bob", "hunter2"),
+        ('"as_token": "5c0a3f8e-tok-value"', "tok-value"),
+        ("hs_token: abc-def-ghi-jkl", "abc-def"),
+        ("pickle_key=go.mau.fi/secretish-key", "secretish"),
+        ("shared_secret='quoted secret value'", "quoted secret"),
+        (
+            "token 3f2a1b4c-9d8e-4f70-8a6b-5c4d3e2f1a0b rejected",
+            "3f2a1b4c",
+        ),  # MDAD's tokens are UUIDs
+        ("cookie=sessionid%3Dabc123", "sessionid"),
+        (
+            "recovery key EsTy 8Q2s Zx4a 9k3L long=EsTy8Q2sZx4a9k3LmN7pQ2rS5tU8vW1xY4zA",
+            "EsTy8Q2sZx4a9k3L",
+        ),
+    ],
+)
+def test_secrets_are_scrubbed(text: str, secret: str) -> None:
+    out = scrub(text)
+    assert secret not in out and "<redacted>" in out
+
+
+def test_known_secret_values_are_scrubbed_wherever_they_appear() -> None:
+    out = scrub(
+        "registered with plainword-that-is-secret in the middle", ["plainword-that-is-secret"]
+    )
+    assert out == "registered with <redacted> in the middle"
+    assert scrub("short", ["short"]) == "short"  # a few letters are not a secret worth a mask
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'FTL Failed to start bridge error="failed to start Matrix connector: the supplied account key is invalid"',
+        "M_UNKNOWN_TOKEN (HTTP 401): Unknown access token",
+        "Server already has cross-signing keys, but no key in database. Add `recovery_key` to `kv_store`",
+        "Configuration error: appservice.as_token not configured",
+        "the database is owned by megabridge/mautrix-whatsapp",
+        "maunium.net/go/mautrix-whatsapp",
+        "txn_id=1724062800123",
+    ],
+)
+def test_words_that_name_secrets_are_not_secrets(text: str) -> None:
+    assert scrub(text) == text
+
+
+# ---- log formats ------------------------------------------------------------------------------
+def test_pretty_colored_zerolog() -> None:
+    raw = (
+        f"{ESC}[90m2026-08-22T10:00:00.123Z{ESC}[0m {ESC}[31mFTL{ESC}[0m {ESC}[1mFailed to start bridge{ESC}[0m "
+        f'{ESC}[36merror={ESC}[0m{ESC}[31m{ESC}[1m"failed: the supplied account key is invalid"{ESC}[0m{ESC}[0m'
+    )
+    line = logline.parse(raw)
+    assert line.level == "fatal"
+    assert (
+        line.text
+        == 'FTL Failed to start bridge error="failed: the supplied account key is invalid"'
+    )
+
+
+def test_pretty_without_timestamp_and_levels() -> None:
+    assert logline.parse("WRN careful").level == "warning"
+    assert logline.parse("2026-08-22T10:00:00Z ERR boom").text == "ERR boom"
+    assert logline.parse("2026-08-22T10:00:00Z INF fine").level == "info"
+
+
+def test_json_zerolog_puts_error_first() -> None:
+    raw = json.dumps(
+        {"level": "error", "z": 1, "error": "boom x", "message": "Failed", "time": "t"}
+    )
+    line = logline.parse(raw)
+    assert (line.level, line.text) == ("error", 'ERR Failed error="boom x" z=1')
+
+
+def test_python_coloured_record_with_traceback() -> None:
+    raws = [
+        f"[2026-08-22 10:00:00,123] [{ESC}[37;1m{ESC}[41mCRITICAL{ESC}[0m@{ESC}[32mmau.init{ESC}[0m] Failed to initialize database",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "mautrix.util.async_db.errors.UnsupportedDatabaseVersion: Unsupported main schema version v12 (latest known is v10)",
+        "[2026-08-22 10:00:01,000] [WARNING@mau.as] next record",
+    ]
+    lines = logline.group(logline.parse(r) for r in raws)
+    assert [ln.level for ln in lines] == ["fatal", "warning"]
+    assert lines[0].text == "FTL [mau.init] Failed to initialize database"
+    assert (
+        lines[0].detail[-1].startswith("mautrix.util.async_db.errors.UnsupportedDatabaseVersion")
+    )
+
+
+def test_go_panic_with_goroutine_dump() -> None:
+    raws = [
+        "panic: CryptoPickleKey not set",
+        "",
+        "goroutine 1 [running]:",
+        "main.main()",
+        "\t/build/main.go:12",
+    ]
+    (line,) = logline.group(logline.parse(r) for r in raws)
+    assert line.level == "panic" and line.detail[:2] == ("goroutine 1 [running]:", "main.main()")
+
+
+def test_a_huge_line_is_cut() -> None:
+    line = logline.parse("ERR " + "x" * 100_000)
+    assert len(line.text) <= logline.MAX_LINE + 4
+
+
+# ---- journalctl -o json -----------------------------------------------------------------------
+def _entry(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "__MONOTONIC_TIMESTAMP": "100",
+        "__REALTIME_TIMESTAMP": "1796006297205426",
+    }
+    return json.dumps({**base, **fields}).encode()
+
+
+def test_binary_message_is_decoded() -> None:
+    text = f"{ESC}[31mFTL{ESC}[0m boom"
+    e = journal.decode(
+        _entry(MESSAGE=list(text.encode()), _PID="68", _SYSTEMD_INVOCATION_ID="abc")
+    )
+    assert e is not None and e.message == text and not e.manager and e.invocation == "abc"
+    assert logline.parse(e.message).text == "FTL boom"
+
+
+def test_manager_messages_and_exit_status() -> None:
+    e = journal.decode(
+        _entry(
+            MESSAGE="x.service: Main process exited, code=exited, status=16/n/a",
+            _PID="1",
+            SYSLOG_IDENTIFIER="systemd",
+        )
+    )
+    assert e is not None and e.manager and e.exit == ("exited", 16)
+    k = journal.decode(
+        _entry(MESSAGE="x.service: Main process exited, code=killed, status=9/KILL", _PID="1")
+    )
+    assert k is not None and k.exit == ("killed", 9)
+    s = journal.decode(_entry(MESSAGE="exited", _PID="1", EXIT_CODE="exited", EXIT_STATUS="13"))
+    assert s is not None and s.exit == ("exited", 13)
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b'{"MESSAGE": 5}', b'{"x": 1}'])
+def test_garbage_is_skipped(raw: bytes) -> None:
+    assert journal.decode(raw) is None
+
+
+def test_runs_are_split_by_start_and_invocation() -> None:
+    def e(mono: int, inv: str, manager: bool = False) -> journal.Entry:
+        return journal.Entry(f"m{mono}", mono, 0.0, inv, manager)
+
+    found = [e(10, "a"), e(20, "b"), e(25, "", True), e(30, "b"), e(40, "c"), e(50, "c")]
+    current, before = journal.split(found, 40)
+    assert [x.mono for x in current] == [40, 50]
+    assert [x.mono for x in before] == [20, 30]  # run b only; systemd's line left out
+    current, before = journal.split(found, 0)  # the next start is under way
+    assert current == [] and [x.mono for x in before] == [40, 50]
+
+
+# ---- systemctl show ---------------------------------------------------------------------------
+SHOW = """Id=matrix-mautrix-x.service
+LoadState=loaded
+ActiveState=activating
+SubState=auto-restart
+Result=exit-code
+ExecMainCode=1
+ExecMainStatus=16
+NRestarts=7
+ExecMainStartTimestampMonotonic=1000000
+ActiveEnterTimestampMonotonic=1000000
+InvocationID=abc
+"""
+
+
+def test_show_is_parsed() -> None:
+    s = service.parse("x.service", SHOW, now=31_000_000)
+    assert not isinstance(s, ProbeError)
+    assert (s.active_state, s.sub_state, s.restarts, s.exit_text, s.age) == (
+        "activating",
+        "auto-restart",
+        7,
+        "exit status 16",
+        30.0,
+    )
+    killed = service.parse(
+        "x", SHOW.replace("ExecMainCode=1", "ExecMainCode=2").replace("=16", "=9"), 0
+    )
+    assert not isinstance(killed, ProbeError) and killed.exit_text == "killed by signal 9"
+
+
+def test_show_without_state_could_not_determine() -> None:
+    out = service.parse("x.service", "inactive\n", 0)  # e.g. a fake systemctl's answer
+    assert isinstance(out, ProbeError) and out.code == "service_unknown"
+
+
+async def test_a_missing_tool_could_not_determine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    out = await service.show("x.service")
+    assert isinstance(out, ProbeError) and "not installed" in out.message
