@@ -120,7 +120,21 @@ DONE: dict[str, Any] = {
     "steps": ["stop", "backup", "verify", "apply", "start"],
     "after": PLAN["after"],
 }
+LOGS: dict[str, Any] = {
+    "bridge": "gmessages",
+    "status": "errors",
+    "unit": "matrix-mautrix-gmessages.service",
+    "state": "activating (auto-restart), 3 automatic restarts, last exit status 1",
+    "run": "current run",
+    "lines": [
+        '2026-08-22T10:00:00Z FTL Failed to start bridge error="failed to start Matrix '
+        'connector: the supplied account key is invalid"'
+    ],
+    "truncated": False,
+    "problem": None,
+}
 RESET_ANSWERS: dict[str, dict[str, Any]] = {
+    "logs": LOGS,
     "reset_plan": PLAN,
     "reset": DONE,
     "backups": {"bridge": "gmessages", "backups": [DONE]},
@@ -301,6 +315,19 @@ async def test_admin_gets_a_verdict(
     assert f'<pre><code class="language-yaml">{SNIPPET}\n</code></pre>' in content.formatted_body
     assert "<code>just install-service mautrix-gmessages</code>" in content.formatted_body
     assert [(r.op, r.bridge, r.token) for r in helper.requests] == [("check", "gmessages", TOKEN)]
+
+
+async def test_logs_in_a_code_block(plugin, maubot_test_bot: mtest.TestBot, helper) -> None:
+    await say(maubot_test_bot, "!bridge logs GMessages")
+    content = only_notice(maubot_test_bot)
+    assert content.body.startswith("🟥 gmessages: last fatal and error lines of its current run")
+    assert (
+        '<pre><code class="language-text">2026-08-22T10:00:00Z FTL Failed'
+        in content.formatted_body
+    )
+    assert [(r.op, r.bridge) for r in helper.requests] == [("logs", "gmessages")]
+    await say(maubot_test_bot, "!bridge logs")
+    assert notices(maubot_test_bot)[-1].content.body == "Usage: !bridge logs <name>."
 
 
 async def test_healthy_list_all_and_help(plugin, maubot_test_bot: mtest.TestBot, helper) -> None:

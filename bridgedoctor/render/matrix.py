@@ -182,10 +182,20 @@ def bridge_report(report: Report, command: str = "!bridge") -> Message:
     head_plain, head_html = _headline(report)
     findings = _findings(report)
     shown = verdict(report)
-    others = [f for f in findings if f.get("summary") != shown]
+    # A unit state folded into its cause's verdict is not repeated; other findings a cause
+    # explains are marked as following from it.
+    others = [
+        f
+        for f in findings
+        if f.get("summary") != shown
+        and not (f.get("explained_by") and str(f.get("code", "")).startswith("service_"))
+    ]
     plain, html = [head_plain], [f"<p>{head_html}</p>"]
     if others:
-        marks = [(SEVERITY_MARK.get(str(f.get("severity")), "⬜"), f) for f in others]
+        marks = [
+            ("↳" if f.get("explained_by") else SEVERITY_MARK.get(str(f.get("severity")), "⬜"), f)
+            for f in others
+        ]
         plain += [f"{m} {f.get('summary', '')}" for m, f in marks]
         items = "".join(f"<li>{m} {_e(f.get('summary', ''))}</li>" for m, f in marks)
         html.append(f"<ul>{items}</ul>")
@@ -193,6 +203,8 @@ def bridge_report(report: Report, command: str = "!bridge") -> Message:
     fix_html: list[str] = []
     for f in findings:
         fix = f.get("fix")
+        if f.get("explained_by"):
+            continue  # fixing the cause fixes it
         if isinstance(fix, Mapping) and (fix.get("vars_yml") or fix.get("steps")):
             p, h = _fix(fix, command, "Fix")
             fix_plain += ["", *p]

@@ -33,12 +33,13 @@ def bridge(report: BridgeReport) -> str:
         width = max(len(k) for k in report.facts)
         lines.extend(f"    {k.ljust(width)}  {v}" for k, v in report.facts.items())
     for f in ordered(report):
-        lines.append(f"  [{f.severity}] {f.code}")
+        cause = f" (explained by {f.explained_by})" if f.explained_by else ""
+        lines.append(f"  [{f.severity}] {f.code}{cause}")
         lines.append(_wrap(f.summary, "    "))
         if f.evidence:
             lines.append("    Evidence:")
             lines.extend(_wrap(e, "      ") for e in f.evidence)
-        if f.fix and (f.fix.vars_yml or f.fix.steps):
+        if f.fix and (f.fix.vars_yml or f.fix.steps) and not f.explained_by:
             lines.append("    Fix:")
             lines.extend(_fix(f.fix, "      "))
     return neutral("\n".join(lines))
