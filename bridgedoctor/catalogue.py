@@ -108,7 +108,8 @@ def _entry(code: str, raw: dict) -> Entry:
         exit=frozenset(int(x) for x in raw.get("exit") or ()),
         exit_alone=_alone(raw.get("exit_alone"), frozenset(int(x) for x in raw.get("exit") or ())),
         vars=tuple(raw.get("vars") or ()),
-        steps=tuple(" ".join(str(s).split()) for s in raw.get("steps") or ()),
+        # Kept as written: two spaces end a command for the room's <code> marking.
+        steps=tuple(str(s) for s in raw.get("steps") or ()),
         explains=frozenset(raw.get("explains") or ()),
         corroborates=tuple(raw.get("corroborates") or ()),
         recent_within=float(raw["recent_within"]) if raw.get("recent_within") else None,

@@ -97,3 +97,12 @@ def test_logs_healthy_problem_and_too_long() -> None:
     plain, formatted = render.logs_report(_logs(lines=many))
     assert len(plain.encode()) + len(formatted.encode()) <= render.MAX_CONTENT_BYTES
     assert "ERR line 39" in plain and "Older lines are left out to fit one message." in plain
+
+
+def test_every_catalogue_command_is_marked_as_code_whole() -> None:
+    """A command in a step ends at two spaces or a ')': the room marks it as <code> whole."""
+    from bridgedoctor import catalogue
+
+    for entry in catalogue.load().entries.values():
+        for step in entry.steps:
+            assert not re.search(r"\S \(or:", step), (entry.code, step)

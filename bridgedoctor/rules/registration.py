@@ -20,7 +20,7 @@ from .context import RuleContext
 def _restart_synapse() -> str:
     return (
         "Synapse reads registrations only when it starts: restart it with "
-        "just start-group synapse (or: systemctl restart matrix-synapse)"
+        "just start-group synapse  (or: systemctl restart matrix-synapse)"
     )
 
 

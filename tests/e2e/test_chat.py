@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import mdad
 from tests.support.fleet import Host
 from tests.support.pg import PgServer
 from tests.support.reset_env import Systemd, fake_systemd
@@ -106,6 +107,31 @@ async def test_check_all_lists_both(chat: Chat) -> None:
     assert lines[2].startswith("🟩 whatsapp: ok")
     (pin,) = yaml_blocks(reply["content"]["formatted_body"])
     assert SNIPPET in pin.splitlines()
+
+
+async def test_a_registration_the_homeserver_does_not_know_is_named_in_the_room(
+    chat: Chat, host: Host
+) -> None:
+    """One of the failure catalogue's answers end to end: the registration carries another
+    as_token than config.yaml (compared as digests; neither token reaches the room)."""
+    registration = host.root / "mautrix-whatsapp" / "config" / "registration.yaml"
+    kept = registration.read_text()
+    other = "an-older-as-token-0000000000000000"
+    registration.write_text(kept.replace(mdad.FAKE_AS_TOKEN, other))
+    try:
+        command, reply = await ask(chat, chat.admin, "!bridge check whatsapp")
+    finally:
+        registration.write_text(kept)
+    content = assert_notice_reply(reply, command)
+    assert content["body"].startswith(
+        "🟥 whatsapp: broken — as_token differs between config.yaml and registration.yaml"
+    )
+    html = content["formatted_body"]
+    assert "as_token: config.yaml sha256:" in html  # evidence, folded in <details>
+    assert "<code>just install-service mautrix-whatsapp</code>" in html
+    assert "<code>just start-group synapse</code>" in html
+    for secret in (mdad.FAKE_AS_TOKEN, other):
+        assert secret not in content["body"] and secret not in html
 
 
 async def test_non_admin_is_refused(chat: Chat) -> None:
