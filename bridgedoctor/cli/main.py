@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "check",
         help="check one bridge, or all",
-        description="Prove which pickle key a bridge's crypto store uses and name the vars.yml fix.",
+        description="Diagnose a bridge: its systemd unit and its last log lines since it started, "
+        "config.yaml against registration.yaml and Synapse, its database, and which pickle key "
+        "opens its crypto store; lead with the cause and name the vars.yml fix.",
     )
     c.add_argument(
         "name", help="bridge role name (gmessages, slack, meta-instagram, ...) or 'all'"
