@@ -96,7 +96,9 @@ async def recent(name: str, opts: Options, kb: Knowledge | None = None) -> LogsR
         )
         return report
     config_dir = unit.config_dir or opts.root / spec.dirname / "config"
-    cfg = await asyncio.to_thread(read_config, config_dir / "config.yaml")
+    cfg = await asyncio.to_thread(
+        read_config, config_dir / "config.yaml", opts.root / spec.dirname
+    )
     secrets = cfg.secret_values if isinstance(cfg, ConfigFacts) else ()
     svc, journal = await unit_state(unit, report.unit, secrets)
     if isinstance(svc, ProbeError):

@@ -249,8 +249,6 @@ def _db(*tables: str, owner: str = "megabridge/mautrix-whatsapp") -> DbFacts:
         owner=owner,
         accounts=(),
         samples={},
-        counts={},
-        has_recovery_key=False,
     )
 
 

@@ -9,14 +9,11 @@ holds secrets and can be large: only `app_service_config_files` is kept, under a
 from __future__ import annotations
 
 import os
-import stat
 import time
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from ..facts import HomeserverFacts, ProbeError, RegistrationFacts, ServiceFacts
+from .bridgefile import load_bridge_yaml
 from .config import _get, appservice_facts
 from .host import read_unit
 
@@ -26,37 +23,14 @@ SYNAPSE_CONFIG = ("synapse", "config", "homeserver.yaml")  # under the MDAD root
 SYNAPSE_UNIT = "matrix-synapse.service"
 
 
-def read_mapping(path: Path, max_bytes: int, code: str) -> dict | ProbeError:
-    """A YAML mapping from a regular file that is not a symlink, at most max_bytes long."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return ProbeError(code, f"{path} does not exist.")
-    except OSError as e:
-        return ProbeError(code, f"{path} cannot be opened ({type(e).__name__}).")
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ProbeError(code, f"{path} is not a regular file.")
-        data = os.read(fd, max_bytes + 1)
-    except OSError as e:
-        return ProbeError(code, f"{path} cannot be read ({type(e).__name__}).")
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        return ProbeError(code, f"{path} is larger than {max_bytes // 1024} KiB.")
-    try:
-        tree = YAML(typ="safe").load(data.decode("utf-8"))
-    except (UnicodeDecodeError, YAMLError, RecursionError):
-        return ProbeError(code, f"{path} is not valid YAML.")
-    if not isinstance(tree, dict):
-        return ProbeError(code, f"{path} does not hold a YAML mapping.")
-    return tree
-
-
-def read_registration(path: Path) -> RegistrationFacts | ProbeError:
-    tree = read_mapping(path, MAX_REGISTRATION_BYTES, "registration_unreadable")
+def read_registration(path: Path, base: Path | None = None) -> RegistrationFacts | ProbeError:
+    """registration.yaml, read as untrusted input (probes/bridgefile.py) below the bridge's
+    directory `base`."""
+    tree = load_bridge_yaml(path, base, what="registration", max_bytes=MAX_REGISTRATION_BYTES)
     if isinstance(tree, ProbeError):
         return tree
+    if not isinstance(tree, dict):
+        return ProbeError("registration_unreadable", f"{path} does not hold a YAML mapping.")
     try:
         mtime = os.lstat(path).st_mtime
     except OSError:
@@ -83,9 +57,14 @@ def read_homeserver(
     path = root.joinpath(*SYNAPSE_CONFIG)
     if not path.exists() and not path.is_symlink():
         return None
-    tree = read_mapping(path, MAX_HOMESERVER_BYTES, "homeserver_unreadable")
+    # Same reader as a bridge's files: no links followed, a size cap counted while reading.
+    tree = load_bridge_yaml(
+        path, root / SYNAPSE_CONFIG[0], what="homeserver", max_bytes=MAX_HOMESERVER_BYTES
+    )
     if isinstance(tree, ProbeError):
         return tree
+    if not isinstance(tree, dict):
+        return ProbeError("homeserver_unreadable", f"{path} does not hold a YAML mapping.")
     files = _get(tree, "app_service_config_files")
     unit = read_unit(systemd_dir / SYNAPSE_UNIT, root)
     started = None
