@@ -72,8 +72,11 @@ class Entry:
 def _text(value: object) -> str | None:
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and value and all(isinstance(b, int) for b in value):
-        return bytes(b & 0xFF for b in value).decode("utf-8", "replace")
+    if isinstance(value, list) and value and isinstance(value[0], int):
+        try:  # bytes() checks every item is an int in 0..255, in C
+            return bytes(value).decode("utf-8", "replace")
+        except (TypeError, ValueError):
+            return None
     if isinstance(value, list):  # a field logged twice: journalctl gives every value
         parts = [_text(v) for v in value]
         return "\n".join(p for p in parts if p is not None)

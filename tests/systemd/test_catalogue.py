@@ -58,6 +58,12 @@ class Case:
     explained: tuple[str, ...] = ()  # codes that must be marked explained_by the lead
 
 
+AS_TOKEN_COLORED = colored(
+    "FTL",
+    31,
+    "The as_token was not accepted. Is the registration file installed in your homeserver "
+    "correctly?",
+)
 CASES = (
     # gmessages (format: pretty): the bridge names the pickle key, the database proves which.
     Case(
@@ -73,14 +79,7 @@ CASES = (
     # whatsapp (pretty-colored): exit 16, and Synapse does not list its registration.
     Case(
         "whatsapp",
-        (
-            colored(
-                "FTL",
-                31,
-                "The as_token was not accepted. Is the registration file installed in your "
-                "homeserver correctly?",
-            ),
-        ),
+        (AS_TOKEN_COLORED,),
         16,
         "registration_not_loaded",
         ("as_token_rejected", "service_crash_loop"),
@@ -88,14 +87,7 @@ CASES = (
     # signal (pretty-colored): exit 16, and the registration carries other tokens.
     Case(
         "signal",
-        (
-            colored(
-                "FTL",
-                31,
-                "The as_token was not accepted. Is the registration file installed in your "
-                "homeserver correctly?",
-            ),
-        ),
+        (AS_TOKEN_COLORED,),
         16,
         "registration_token_mismatch",
         ("as_token_rejected", "service_crash_loop"),
