@@ -65,7 +65,8 @@ def test_unpinned_old_key_is_warned_with_the_pin(host: Host, prefix: str, capsys
     old_key_gmessages(host, prefix)
     code, report = check(capsys, host)
     assert (code, report["status"]) == (1, "warning")
-    assert codes(report) == ["pickle_key_ok", "pickle_key_unpinned"]
+    # Worst first (rules/verdict.py): the warning is the verdict.
+    assert codes(report) == ["pickle_key_unpinned", "pickle_key_ok"]
     f = finding(report, "pickle_key_unpinned")
     assert f["severity"] == "warning"
     assert f'config.yaml still holds "{OLD_GM}"' in f["summary"]

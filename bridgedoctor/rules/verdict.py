@@ -9,8 +9,8 @@ The families report what each sees; this step relates their findings:
 - the crash loop's cause is the one the bridge's last words name; failing those, the one its
   exit status names alone (exit 16: the token); failing that, a proven cause from the files or
   the database; failing all, the crash loop stands alone with its unknown last line.
-Causes come first (worst first), then the other findings in family order, then what the causes
-explain.
+Findings that explain nothing else and are explained by nothing come worst first (a cause before
+an unrelated finding of its severity), then what the causes explain. The first is the verdict.
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ def settle(
         )
     causes = set(roots.values())
     first = [(i, f) for i, f in enumerate(settled) if i not in roots]
-    # Causes first, worst first; the other roots keep their family order (renderers sort).
-    first.sort(key=lambda p: (p[0] not in causes, -_RANK[p[1].severity] if p[0] in causes else 0))
+    # Worst first, as every renderer shows them; a cause before an unrelated finding of the
+    # same severity. Equal ones keep their family order.
+    first.sort(key=lambda p: (-_RANK[p[1].severity], p[0] not in causes))
     return [f for _, f in first] + [f for i, f in enumerate(settled) if i in roots]
