@@ -227,6 +227,12 @@ def _mode(value: Any) -> int:
 def _uids(value: Any) -> frozenset[int] | None:
     if value is None:
         return None
+    if value == []:
+        # An empty allowlist would lock every client out; it is a mistake, not a policy.
+        raise ConfigError(
+            "allowed_uids is an empty list, so no one could use the helper; list the uids "
+            "that may connect (id -u matrix) or remove the setting."
+        )
     if isinstance(value, list) and all(
         isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in value
     ):
