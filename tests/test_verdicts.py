@@ -1,0 +1,143 @@
+"""Verdicts the rules must never get wrong, from facts built in memory (the rules are pure):
+each case is one where a wrong answer would be destructive advice or a false all-clear.
+
+Pickles are made by python-olm; the "newer libolm" account is python-olm's own plaintext with an
+unknown version, sealed in a correct envelope (tests/test_pickle.py's `seal`)."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import struct
+from pathlib import Path
+
+import olm
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bridgedoctor.facts import BridgeFacts, ConfigFacts, DbFacts, StoredAccount, UnitFacts
+from bridgedoctor.findings import BridgeReport, Finding, exit_code
+from bridgedoctor.knowledge import load
+from bridgedoctor.naming import decide
+from bridgedoctor.rules import RuleContext, evaluate
+from tests.test_pickle import seal
+
+KB = load()
+GMESSAGES = KB.bridges["gmessages"]
+CRYPTO_TABLES = frozenset({"version", "crypto_account", "crypto_olm_session", "portal"})
+
+
+def facts(
+    *, pickle_key: str, account: bytes | None, encryption: bool = True, crypto: bool = True
+) -> BridgeFacts:
+    spec = GMESSAGES
+    base = Path("/matrix") / spec.dirname
+    unit = UnitFacts(path=Path("/etc/systemd/system") / f"{spec.service}.service",
+                     image=spec.image, tag="v0.2608.0", no_update=True)  # fmt: skip
+    cfg = ConfigFacts(
+        path=base / "config" / "config.yaml",
+        layout="bridgev2",
+        encryption_allow=encryption,
+        pickle_key=pickle_key,
+        db_type="postgres",
+        db_uri="postgres://u:p@matrix-postgres/db",
+    )
+    accounts = (StoredAccount("", "DEV", account),) if account is not None else ()
+    db = DbFacts(
+        kind="postgres",
+        location="postgres://u@matrix-postgres:5432/db",
+        tables=CRYPTO_TABLES if crypto else frozenset({"version", "portal"}),
+        versions={},
+        owner=None,
+        accounts=accounts,
+        samples={},
+        counts={},
+        has_recovery_key=False,
+    )
+    return BridgeFacts(spec=spec, base_dir=base, unit=unit, config=cfg, db=db)
+
+
+def report(f: BridgeFacts) -> BridgeReport:
+    ctx = RuleContext(kb=KB, naming=decide(f.spec, f.unit, "auto"))
+    return evaluate(f, ctx)
+
+
+def codes(r: BridgeReport) -> list[str]:
+    return [f.code for f in r.findings]
+
+
+def newer_libolm_account(key: str) -> bytes:
+    """An account pickle whose MAC matches `key` but whose content this libolm does not know."""
+    good = base64.b64decode(olm.Account().pickle(key) + b"===")
+    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(key.encode())
+    dec = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:80])).decryptor()
+    plain = dec.update(good[:-8]) + dec.finalize()
+    plain = plain[: -plain[-1]]
+    return seal(struct.pack(">I", 99) + plain[4:], key.encode()).encode()
+
+
+def test_mac_match_with_unknown_content_is_unsupported_not_lost() -> None:
+    """'Newer libolm' must never read as 'key lost, reset': the key is right, the reader is old."""
+    key = GMESSAGES.default_key
+    assert key is not None
+    r = report(facts(pickle_key=key, account=newer_libolm_account(key)))
+    assert codes(r) == ["pickle_unsupported"]
+    (f,) = r.findings
+    assert f.severity == "error" and r.status == "broken"
+    assert "newer libolm" in f.summary and "mautrix.bridge.e2ee" in f.summary
+    assert "reset" not in f.summary.lower() and f.fix is None
+    assert any(line.endswith("MAC matches but the content is not a valid account")
+               for line in f.evidence)  # fmt: skip
+
+
+def test_generate_while_a_known_key_opens_the_store_is_not_ok() -> None:
+    """The account opens with MDAD's default key, but the config says 'generate': the next start
+    uses a random key and fails. Both the mismatch and the 'generate' trap are reported."""
+    key = GMESSAGES.default_key
+    assert key is not None
+    r = report(facts(pickle_key="generate", account=olm.Account().pickle(key)))
+    assert "pickle_key_ok" not in codes(r)
+    assert sorted(codes(r)) == ["pickle_key_generate", "pickle_key_mismatch"]
+    mismatch = next(f for f in r.findings if f.code == "pickle_key_mismatch")
+    assert mismatch.severity == "error" and "'generate'" in mismatch.summary
+    assert r.status == "broken" and exit_code([r]) == 1
+    assert r.pin is not None and key in r.pin
+
+
+def test_configured_key_that_opens_is_ok() -> None:
+    """The counterpart: the same store with the key configured is the one all-clear."""
+    key = GMESSAGES.default_key
+    assert key is not None
+    r = report(facts(pickle_key=key, account=olm.Account().pickle(key)))
+    assert codes(r) == ["pickle_key_ok"] and r.status == "ok" and exit_code([r]) == 0
+
+
+def test_generate_with_encryption_off_is_no_warning() -> None:
+    """'generate' only bites when the bridge encrypts; with encryption off it is not a problem."""
+    off = report(facts(pickle_key="generate", account=None, encryption=False, crypto=False))
+    assert codes(off) == ["no_crypto_store"] and off.status == "ok"
+    on = report(facts(pickle_key="generate", account=None, encryption=True, crypto=False))
+    assert "pickle_key_generate" in codes(on) and on.status == "warning"
+
+
+SEVERITIES = ("error", "unknown", "warning", "info")  # worst first
+STATUS = {"error": "broken", "unknown": "unknown", "warning": "warning", "info": "ok"}
+EXIT = {"error": 1, "unknown": 2, "warning": 1, "info": 0}
+
+
+@pytest.mark.parametrize(("a", "b"), list(itertools.product(SEVERITIES, repeat=2)))
+def test_the_worst_finding_decides_status_and_exit_code(a: str, b: str) -> None:
+    worst = min(a, b, key=SEVERITIES.index)
+    for order in ((a, b), (b, a)):
+        r = BridgeReport("x", [Finding(f"c_{s}", s, "s.") for s in order])  # type: ignore[arg-type]
+        assert r.status == STATUS[worst], order
+        assert exit_code([r]) == EXIT[worst], order
+
+
+def test_a_broken_bridge_beside_an_unknown_one_exits_1() -> None:
+    broken = BridgeReport("a", [Finding("x", "error", "s.")])
+    unknown = BridgeReport("b", [Finding("y", "unknown", "s.")])
+    assert exit_code([unknown, broken]) == exit_code([broken, unknown]) == 1
+    assert exit_code([unknown]) == 2 and exit_code([]) == 2
