@@ -123,6 +123,22 @@ def test_stale_digest_changes_nothing(helper: Running, host: Host, systemd: Syst
     assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()
 
 
+def test_restore_with_another_digest_changes_nothing(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    """A restore runs only the plan whose digest the admin confirmed, like a reset."""
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    ok(run_plan(helper, plan))
+    after_reset, calls = state(host, BRIDGE), len(systemd.calls())
+    rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+    other = "0" * 16 if rplan["digest"] != "0" * 16 else "1" * 16
+    message = refused(run_plan(helper, {**rplan, "digest": other}))
+    assert "changed since the plan was shown" in message and "nothing was changed" in message
+    assert state(host, BRIDGE) == after_reset
+    assert not [c for c in systemd.calls()[calls:] if c.startswith(("stop", "start"))]
+    assert [m.kind for m in all_for(helper.cfg.backup_dir / BRIDGE)] == ["reset"]
+
+
 def test_refusals_are_plain(helper: Running, host: Host) -> None:
     assert "No such bridge" in refused(ask(helper, "reset_plan", bridge="slack", mode="crypto"))
     assert "No backup 20200101T000000Z-crypto of gmessages" in refused(
