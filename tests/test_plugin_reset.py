@@ -178,6 +178,27 @@ def test_progress_line_shows_rows_of_the_long_step() -> None:
     )
 
 
+@pytest.mark.parametrize("revoked", ["admins", "allowed_rooms"])
+async def test_reaction_after_admin_rights_are_revoked_is_ignored(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+    maubot_plugin_config_dict: dict[str, Any],
+    revoked: str,
+) -> None:
+    """The requester's ✅ counts only while they are an admin in an allowed room: rights taken
+    away between plan and confirmation (config edited in the maubot UI) void the confirmation."""
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages")
+    event_id, _, _ = plan_event(bot)
+    maubot_plugin_config_dict[revoked] = (
+        [OTHER_ADMIN] if revoked == "admins" else ["!other:example.com"]
+    )
+    plugin.on_external_config_update()
+    await react(bot, event_id, "✅")
+    assert ops(helper) == ["reset_plan"]
+
+
 async def test_confirm_by_code_and_wrong_people(
     plugin,
     maubot_test_bot: mtest.TestBot,
