@@ -78,22 +78,122 @@ def test_broken_bridge_verdict_evidence_snippet_command(host: Host) -> None:
     assert "just install-service mautrix-gmessages" in plain
 
 
+class Poison:
+    """Appends a distinct tag-like marker to every text it is given, and checks afterwards that
+    each marker reached the HTML escaped (never as markup, never dropped)."""
+
+    def __init__(self) -> None:
+        self.markers: list[str] = []
+
+    def __call__(self, text: object) -> str:
+        marker = f"<i{len(self.markers)}>&"
+        self.markers.append(marker)
+        return f"{text}{marker}"
+
+    def check(self, formatted: str, plain: str = "") -> None:
+        assert "<i" not in formatted.replace("<i>", ""), "report text reached the HTML as markup"
+        for marker in self.markers:
+            escaped = html.escape(marker, quote=False)
+            assert escaped in formatted or marker in code_blocks_raw(formatted), marker
+            if plain:
+                assert marker in plain, marker  # the plain body is plain text
+
+
+def code_blocks_raw(formatted: str) -> str:
+    return "\n".join(code_blocks(formatted))
+
+
+def poisoned_report(r: dict[str, Any], poison: Poison) -> dict[str, Any]:
+    """Every text of a report hostile: the name, each finding's summary, evidence and fix, the
+    facts; plus findings of every severity, so that none is only ever the headline."""
+    r = copy.deepcopy(r)
+    r["bridge"] = poison(r["bridge"])
+    extra = [
+        {"code": "c_warning", "severity": "warning", "summary": "A warning.", "fix": None},
+        {"code": "c_unknown", "severity": "unknown", "summary": "Unknown.", "fix": None},
+        {"code": "c_info", "severity": "info", "summary": "Info.",
+         "evidence": ["e"], "fix": {"vars_yml": "", "steps": ["just setup-all"], "variants": []}},
+    ]  # fmt: skip
+    for f in [*r["findings"], *extra]:
+        f["summary"] = poison(f["summary"])
+        f["evidence"] = [poison(e) for e in f.get("evidence") or []]
+        if f.get("fix"):
+            if f["fix"]["vars_yml"]:
+                f["fix"]["vars_yml"] = poison(f["fix"]["vars_yml"])
+            f["fix"]["steps"] = [poison(step) for step in f["fix"]["steps"]]
+    r["findings"] += extra
+    r["facts"] = {poison(k): poison(v) for k, v in r["facts"].items()}
+    return r
+
+
 def test_report_text_is_html_escaped(host: Host) -> None:
     r = report(host, "gmessages")
     _, formatted = render.bridge_report(r)
     # The real fix step names "<your matrix domain>": escaped, not swallowed as a tag.
     assert "inventory/host_vars/&lt;your matrix domain&gt;/vars.yml" in formatted
     assert "<your matrix domain>" not in formatted
-    hostile = copy.deepcopy(r)
-    hostile["findings"][0]["summary"] = "<script>alert(1)</script> & <b>"
-    hostile["findings"][0]["evidence"].append("<img src=x onerror=alert(1)>")
-    hostile["facts"]["config"] = "/matrix/<i>x</i>"
-    hostile["findings"][0]["fix"]["vars_yml"] = "a: '<b>&'"
-    plain, formatted = render.bridge_report(hostile)
-    assert "<script>" not in formatted and "<img" not in formatted and "<i>" not in formatted
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;" in formatted
-    assert code_blocks(formatted) == ["a: '<b>&'"]
-    assert "<script>alert(1)</script>" in plain  # the plain body is plain text
+    poison = Poison()
+    plain, formatted = render.bridge_report(poisoned_report(r, poison))
+    poison.check(formatted, plain)
+    assert len(poison.markers) > 12
+
+
+def test_fleet_and_list_escape_names_and_verdicts(host: Host) -> None:
+    f = fleet(host)
+    poison = Poison()
+    f["bridges"] = [poisoned_report(r, poison) for r in f["bridges"]]
+    _, formatted = render.fleet_report(f)
+    assert "<i" not in formatted
+    for r in f["bridges"]:
+        name = html.escape(r["bridge"], quote=False)
+        assert f"<b>{name}</b>" in formatted
+        if r["status"] != "ok":
+            assert f"<code>!bridge check {name}</code>" in formatted
+    names = Poison()
+    _, listed = render.bridge_list({"bridges": [names("gmessages"), {"bridge": names("x")}]})
+    names.check(listed)
+
+
+def test_reset_messages_escape_every_text() -> None:
+    from bridgedoctor.render import matrix_reset as rr
+
+    poison = Poison()
+    plan = {k: poison(v) for k, v in {
+        "bridge": "gmessages", "mode": "crypto", "unit": "u.service", "id": "20261126T070000Z-crypto",
+        "backup_dir": "/b", "kept": "every bridge table",
+    }.items()}  # fmt: skip
+    plan.update(was_active=True, digest="0123456789abcdef",
+                backed_up=[poison("t1")], removed=[poison("r1")], after=[poison("a1")])  # fmt: skip
+    plain, formatted = rr.reset_plan(plan, "abcdef", 300)
+    poison.check(formatted, plain)
+
+    poison = Poison()
+    rplan = {k: poison(v) for k, v in {
+        "bridge": "gmessages", "backup": "20261126T070000Z-crypto", "unit": "u.service",
+        "location": "/b", "backed_up_at": "2026", "put_back": "the rows", "lost": "keys",
+    }.items()}  # fmt: skip
+    poison.check(rr.restore_plan(rplan, "abcdef", 300)[1])
+
+    poison = Poison()
+    done = {k: poison(v) for k, v in {
+        "bridge": "gmessages", "id": "20261126T070000Z-crypto", "mode": "crypto", "location": "/b",
+    }.items()}  # fmt: skip
+    done["after"] = [poison("a")]
+    poison.check(rr.reset_done(done)[1])
+
+    poison = Poison()
+    poison.check(rr.restore_done({"bridge": poison("g"), "source": poison("s")})[1])
+
+    poison = Poison()
+    entry = {k: poison(v) for k, v in {
+        "id": "i", "mode": "crypto", "state": "done", "requested_by": "@a:x", "location": "/b",
+        "error": "e",
+    }.items()}  # fmt: skip
+    entry["steps"] = ["verify"]
+    poison.check(rr.backups({"bridge": poison("g"), "backups": [entry]})[1])
+
+    poison = Poison()
+    poison.check(rr.ended(poison("the reset plan"), poison("g"), poison("expired"))[1])
 
 
 def test_healthy_bridge_is_green(host: Host) -> None:
