@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import string
 import sys
 import tempfile
 import threading
@@ -182,11 +183,21 @@ bodies = st.fixed_dictionaries(
 )
 
 
+# Names that look like a bridge but walk the filesystem: '.', '/' after a leading letter.
+path_like = st.from_regex(r"[a-z][a-z0-9./-]{0,40}", fullmatch=True).filter(
+    lambda b: "." in b or "/" in b
+)
+# Well-formed requests with a token that is not the token: empty, any prefix, one more char.
+near_tokens = st.integers(0, len(TOKEN) - 1).map(lambda n: TOKEN[:n]) | st.sampled_from(
+    ["", TOKEN + "x", TOKEN[1:], TOKEN.upper()]
+)
+
+
 @st.composite
 def json_lines(draw: st.DrawFn) -> bytes:
     body = draw(bodies)
     # Mostly well-formed requests with the right token, so real checks run against the host.
-    roll = draw(st.integers(0, 5))
+    roll = draw(st.integers(0, 7))
     if roll == 0:
         body.update(v=1, token=TOKEN, op="check", bridge=draw(bridges))
     elif roll == 1:  # a well-formed request of any op: its fields, drawn from their strategies
@@ -194,6 +205,12 @@ def json_lines(draw: st.DrawFn) -> bytes:
         fields = {k: v for k, v in body.items() if k in FIELD_RE and k in OP_FIELDS[op]}
         body = {"v": 1, "token": TOKEN, "op": op, "bridge": draw(bridges), **fields}
         body = {k: v for k, v in body.items() if k in ("v", "token", "op") or k in OP_FIELDS[op]}
+    elif roll == 2:  # perfectly well-formed, except that the token is almost the token
+        body = {"v": 1, "token": draw(near_tokens), "op": draw(st.sampled_from(["list", "check"]))}
+        if body["op"] == "check":
+            body["bridge"] = draw(st.sampled_from(DEPLOYED))
+    elif roll == 3:  # well-formed, except that the bridge name is a path
+        body = {"v": 1, "token": TOKEN, "op": "check", "bridge": draw(path_like)}
     text = json.dumps(body, ensure_ascii=draw(st.booleans()))
     end = draw(st.sampled_from(["\n", "\n", "", "\r\n", "\n\n", "\nextra"]))
     return text.encode("utf-8", "surrogatepass") + end.encode()
@@ -222,6 +239,47 @@ payloads = json_lines() | st.binary(max_size=2000) | hostile  # long lines: in `
 
 # --- the parser ----------------------------------------------------------------------------------
 
+LOWER, DIGITS = set(string.ascii_lowercase), set(string.digits)
+
+
+def valid_bridge(v: str) -> bool:
+    """A role name: a lowercase letter, then up to 40 of lowercase letters, digits and '-'."""
+    return 1 <= len(v) <= 41 and v[0] in LOWER and all(c in LOWER | DIGITS | {"-"} for c in v)
+
+
+def valid_backup_id(v: str) -> bool:
+    """20261126T064500Z-crypto, -full, optionally .N (N of 1 to 3 digits)."""
+    stamp, dash, rest = v.partition("-")
+    mode, dot, n = rest.partition(".")
+    return (
+        len(stamp) == 16
+        and stamp[:8].isascii() and stamp[:8].isdigit() and stamp[8] == "T"
+        and stamp[9:15].isascii() and stamp[9:15].isdigit() and stamp[15] == "Z"
+        and dash == "-" and mode in ("crypto", "full")
+        and (not dot or (1 <= len(n) <= 3 and n.isascii() and n.isdigit()))
+    )  # fmt: skip
+
+
+def valid_user_id(v: str) -> bool:
+    """@local:server, local printable ASCII without ':' or space, each part 1 to 200 chars."""
+    local, colon, server = v[1:].partition(":")
+    server_chars = set(string.ascii_letters + string.digits + ".:[]-")
+    return (
+        v[:1] == "@" and colon == ":"
+        and 1 <= len(local) <= 200 and all("!" <= c <= "~" and c != ":" for c in local)
+        and 1 <= len(server) <= 200 and all(c in server_chars for c in server)
+    )  # fmt: skip
+
+
+VALID = {
+    "bridge": valid_bridge,
+    "mode": lambda v: v in ("crypto", "full"),
+    "plan": valid_backup_id,
+    "backup": valid_backup_id,
+    "digest": lambda v: len(v) == 16 and all(c in "0123456789abcdef" for c in v),
+    "requested_by": valid_user_id,
+}
+
 
 @settings(max_examples=600, deadline=None, database=None)
 @given(payloads)
@@ -233,10 +291,11 @@ def test_parse_accepts_or_refuses_plainly(line: bytes) -> None:
         return
     assert isinstance(req, Request) and isinstance(req.token, str) and req.op in OPS
     assert len(line) <= MAX_REQUEST_BYTES and line.endswith(b"\n")
-    # Exactly the op's fields, each matching its pattern (the allowlist, OP_FIELDS).
+    # Exactly the op's fields, each valid by the spec written out by hand below (not by the
+    # parser's own regexes, which are what is being tested).
     assert set(req.fields()) == set(OP_FIELDS[req.op])
     for name, value in req.fields().items():
-        assert FIELD_RE[name].fullmatch(value)
+        assert VALID[name](value), (name, value)
 
 
 def test_decode_request_deep_nesting() -> None:
@@ -270,6 +329,27 @@ def send(path: str, payload: bytes) -> bytes:
         return read_all(s, reset_ends=True)
 
 
+DEPLOYED = ["gmessages", "whatsapp", "signal"]  # what the `fleet` host has
+
+
+def assert_well_formed_with_the_token(payload: bytes) -> None:
+    """What an `ok` answer requires, checked independently of the parser: one JSON object on
+    the first line carrying exactly the token, version 1 (an int), an offered op with exactly
+    its fields, each valid, and a deployed bridge."""
+    first = payload.split(b"\n", 1)[0]
+    body = json.loads(first)
+    assert isinstance(body, dict)
+    assert body.get("token") == TOKEN, "answered a request without the exact token"
+    assert type(body.get("v")) is int and body["v"] == 1
+    op = body.get("op")
+    assert op in OP_FIELDS
+    fields = {k for k in FIELD_RE if body.get(k) is not None}
+    assert fields == set(OP_FIELDS[op])
+    assert all(VALID[k](body[k]) for k in fields)
+    if "bridge" in fields:
+        assert body["bridge"] in DEPLOYED
+
+
 @settings(
     max_examples=300,
     deadline=None,
@@ -284,7 +364,7 @@ def test_helper_survives_anything(running: Running, fleet: Host, payload: bytes)
     body = answer(raw)  # exactly one valid protocol line, no secret in it
     event("ok" if body["ok"] else body["error"]["code"])  # --hypothesis-show-statistics
     if body["ok"]:
-        assert payload.startswith(b"{")
+        assert_well_formed_with_the_token(payload)
     assert not outside(opened, prefixes), outside(opened, prefixes)
     # It never crashed: the next well-formed request is answered normally.
     assert running.req("list")["ok"] is True
