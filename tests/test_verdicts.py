@@ -53,8 +53,6 @@ def facts(
         owner=None,
         accounts=accounts,
         samples={},
-        counts={},
-        has_recovery_key=False,
     )
     return BridgeFacts(spec=spec, base_dir=base, unit=unit, config=cfg, db=db)
 
