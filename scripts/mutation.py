@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +30,76 @@ import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 GUARDS = REPO / "scripts" / "mutation-guards.toml"
+EQUIVALENT = REPO / "docs" / "mutation-equivalent.toml"
+MUTMUT_VERSION = "3.8.1"
+
+# The safety-critical modules (issue #14). Globs relative to the repository.
+SAFETY_CRITICAL = (
+    "bridgedoctor/pickle.py",
+    "bridgedoctor/proof.py",
+    "bridgedoctor/findings.py",
+    "bridgedoctor/protocol.py",
+    "bridgedoctor/rules/*.py",
+    "bridgedoctor/probes/*.py",
+    "bridgedoctor/helper/*.py",
+    "bridgedoctor/reset/*.py",
+    "bridgedoctor/render/*.py",
+    "bridgedoctor_maubot/pending.py",
+    "bridgedoctor_maubot/resets.py",
+    "bridgedoctor_maubot/config.py",
+)
+# Not run for mutants: the end-to-end and systemd-nspawn suites (minutes each, and they exercise
+# deployment rather than guards), and the .mbp packaging test (mutated files import mutmut).
+DESELECT = (
+    "--ignore=tests/e2e",
+    "--ignore=tests/systemd",
+    "--ignore=tests/test_plugin_package.py",
+)
+# The bounded run of .ci/run: the functions that hold a guard, as mutmut names them
+# (module.x_function or module.xǁClassǁmethod), and the tests that stand for them.
+CI_FUNCTIONS = (
+    "bridgedoctor.helper.server.xǁHelperǁ_answer",
+    "bridgedoctor.helper.config.x__uids",
+    "bridgedoctor.helper.config.x__read_token",
+    "bridgedoctor.helper.reset_ops.x_run",
+    "bridgedoctor.helper.reset_ops.x__reset",
+    "bridgedoctor.helper.reset_ops.x__restore",
+    "bridgedoctor.helper.ops.x_run",
+    "bridgedoctor.protocol.x_decode_request",
+    "bridgedoctor.pickle.x_mac_matches",
+    "bridgedoctor.pickle.x_decrypt",
+    "bridgedoctor.pickle.x_parse_account",
+    "bridgedoctor.pickle.x_verify_account",
+    "bridgedoctor.proof.x_in_force_key",
+    "bridgedoctor.proof.x_prove",
+    "bridgedoctor.findings.x_exit_code",
+    "bridgedoctor.rules.keys.x__key_findings",
+    "bridgedoctor.reset.backup.x__holder_alive",
+    "bridgedoctor.reset.crypto.x_verify",
+    "bridgedoctor.reset.full.x_verify_db",
+    "bridgedoctor.reset.recover.x_finish",
+    "bridgedoctor.reset.recover.x_rollback",
+    "bridgedoctor.reset.services.x_stop",
+    "bridgedoctor_maubot.pending.xǁRegistryǁtake",
+    "bridgedoctor_maubot.resets.xǁResetFlowǁon_reaction",
+    "bridgedoctor_maubot.config.xǁSettingsǁmay_use",
+)
+CI_TESTS = (
+    "tests/test_helper_auth.py",
+    "tests/test_helper_server.py",
+    "tests/test_helper_config.py",
+    "tests/test_helper_reset.py",
+    "tests/test_helper_property.py",
+    "tests/test_pickle.py",
+    "tests/test_verdicts.py",
+    "tests/test_check.py",
+    "tests/test_reset_guards.py",
+    "tests/test_reset.py",
+    "tests/test_reset_faults.py",
+    "tests/test_pending.py",
+    "tests/test_plugin_reset.py",
+    "tests/test_plugin.py",
+)
 
 
 # --- the scratch copy and the database ----------------------------------------------------------
@@ -53,6 +125,28 @@ def scratch_copy() -> Path:
     return dest
 
 
+def scratch_python(where: Path, first: Path) -> str:
+    """An interpreter for the scratch copy that imports bridgedoctor from `first` (the copy, or
+    mutmut's mutants) and everything else from this venv. Needed because some code runs in
+    `python -I` children (probes/sqlite_read.py), which ignore PYTHONPATH and would otherwise
+    import the editable install, not the code under test."""
+    venv = where / ".mutation-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    deps = sysconfig.get_paths()["purelib"]
+    (site / "00-under-test.pth").write_text(f"{first}\n{deps}\n", "utf-8")
+    for name, module in (
+        ("bridgedoctor", "bridgedoctor.cli.main"),
+        ("bridgedoctor-helper", "bridgedoctor.helper.__main__"),
+    ):
+        script = venv / "bin" / name
+        script.write_text(
+            f"#!{venv}/bin/python\nimport sys\nfrom {module} import main\nsys.exit(main())\n"
+        )
+        script.chmod(0o755)
+    return str(venv / "bin" / "python")
+
+
 @contextlib.contextmanager
 def postgres() -> Iterator[None]:
     if os.environ.get("BRIDGEDOCTOR_TEST_PG"):
@@ -71,14 +165,19 @@ def postgres() -> Iterator[None]:
         cluster.stop()
 
 
-def pytest(where: Path, tests: list[str], timeout: float = 900) -> int:
-    """pytest's exit code: 0 passed, 1 a test failed, anything else an error."""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+def pytest(
+    python: str, where: Path, tests: list[str], timeout: float = 900, show: bool = False
+) -> int:
+    """pytest's exit code: 0 passed, 1 a test failed, anything else an error. `show`: print
+    the end of pytest's output when it did not pass."""
+    cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     env = {**os.environ, "BRIDGEDOCTOR_REQUIRE_E2E": "0"}
     try:
         r = subprocess.run(cmd, cwd=where, env=env, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return -1
+    if show and r.returncode != 0:
+        print(r.stdout.decode("utf-8", "replace")[-4000:])
     return r.returncode
 
 
@@ -117,7 +216,8 @@ def run_guards(only: list[str], where: Path) -> bool:
         )
         return False
     tests = sorted({t for m in mutants for t in m.tests})
-    if pytest(where, tests) != 0:
+    python = scratch_python(where, where)
+    if pytest(python, where, tests, show=True) != 0:
         print("mutation: the guard tests do not pass on the unmutated code; fix that first.")
         return False
     survivors = []
@@ -127,7 +227,7 @@ def run_guards(only: list[str], where: Path) -> bool:
         path.write_text(original.replace(m.find, m.replace, 1), "utf-8")
         started = time.monotonic()
         try:
-            code = pytest(where, list(m.tests))
+            code = pytest(python, where, list(m.tests))
         finally:
             path.write_text(original, "utf-8")
         verdict = {0: "SURVIVED", 1: "killed"}.get(code, f"error ({code})")
@@ -138,6 +238,149 @@ def run_guards(only: list[str], where: Path) -> bool:
     return not survivors
 
 
+# --- mutmut ----------------------------------------------------------------------------------------
+
+DETECTED = {"killed", "timeout", "segfault", "suspicious", "caught by type check"}
+UNDETECTED = {"survived", "no tests"}
+
+
+def write_mutmut_config(where: Path, modules: tuple[str, ...], tests: tuple[str, ...]) -> None:
+    """mutmut reads [tool.mutmut] from pyproject.toml in its working directory: the scratch copy."""
+    sources = ("bridgedoctor", "bridgedoctor_maubot")
+    also = sorted(p.name for p in where.iterdir() if p.name not in (*sources, "tests"))
+
+    def arr(xs: tuple[str, ...] | list[str]) -> str:
+        return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
+
+    section = (
+        "\n[tool.mutmut]\n"
+        f"source_paths = {arr(sources)}\n"
+        f"only_mutate = {arr(modules)}\n"
+        f"pytest_add_cli_args_test_selection = {arr((*tests, *DESELECT))}\n"
+        f"pytest_add_cli_args = {arr(('-p', 'no:cacheprovider'))}\n"
+        f"also_copy = {arr(also)}\n"
+        "use_git_change_detection = false\n"
+    )
+    pyproject = where / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text("utf-8") + section, "utf-8")
+
+
+def run_mutmut(
+    where: Path, modules: tuple[str, ...], tests: tuple[str, ...], names: list[str], children: int
+) -> list[dict[str, str]]:
+    write_mutmut_config(where, modules, tests)
+    (where / "mutants").mkdir(exist_ok=True)
+    # Subprocesses started by tests (the CLI, the helper) must import the mutants too.
+    env = {**os.environ, "PYTHONPATH": str(where / "mutants"), "BRIDGEDOCTOR_REQUIRE_E2E": "0"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_mutmut", str(children), *names]
+    log = where / "mutmut.log"
+    with log.open("wb") as out:
+        code = subprocess.run(
+            cmd, cwd=where, env=env, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
+    results = where / "mutation-results.json"
+    if code != 0 or not results.exists():
+        tail = log.read_bytes()[-3000:].decode("utf-8", "replace")
+        raise SystemExit(f"mutation: mutmut failed (exit {code}); the end of its log:\n{tail}")
+    return json.loads(results.read_text("utf-8"))
+
+
+def _mutmut_in_scratch(children: int, names: list[str]) -> int:
+    """Runs inside the scratch copy: mutmut with prose left alone, then every mutant's result."""
+    from mutmut.__main__ import cli
+    from mutmut.mutation import file_mutation, mutators
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    from mutmut.stats import status_by_exit_code
+
+    # Wording is not a guard: string literals with whitespace in them are sentences for people
+    # (or SQL), so they are not mutated. Identifiers, codes, keys and paths still are.
+    def words_only(node: object) -> Iterator[object]:
+        value = getattr(node, "value", "")
+        if any(c.isspace() for c in value.strip("'\"")):
+            return
+        yield from mutators.operator_string(node)  # type: ignore[arg-type]
+
+    ops = file_mutation.mutation_operators
+    found = [i for i, (_, op) in enumerate(ops) if op is mutators.operator_string]
+    if len(found) != 1:
+        raise SystemExit(f"mutation: mutmut {MUTMUT_VERSION} was expected (operator_string).")
+    ops[found[0]] = (ops[found[0]][0], words_only)  # type: ignore[index]
+
+    try:
+        cli(["run", "--max-children", str(children), *names], standalone_mode=False)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    out = []
+    for meta in sorted(Path("mutants").rglob("*.py.meta")):
+        source = str(meta.relative_to("mutants"))[: -len(".meta")]
+        data = SourceFileMutationData(path=source)
+        data.load()
+        for key, exit_code in data.exit_code_by_key.items():
+            status = status_by_exit_code[exit_code]
+            diff = get_diff_for_mutant(key, path=source) if status in UNDETECTED else ""
+            out.append({"module": source, "name": key, "status": status, "diff": diff})
+    Path("mutation-results.json").write_text(json.dumps(out, indent=1), "utf-8")
+    return 0
+
+
+def mutant_key(r: dict[str, str]) -> tuple[str, str, str, str]:
+    """What identifies a mutant across runs and unrelated edits: module, function, and the
+    lines it changes (mutmut's numbers shift whenever a function changes)."""
+    function = r["name"].rpartition(".")[2].rsplit("__mutmut_", 1)[0]
+    lines = [x for x in r["diff"].splitlines() if not x.startswith(("---", "+++"))]
+    removed = "\n".join(x[1:].strip() for x in lines if x.startswith("-"))
+    added = "\n".join(x[1:].strip() for x in lines if x.startswith("+"))
+    return r["module"], function, removed, added
+
+
+def load_equivalent() -> dict[tuple[str, str, str, str], str]:
+    if not EQUIVALENT.exists():
+        return {}
+    entries = tomllib.loads(EQUIVALENT.read_text("utf-8")).get("equivalent", [])
+    return {(e["module"], e["function"], e["removed"].strip(), e["added"].strip()): e["why"]
+            for e in entries}  # fmt: skip
+
+
+def report(results: list[dict[str, str]], show: int) -> bool:
+    """Prints the score per module; True when every undetected mutant is judged equivalent."""
+    equivalent = load_equivalent()
+    by_module: dict[str, dict[str, int]] = {}
+    unjudged = []
+    for r in results:
+        row = by_module.setdefault(r["module"], {"total": 0, "detected": 0, "equivalent": 0})
+        row["total"] += 1
+        if r["status"] in DETECTED:
+            row["detected"] += 1
+        elif r["status"] in UNDETECTED and mutant_key(r) in equivalent:
+            row["equivalent"] += 1
+        elif r["status"] in UNDETECTED:
+            unjudged.append(r)
+    print(f"{'module':<42} {'mutants':>7} {'killed':>6} {'equiv':>5} {'left':>5} {'score':>6}")
+    totals = {"total": 0, "detected": 0, "equivalent": 0}
+    for module, row in sorted(by_module.items()):
+        for k in totals:
+            totals[k] += row[k]
+        print(line(module, row))
+    print(line("all", totals))
+    for r in unjudged[:show]:
+        print(f"\n{r['status']}: {r['name']}\n{r['diff']}")
+    if len(unjudged) > show:
+        print(f"\n... and {len(unjudged) - show} more undetected mutants.")
+    return not unjudged
+
+
+def line(module: str, row: dict[str, int]) -> str:
+    counted = row["total"] - row["equivalent"]
+    left = counted - row["detected"]
+    score = 100.0 * row["detected"] / counted if counted else 100.0
+    return (
+        f"{module:<42} {row['total']:>7} {row['detected']:>6} {row['equivalent']:>5} "
+        f"{left:>5} {score:>5.1f}%"
+    )
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 
@@ -146,15 +389,47 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("guards", help="the hand-written guard mutants; each must be killed")
     g.add_argument("ids", nargs="*", help="only these mutants (ids from mutation-guards.toml)")
+    r = sub.add_parser("run", help="mutmut over the safety-critical modules; score per module")
+    r.add_argument("modules", nargs="*", help="only these module globs (default: all of them)")
+    c = sub.add_parser("ci", help="the bounded run of .ci/run (guards, then guard functions)")
+    for sp in (r, c):
+        sp.add_argument("--children", type=int, default=2, help="mutants run at once (default 2)")
+        sp.add_argument("--show", type=int, default=40, help="undetected mutants to print")
+        sp.add_argument(
+            "--keep", action="store_true", help="keep the scratch copy (mutmut browse)"
+        )
+    hidden = sub.add_parser("_mutmut")  # runs inside the scratch copy
+    hidden.add_argument("children", type=int)
+    hidden.add_argument("names", nargs="*")
     args = p.parse_args(argv)
+    if args.command == "_mutmut":
+        return _mutmut_in_scratch(args.children, args.names)
     where = scratch_copy()
+    keep = getattr(args, "keep", False)
     try:
         with postgres():
             if args.command == "guards":
                 return 0 if run_guards(args.ids, where) else 1
+            if args.command == "run":
+                modules = tuple(args.modules) or SAFETY_CRITICAL
+                results = run_mutmut(where, modules, ("tests",), [], args.children)
+                return 0 if report(results, args.show) else 1
+            guards_ok = run_guards([], where)
+            modules = tuple(sorted({module_file(f) for f in CI_FUNCTIONS}))
+            names = [f"{f}__mutmut_*" for f in CI_FUNCTIONS]
+            results = run_mutmut(where, modules, CI_TESTS, names, args.children)
+            results = [x for x in results if x["name"].rsplit("__mutmut_", 1)[0] in CI_FUNCTIONS]
+            return 0 if report(results, args.show) and guards_ok else 1
     finally:
-        shutil.rmtree(where, ignore_errors=True)
-    return 2
+        if keep:
+            print(f"scratch copy kept: {where}")
+        else:
+            shutil.rmtree(where, ignore_errors=True)
+
+
+def module_file(function: str) -> str:
+    """bridgedoctor.helper.server.xǁHelperǁ_answer -> bridgedoctor/helper/server.py"""
+    return function.rpartition(".")[0].replace(".", "/") + ".py"
 
 
 if __name__ == "__main__":

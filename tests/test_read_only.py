@@ -3,7 +3,7 @@
 PostgreSQL: the bridge database itself refuses to be read outside a read-only transaction. A
 row-level-security policy on every table calls a function that raises unless
 `transaction_read_only` is on, so a check that opened a writable session could not read a row.
-SQLite: the kernel says how the check opened the database file. An audit hook on
+SQLite: the kernel says how the reader opened the database file. An audit hook on
 `sqlite3.connect/handle` (fired once SQLite has opened the file) reads the access mode of every
 descriptor of that file from /proc/self/fdinfo.
 """
@@ -11,9 +11,10 @@ descriptor of that file from /proc/self/fdinfo.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -75,65 +76,70 @@ def test_postgres_check_reads_only_in_read_only_transactions(tmp_path: Path, pg:
 
 # --- SQLite ------------------------------------------------------------------------------------
 
-_watch: dict[str, Any] = {"path": None, "modes": []}
-_lock = threading.Lock()
-_hooked = False
+# The check reads a SQLite store in a child process (probes/sqlite_read.py). The same child is run
+# here, as the probe runs it (`python -I -m bridgedoctor.probes.sqlite_read BASE PATH`), with an
+# audit hook added first: at `sqlite3.connect/handle` SQLite has opened the file, and the kernel
+# says how (the access mode in /proc/self/fdinfo). The modes go to stderr, the report to stdout.
+CHILD = """
+import os, runpy, sys
+WATCHED = os.path.realpath(sys.argv[2])
 
-
-def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if event != "sqlite3.connect/handle" or _watch["path"] is None:
+def hook(event, args):
+    if event != "sqlite3.connect/handle":
         return
-    try:
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-                if target != _watch["path"]:
-                    continue
-                with open(f"/proc/self/fdinfo/{fd}") as info:
-                    flags = next(int(x.split()[1], 8) for x in info if x.startswith("flags:"))
-            except (OSError, StopIteration):
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != WATCHED:
                 continue
-            with _lock:
-                _watch["modes"].append(flags & os.O_ACCMODE)
-    except Exception:  # noqa: BLE001 - an audit hook must never raise
-        with _lock:
-            _watch["modes"].append(-1)
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                flags = next(int(x.split()[1], 8) for x in info if x.startswith("flags:"))
+        except (OSError, StopIteration):
+            continue
+        sys.stderr.write(f"mode {flags & os.O_ACCMODE}\\n")
+
+sys.addaudithook(hook)
+runpy.run_module("bridgedoctor.probes.sqlite_read", run_name="__main__")
+"""
 
 
-def watch(path: Path) -> list[int]:
-    global _hooked
-    if not _hooked:
-        sys.addaudithook(_hook)
-        _hooked = True
-    with _lock:
-        _watch["path"], _watch["modes"] = str(path.resolve()), []
-        return _watch["modes"]
+def child_modes(base: Path, db: Path) -> tuple[list[int], dict[str, Any]]:
+    r = subprocess.run(
+        [sys.executable, "-I", "-c", CHILD, str(base), str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    modes = [int(x.split()[1]) for x in r.stderr.splitlines() if x.startswith("mode ")]
+    return modes, json.loads(r.stdout)
 
 
 def test_sqlite_check_opens_the_database_read_only(tmp_path: Path) -> None:
     host = Host.at(tmp_path)
     host.add("signal", StoreSpec("signal", account_key=mdad_default_key("signal")),
              engine="sqlite")  # fmt: skip
-    db = next((host.root / "mautrix-signal" / "data").glob("*.db"))
-    modes = watch(db)
-    try:
-        report = asyncio.run(check("signal", Options(root=host.root, systemd_dir=host.systemd)))
-    finally:
-        _watch["path"] = None
+    report = asyncio.run(check("signal", Options(root=host.root, systemd_dir=host.systemd)))
     assert [f.code for f in report.findings] == ["pickle_key_ok"], report.findings
-    assert modes, "the check never opened the database (or the hook saw nothing)"
+    base = host.root / "mautrix-signal"
+    db = next((base / "data").glob("*.db"))
+    modes, answer = child_modes(base, db)
+    assert "error" not in answer and answer["accounts"], answer
+    assert modes, "the reader never opened the database (or the hook saw nothing)"
     assert set(modes) == {os.O_RDONLY}, modes
 
 
 def test_the_sqlite_watch_sees_a_writable_open(tmp_path: Path) -> None:
-    """The recorder is not vacuous: a read-write connection shows up as such."""
+    """The observation is not vacuous: the same hook reports a read-write open as such."""
     import sqlite3
 
     db = tmp_path / "x.db"
     sqlite3.connect(db).close()
-    modes = watch(db)
-    try:
-        sqlite3.connect(f"{db.as_uri()}?mode=rw", uri=True).close()
-    finally:
-        _watch["path"] = None
-    assert os.O_RDWR in modes
+    hook = CHILD.split("sys.addaudithook(hook)")[0]
+    code = (
+        hook
+        + "sys.addaudithook(hook)\nimport sqlite3\n"
+        + ("sqlite3.connect(f'file:{WATCHED}?mode=rw', uri=True).close()\n")
+    )
+    r = subprocess.run([sys.executable, "-I", "-c", code, "-", str(db)], capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert f"mode {os.O_RDWR}" in r.stderr.splitlines(), r.stderr
