@@ -100,6 +100,9 @@ class OpenRecorder:
 def allowed_prefixes(host: Host, *own: Path) -> tuple[str, ...]:
     """`own`: directories from the helper's own config (its backup_dir)."""
     python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    # Installed packages may also sit outside the prefix (a .pth pointing at another venv's
+    # site-packages, as scripts/mutation's scratch interpreter does).
+    python |= {p for p in sys.path if os.path.basename(p.rstrip("/")) == "site-packages"}
     package = os.path.dirname(bridgedoctor.__file__)  # bridges.yaml (editable installs too)
     # /dev/null: stdin and stderr of the SQLite reader's child process (probes/sqlite_read.py).
     dirs = (str(host.root), str(host.systemd), package, *python, "/dev/null", *map(str, own))
