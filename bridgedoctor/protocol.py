@@ -23,8 +23,9 @@ VERSION = 1
 MAX_REQUEST_BYTES = 4096
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 BRIDGE_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
-# A reset's backup id as bridgedoctor.reset.plan.new_id makes it: UTC stamp, mode, counter.
-BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-(?:crypto|full)(?:\.[0-9]{1,3})?$")
+# A backup id as bridgedoctor.reset.plan.new_id makes it: UTC stamp, what it backs up (a reset's
+# mode, or an apply's config.yaml), counter.
+BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-(?:crypto|full|apply)(?:\.[0-9]{1,3})?$")
 DIGEST_RE = re.compile(r"^[0-9a-f]{16}$")
 # A Matrix user ID (the admin who confirmed), stored in manifests and audit lines.
 USER_ID_RE = re.compile(r"^@[!-9;-~]{1,200}:[A-Za-z0-9.:\[\]-]{1,200}$")
@@ -49,6 +50,11 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
     "backups": ("bridge",),
     "restore_plan": ("bridge", "backup"),
     "restore": ("bridge", "backup", "digest", "requested_by"),
+    # Write the proven key into config.yaml (undone by `restore` of the apply's id).
+    "apply_plan": ("bridge",),
+    "apply": ("bridge", "plan", "digest", "requested_by"),
+    # Follow the unit for a bounded time after a change; read-only.
+    "verify": ("bridge",),
 }
 # Optional yes/no flags (JSON true/false; absent means false), per operation. `progress`: the
 # client reads progress lines, {"v": 1, "progress": {...}}, before the one response line.
@@ -59,7 +65,7 @@ OP_FLAGS: dict[str, tuple[str, ...]] = {
 }
 FLAGS = ("deep", "progress")
 OPS = frozenset(OP_FIELDS)
-MUTATING = frozenset({"reset", "restore"})
+MUTATING = frozenset({"reset", "restore", "apply"})
 
 # Error codes a client can act on.
 E_BAD_REQUEST = "bad_request"

@@ -80,7 +80,7 @@ class Commands:
         def progress(call: Awaitable[T]) -> Awaitable[T]:
             return self._with_progress(evt, call, settings)
 
-        if inv.action in ("reset", "restore"):
+        if inv.action in ("reset", "restore", "apply"):
             return await self.resets.plan(evt, inv, settings, progress)
         if inv.action == "confirm":
             return await progress(self.resets.confirm(evt, inv, settings))

@@ -151,6 +151,19 @@ class HelperClient:
             requested_by=requested_by,
         )  # fmt: skip
 
+    async def apply_plan(self, bridge: str) -> dict[str, Any]:
+        return await self._call("apply_plan", bridge)
+
+    async def apply(
+        self, bridge: str, plan: str, digest: str, requested_by: str
+    ) -> dict[str, Any]:
+        return await self._call(
+            "apply", bridge, plan=plan, digest=digest, requested_by=requested_by
+        )
+
+    async def verify(self, bridge: str) -> dict[str, Any]:
+        return await self._call("verify", bridge)
+
     async def _call(
         self,
         op: str,

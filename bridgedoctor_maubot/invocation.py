@@ -21,6 +21,7 @@ Action = Literal[
     "reset",
     "backups",
     "restore",
+    "apply",
     "confirm",
     "cancel",
     "invalid",
@@ -38,8 +39,9 @@ HELP: tuple[tuple[str, str], ...] = (
     (f"{COMMAND} logs <name>", "its last fatal and error lines since it last started"),
     (f"{COMMAND} reset <name> [full]", "back up, then reset its crypto store (or everything)"),
     (f"{COMMAND} backups <name>", "the reset backups kept on the host"),
-    (f"{COMMAND} restore <name> <id>", "put a reset backup back exactly"),
-    (f"{COMMAND} confirm <code>", "confirm a reset or restore plan (or react ✅ to it)"),
+    (f"{COMMAND} restore <name> <id>", "put a backup back exactly (undoes a reset or an apply)"),
+    (f"{COMMAND} apply <name>", "write the proven key into config.yaml, restart, follow it"),
+    (f"{COMMAND} confirm <code>", "confirm a plan (or react ✅ to it)"),
     (f"{COMMAND} cancel <code>", "drop a plan (or react ❌ to it)"),
     (f"{COMMAND} help", "this list"),
 )
@@ -103,6 +105,11 @@ def parse(args: str | None) -> Invocation:
         if isinstance(name, Invocation):
             return name
         return Invocation("reset", bridge=name, mode=modes[0] if modes else "crypto")
+    if sub == "apply":
+        if len(rest) != 1:
+            return _usage("apply <name>")
+        name = _name(rest[0])
+        return name if isinstance(name, Invocation) else Invocation("apply", bridge=name)
     if sub == "backups":
         if len(rest) != 1:
             return _usage("backups <name>")

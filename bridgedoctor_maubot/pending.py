@@ -16,7 +16,7 @@ from typing import Literal
 # No 0/o, 1/l/i: codes are read off a screen and typed on a phone.
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 CODE_LENGTH = 6
-Kind = Literal["reset", "restore"]
+Kind = Literal["reset", "restore", "apply"]
 
 
 @dataclass
@@ -27,10 +27,12 @@ class Pending:
     requester: str
     room_id: str
     digest: str
-    ident: str  # the plan's backup id (reset) or the backup to put back (restore)
+    ident: str  # the plan's backup id (reset, apply) or the backup to put back (restore)
     mode: str
     expires_at: float
     event_id: str | None = None  # the plan message, once sent
+    follow: bool = False  # after it ran, follow the unit (it was running, or an apply restarts it)
+    done: bool = False  # it ran to the end
 
     def may_confirm(self, sender: str, room_id: str) -> bool:
         return sender == self.requester and room_id == self.room_id

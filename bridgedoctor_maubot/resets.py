@@ -1,4 +1,5 @@
-"""Reset and restore from the room: plan, confirm (✅ or `confirm <code>`), run, report.
+"""Reset, restore and apply from the room: plan, confirm (✅ or `confirm <code>`), run, report,
+then follow the unit (followup.py).
 
 Only the admin who asked can confirm, in the room where they asked, before the plan expires.
 Everyone else's reactions, the bot's own (it seeds ✅ and ❌ so they are one click away), a
@@ -16,19 +17,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from maubot.matrix import MaubotMatrixClient
 from mautrix.types import EventID, ReactionEvent, RoomID
 
 from bridgedoctor.render import matrix as render
+from bridgedoctor.render import matrix_apply as render_apply
 from bridgedoctor.render import matrix_reset as render_reset
 
 from .config import Settings
+from .followup import follow_up
 from .helper_client import HelperClient, HelperError
 from .invocation import COMMAND, Invocation
-from .pending import Busy, Pending, Registry
+from .pending import Busy, Kind, Pending, Registry
 from .replies import PROGRESS_KEY, UNEXPECTED, notice
 from .store import OpenPlan, PlanState, Store
 
@@ -37,6 +40,11 @@ Message = tuple[str, str]
 Progress = Callable[[Awaitable[Any]], Awaitable[Any]]
 # Clients may append U+FE0F (emoji presentation) to the key; it is the same reaction.
 CONFIRM, CANCEL = render_reset.CONFIRM_KEY, render_reset.CANCEL_KEY
+DRAW = {
+    "reset": render_reset.reset_plan,
+    "restore": render_reset.restore_plan,
+    "apply": render_apply.apply_plan,
+}
 
 
 def _key(raw: str | None) -> str:
@@ -61,25 +69,29 @@ class ResetFlow:
         settings: Settings,
         progress: Progress,
     ) -> Message | None:
-        """`reset` or `restore`: ask the helper for the plan, post it, wait for confirmation.
-        Returns a message for the command's reply, or None once the plan has been posted."""
+        """`reset`, `restore` or `apply`: ask the helper for the plan, post it, wait for
+        confirmation. Returns a message for the command's reply, or None once it is posted."""
         bridge = inv.bridge or ""
-        kind = "reset" if inv.action == "reset" else "restore"
+        kind: Kind = inv.action  # type: ignore[assignment]
         try:
             self._registry.claim(bridge, f"a {kind} plan is being prepared")
         except Busy as b:
-            return render.info(f"{b} One reset or restore at a time per bridge.")
+            return render.info(f"{b} One reset, restore or apply at a time per bridge.")
         helper = HelperClient(settings.socket_path, settings.token, settings.check_timeout)
         try:
             if kind == "reset":
                 plan = await progress(helper.reset_plan(bridge, inv.mode))
+            elif kind == "apply":
+                plan = await progress(helper.apply_plan(bridge))
             else:
                 plan = await progress(helper.restore_plan(bridge, inv.backup or ""))
-            ident = str(plan["id"] if kind == "reset" else plan["backup"])
+            ident = str(plan["backup"] if kind == "restore" else plan["id"])
             p = self._registry.add(
                 kind, bridge, evt.sender, evt.room_id, str(plan["digest"]), ident,
                 str(plan.get("mode", inv.mode)), settings.confirm_timeout,
             )  # fmt: skip
+            # Afterwards the unit runs again (an apply always restarts it): follow it then.
+            p.follow = kind == "apply" or bool(plan.get("was_active"))
         except HelperError as err:
             self._registry.release(bridge)
             return render.error(err.sentence)
@@ -87,7 +99,7 @@ class ResetFlow:
             self._registry.release(bridge)
             raise
         self._registry.mark(bridge, f"a {kind} plan is waiting for {p.requester} to confirm")
-        draw = render_reset.reset_plan if kind == "reset" else render_reset.restore_plan
+        draw = DRAW[kind]
         try:
             message = draw(plan, p.code, settings.confirm_timeout, COMMAND)
             sent = await evt.respond(notice(*message), reply=True)
@@ -101,14 +113,18 @@ class ResetFlow:
             await self._quietly(self._client.react(RoomID(p.room_id), EventID(p.event_id), key))
         return None
 
-    async def confirm(self, evt: Any, inv: Invocation, settings: Settings) -> Message:
+    async def confirm(self, evt: Any, inv: Invocation, settings: Settings) -> Message | None:
+        """Run the plan; the report replies to the command, the follow-up to the plan."""
         p = self._registry.take(inv.code or "", evt.sender, evt.room_id)
         if p is None:
             return render.info(
                 f"No plan with code {inv.code} is waiting for your confirmation in this room "
                 "(it may have expired or run already)."
             )
-        return await self._run(p, settings)
+        message = await self._run(p, settings)
+        await self._quietly(evt.respond(notice(*message), reply=True))
+        self._follow(p, settings)
+        return None
 
     async def cancel(self, evt: Any, inv: Invocation) -> Message:
         p = self._registry.take(inv.code or "", evt.sender, evt.room_id)
@@ -140,10 +156,10 @@ class ResetFlow:
             self._log.info(f"Ignored {key} from {evt.sender} on the {waiting.kind} plan")
             return
         if key == CANCEL:
-            message = await self._end(p, "was cancelled")
-        else:
-            message = await self._run(p, settings)
-        await self._send(p, message)
+            await self._send(p, await self._end(p, "was cancelled"))
+            return
+        await self._send(p, await self._run(p, settings))
+        self._follow(p, settings)
 
     # --- running -----------------------------------------------------------------------------
 
@@ -165,10 +181,18 @@ class ResetFlow:
                     p.bridge, p.mode, p.ident, p.digest, p.requester, shown.update
                 )
                 await shown.close("finished")
-                return render_reset.reset_done(result, COMMAND)
-            result = await helper.restore(p.bridge, p.ident, p.digest, p.requester, shown.update)
-            await shown.close("finished")
-            return render_reset.restore_done(result, COMMAND)
+                message = render_reset.reset_done(result, COMMAND)
+            elif p.kind == "apply":
+                result = await helper.apply(p.bridge, p.ident, p.digest, p.requester)
+                message = render_apply.apply_done(result, COMMAND)
+            else:
+                result = await helper.restore(
+                    p.bridge, p.ident, p.digest, p.requester, shown.update
+                )
+                await shown.close("finished")
+                message = render_reset.restore_done(result, COMMAND)
+            p.done = True
+            return message
         except HelperError as err:
             if err.code == "timeout":
                 return render.error(
@@ -193,12 +217,20 @@ class ResetFlow:
         return render_reset.ended(f"the {p.kind} plan", p.bridge, why)
 
     def _arm_expiry(self, p: Pending, ttl: float) -> None:
-        def fire() -> None:
-            task = asyncio.ensure_future(self._expire(p.code))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._timers[p.code] = asyncio.get_running_loop().call_later(
+            ttl, lambda: self._spawn(self._expire(p.code))
+        )
 
-        self._timers[p.code] = asyncio.get_running_loop().call_later(ttl, fire)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _follow(self, p: Pending, settings: Settings) -> None:
+        """After a change that ran, in the background: how the unit runs now, as a reply to the
+        plan (the helper follows it for a bounded time)."""
+        if p.done and p.follow and p.event_id:
+            self._spawn(follow_up(p, settings, self._send, self._log))
 
     def _disarm(self, code: str) -> None:
         timer = self._timers.pop(code, None)
@@ -254,6 +286,11 @@ class ResetFlow:
         except Exception as exc:  # a lost reaction, notice or row must not break the flow
             self._log.warning(f"could not {what}: {exc}")
             return None
+
+    async def idle(self) -> None:
+        """Wait until the background work (follow-ups, expiry notices) has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def close(self) -> None:
         """Plugin stop: waiting plans lapse (nothing was changed; their rows stay, so the next

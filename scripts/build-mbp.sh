@@ -3,7 +3,8 @@
 # UI (https://<matrix domain>/_matrix/maubot/) or with `mbc upload`; see docs/plugin.md.
 #
 # The .mbp holds bridgedoctor_maubot/ and only the stdlib-only part of bridgedoctor/ the plugin
-# imports (protocol, render.matrix, render.matrix_reset, render.matrix_watch, render.neutral):
+# imports (protocol, render.matrix, render.matrix_reset, render.matrix_watch, render.matrix_apply,
+# render.neutral):
 # maubot installs no dependencies, so nothing else may ship.
 # Built from a clean staging copy, because `mbc build` zips whole package directories,
 # __pycache__ included.
@@ -28,7 +29,7 @@ mkdir -p "$stage/bridgedoctor/render" "$stage/bridgedoctor_maubot"
 cp maubot.yaml base-config.yaml "$stage/"
 cp bridgedoctor/__init__.py bridgedoctor/protocol.py "$stage/bridgedoctor/"
 cp bridgedoctor/render/__init__.py bridgedoctor/render/matrix.py bridgedoctor/render/matrix_reset.py \
-    bridgedoctor/render/matrix_watch.py \
+    bridgedoctor/render/matrix_watch.py bridgedoctor/render/matrix_apply.py \
     bridgedoctor/render/neutral.py \
     "$stage/bridgedoctor/render/"
 cp bridgedoctor_maubot/*.py "$stage/bridgedoctor_maubot/"

@@ -196,7 +196,9 @@ def test_resets_are_off_unless_allowed(host: Host, systemd: Systemd, sockdir: Pa
             ("restore_plan", {"backup": "20261126T064500Z-crypto"}),
         ):
             message = refused(ask(r, op, bridge=BRIDGE, **fields))
-            assert message.startswith("Resets are turned off on this host: set allow_reset: true")
+            assert message.startswith(
+                "Resets, restores and applies are turned off on this host: set allow_reset: true"
+            )
         assert ok(ask(r, "backups", bridge=BRIDGE))["backups"] == []  # read-only: allowed
         assert systemd.calls() == [] and state(host, BRIDGE) == before
     finally:

@@ -133,8 +133,44 @@ LOGS: dict[str, Any] = {
     "truncated": False,
     "problem": None,
 }
-RESET_ANSWERS: dict[str, dict[str, Any]] = {
+APPLY_PLAN: dict[str, Any] = {
+    "bridge": "gmessages",
+    "unit": "matrix-mautrix-gmessages.service",
+    "was_active": True,
+    "config": "/matrix/mautrix-gmessages/config/config.yaml",
+    "config_sha256": "ab" * 32,
+    "key_from": '"mautrix.bridge.e2ee"',
+    "key_to": '"go.mau.fi/mautrix-gmessages"',
+    "key_to_id": "sha256:0123456789ab",
+    "origin": "historical key of gmessages",
+    "backup_dir": "/var/lib/bridgedoctor/backups/gmessages/20261126T070000Z-apply",
+    "id": "20261126T070000Z-apply",
+    "vars_yml": SNIPPET,
+    "pin_steps": ["Add the snippet to inventory/host_vars/<your matrix domain>/vars.yml."],
+    "digest": "00112233aabbccdd",
+}
+APPLIED: dict[str, Any] = {
+    "id": APPLY_PLAN["id"],
+    "bridge": "gmessages",
+    "kind": "apply",
+    "mode": "apply",
+    "state": "done",
+    "location": APPLY_PLAN["backup_dir"],
+    "requested_by": ADMIN,
+    "steps": ["backup", "verify", "write", "restart"],
+    "unit": APPLY_PLAN["unit"],
+    "config": APPLY_PLAN["config"],
+    "key_to": APPLY_PLAN["key_to"],
+    "vars_yml": SNIPPET,
+    "pin_steps": APPLY_PLAN["pin_steps"],
+}
+UP: dict[str, Any] = {"bridge": "gmessages", "state": "up", "seconds": 30, "fatal": "",
+                      "restarts": 0, "finding": None}  # fmt: skip
+RESET_ANSWERS: dict[str, Any] = {
     "logs": LOGS,
+    "apply_plan": APPLY_PLAN,
+    "apply": APPLIED,
+    "verify": UP,
     "reset_plan": PLAN,
     "reset": DONE,
     "backups": {"bridge": "gmessages", "backups": [DONE]},
@@ -162,7 +198,10 @@ class FakeHelper:
                 raise protocol.ProtocolError(
                     protocol.E_UNKNOWN_BRIDGE, "No such bridge is deployed on this host."
                 )
-            return RESET_ANSWERS[req.op]
+            answer = RESET_ANSWERS[req.op]
+            if isinstance(answer, protocol.ProtocolError):  # a test made the helper refuse
+                raise answer
+            return answer
         if req.op == "list":
             return {"bridges": ["gmessages", "whatsapp"]}
         if req.op == "check_all" and self.fleet is not None:

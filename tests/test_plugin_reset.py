@@ -107,13 +107,16 @@ async def test_plan_then_only_the_requesters_check_runs_it(
 
     before = len(notices(bot))
     await react(bot, event_id, "✅\ufe0f")  # the admin; some clients add U+FE0F
+    await plugin.commands.resets.idle()
     (reset,) = [r for r in helper.requests if r.op == "reset"]
     assert (reset.bridge, reset.mode, reset.plan, reset.digest, reset.requested_by) == (
         "gmessages", "crypto", PLAN["id"], PLAN["digest"], ADMIN,
     )  # fmt: skip
     report = notices(bot)[before:]
-    assert len(report) == 1
+    assert len(report) == 2  # the report, then how the unit runs now
     assert report[0].content.body.startswith("✅ gmessages: crypto reset done.")
+    assert report[1].content.body == "🟩 gmessages is up: running for 30 s, no fatal line."
+    assert report[1].content.relates_to.in_reply_to.event_id == event_id
     assert report[0].content.relates_to.in_reply_to.event_id == event_id
     assert f"!bridge restore gmessages {PLAN['id']}" in report[0].content.body
     assert "⏳" in bot_reactions(bot, event_id)  # shown while it ran, then redacted
@@ -213,8 +216,13 @@ async def test_confirm_by_code_and_wrong_people(
     assert "reset" not in ops(helper)
     assert notices(bot)[-1].content.body == REFUSAL
     await say(bot, f"!bridge confirm {code.upper()}")
+    await plugin.commands.resets.idle()
     assert ops(helper).count("reset") == 1
-    assert notices(bot)[-1].content.body.startswith("✅ gmessages: crypto reset done.")
+    report, follow = (n.content for n in notices(bot)[-2:])
+    assert report.body.startswith("✅ gmessages: crypto reset done.")
+    assert report.relates_to.in_reply_to.event_id == "test"  # the confirm command
+    assert follow.body.startswith("🟩 gmessages is up")
+    assert follow.relates_to.in_reply_to.event_id != "test"  # the plan
 
 
 async def test_one_plan_per_bridge_and_cancel_frees_it(
@@ -228,7 +236,7 @@ async def test_one_plan_per_bridge_and_cancel_frees_it(
     await say(bot, "!bridge reset gmessages", sender=OTHER_ADMIN)
     assert notices(bot)[-1].content.body == (
         f"gmessages is busy: a reset plan is waiting for {ADMIN} to confirm. "
-        "One reset or restore at a time per bridge."
+        "One reset, restore or apply at a time per bridge."
     )
     assert ops(helper) == ["reset_plan"]
     await react(bot, event_id, "❌", sender=OTHER_ADMIN)  # not theirs to cancel

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__, logs
+from ..apply import cli as apply_cli
 from ..diagnose import Options, check, check_all, inventory
 from ..facts import ProbeError
 from ..findings import exit_code
@@ -106,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the bridges' unit files are",
     )
     g.add_argument("--json", action="store_true", help="machine-readable output")
-    reset_cli.add_parsers(sub, reset_cli.common_parser())
+    common = reset_cli.common_parser()
+    reset_cli.add_parsers(sub, common)
+    apply_cli.add_parser(sub, common)
     return p
 
 
@@ -160,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root.is_dir():
         sys.stderr.write(f"bridgedoctor: {args.root} is not a directory; pass --root.\n")
         return EXIT_USAGE
+    if args.command == "apply":
+        return apply_cli.run(args)
     if args.command not in ("check", "logs"):
         return reset_cli.run(args)
     try:

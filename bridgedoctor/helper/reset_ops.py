@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..apply.record import all_for as applied_all
+from ..apply.record import summary as applied
 from ..diagnose import Options
 from ..protocol import E_BAD_REQUEST, E_RESET, ProtocolError, Request
 from ..reset import run as runner
@@ -26,8 +28,9 @@ from .audit import log
 T = TypeVar("T")
 
 OFF = (
-    "Resets are turned off on this host: set allow_reset: true in the helper's config and "
-    "install its reset drop-in (docs/helper.md), then restart bridgedoctor-helper."
+    "Resets, restores and applies are turned off on this host: set allow_reset: true in the "
+    "helper's config and install its reset drop-in (docs/helper.md), then restart "
+    "bridgedoctor-helper."
 )
 CHANGED = "the bridge changed since the plan was shown ({what}); nothing was changed. Ask again."
 
@@ -75,10 +78,22 @@ async def run(
     `progress` gets a running reset's or restore's step and rows."""
     if req.op == "backups":
         items = [summary(m) for m in all_for(root / name) if m.kind == "reset"]
+        items += [applied(r) for r in applied_all(root / name)]
+        items.sort(key=lambda b: str(b["id"]))
         return {"bridge": name, "backups": items}, f"{len(items)} backups"
     if not allowed:
         raise ProtocolError(E_RESET, OFF)
+    _check_ident(req)
+    from . import apply_ops  # it builds on this module's worker and refusal wording
+
     try:
+        if req.op in ("apply_plan", "apply"):
+            return await apply_ops.run(req, name, root, opts)
+        if req.backup is not None and _kind(req.backup) == "apply":
+            if req.op == "restore_plan":  # the undo of an apply
+                ident = req.backup
+                return await asyncio.to_thread(apply_ops.undo_plan, name, ident, root), "planned"
+            return await apply_ops.undo(req, name, root)
         if req.op == "reset_plan":
             _, plan = await in_worker(lambda: runner.prepare(name, _mode(req), opts, root))
             return plan.to_dict(), "planned"
@@ -94,6 +109,19 @@ async def run(
     except ResetError as e:
         raise _refusal(e) from None
     raise ProtocolError(E_BAD_REQUEST, "The helper does not offer that operation.")
+
+
+def _kind(ident: str) -> str:
+    """What a backup id (protocol.BACKUP_ID_RE) backs up: crypto, full or apply."""
+    return ident.split("-", 1)[1].split(".")[0]
+
+
+def _check_ident(req: Request) -> None:
+    """A reset's plan id names its mode, an apply's says apply: one cannot pose as the other."""
+    if req.plan is None:
+        return
+    if _kind(req.plan) != ("apply" if req.op == "apply" else req.mode):
+        raise ProtocolError(E_BAD_REQUEST, f"The plan id does not name a plan for {req.op}.")
 
 
 async def _reset(

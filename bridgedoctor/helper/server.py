@@ -11,6 +11,7 @@ import time
 import traceback
 from typing import Any
 
+from ..apply import run as apply_run
 from ..knowledge import Knowledge, load
 from ..protocol import (
     E_BAD_REQUEST,
@@ -64,15 +65,17 @@ class Helper:
         log.info("listening on %s (max_concurrent=%d)", self.cfg.socket, self.cfg.max_concurrent)
 
     async def recover(self) -> None:
-        """Finish or roll back any reset or restore a crash interrupted, before serving.
+        """Finish or roll back any reset, restore or apply a crash interrupted, before serving.
         Skipped when resets are off: the unit may then lack the rights, and the host CLI
-        recovers at its next reset or restore."""
+        recovers at its next reset, restore or apply."""
         if not self.cfg.allow_reset:
             return
+        root = self.cfg.backup_dir
         try:
-            done = await reset_ops.in_worker(lambda: recover(self.cfg.backup_dir))
+            done: list[Any] = await reset_ops.in_worker(lambda: recover(root))
+            done += await reset_ops.in_worker(lambda: apply_run.recover(root))
         except Exception as e:  # noqa: BLE001 - checks must still be served; say what is left
-            log.error("could not recover interrupted resets in %s: %s", self.cfg.backup_dir, e)
+            log.error("could not recover interrupted resets in %s: %s", root, e)
             return
         for m in done:
             log.warning("recovered %s %s of %s: now %s", m.kind, m.id, m.bridge, m.state)

@@ -74,7 +74,7 @@ def common_parser() -> argparse.ArgumentParser:
     return c
 
 
-def _ask(text: str, yes: bool) -> bool:
+def ask(text: str, yes: bool) -> bool:
     if yes:
         return True
     print(neutral(text))
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "reset":
 
             def confirm(plan: Plan) -> bool:
-                return _ask(plan.render(), args.yes)
+                return ask(plan.render(), args.yes)
 
             m = asyncio.run(
                 runner.reset(
@@ -115,13 +115,17 @@ def run(args: argparse.Namespace) -> int:
             if m.mode == "full":
                 print("Now log in to the remote network again (the bridge's login command).")
             return EXIT_OK
+        if args.id.partition("-")[2].startswith("apply"):  # the undo of `bridgedoctor apply`
+            from ..apply.cli import undo
+
+            return undo(args.name, args.id, root, args.yes)
         m = asyncio.run(
             runner.restore(
                 args.name,
                 args.id,
                 opts,
                 root,
-                lambda p: _ask(p.render(), args.yes),
+                lambda p: ask(p.render(), args.yes),
                 progress=_terminal("restore", args),
             )
         )
@@ -153,7 +157,11 @@ def _backups(name: str, root: Path, as_json: bool) -> int:
     if isinstance(spec, Finding):
         sys.stderr.write(f"bridgedoctor: {spec.summary}\n")
         return EXIT_USAGE
-    items = [m for m in all_for(root / spec.name) if m.kind == "reset"]
+    from ..apply.record import all_for as applies
+
+    items: list[Any] = [m for m in all_for(root / spec.name) if m.kind == "reset"]
+    items += applies(root / spec.name)
+    items.sort(key=lambda m: m.id)
     if as_json:
         keys = ("id", "mode", "state", "created_at", "requested_by", "location")
         print(json.dumps([{k: getattr(m, k) for k in keys} for m in items], indent=2))

@@ -51,3 +51,14 @@ def start(unit: str) -> None:
     r = _systemctl("start", unit)
     if r.returncode != 0:
         raise ResetError(f"systemctl start {unit} failed; see journalctl -u {unit}.", touched=True)
+
+
+def restart(unit: str) -> None:
+    """Start the unit afresh, whatever it was doing: crash-looping, failed, or stopped."""
+    # A unit that hit its start limit refuses even a restart until its failure is reset.
+    _systemctl("reset-failed", unit)
+    r = _systemctl("restart", unit)
+    if r.returncode != 0:
+        raise ResetError(
+            f"systemctl restart {unit} failed; see journalctl -u {unit}.", touched=True
+        )

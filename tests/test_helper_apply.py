@@ -1,0 +1,112 @@
+"""The helper's apply over its real socket: plan, digest-bound confirmation, the undo as a
+`restore` of the apply's id, the listing, and the refusals. Real PostgreSQL, fake systemctl."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.fleet import Host
+from tests.support.reset_env import Systemd
+from tests.test_apply import MDAD, OLD, UNIT, broken_gmessages, config_path
+from tests.test_helper_reset import ADMIN, ask, ok, refused
+from tests.test_helper_server import TOKEN, Running, make_config, sockdir
+
+BRIDGE = "gmessages"
+
+
+@pytest.fixture
+def host(tmp_path: Path, pg) -> Host:
+    return broken_gmessages(tmp_path / "host", pg)
+
+
+@pytest.fixture
+def helper(host: Host, systemd: Systemd, sockdir: Path) -> Iterator[Running]:
+    r = Running(make_config(host, sockdir, allow_reset=True))
+    yield r
+    r.stop()
+
+
+def changes(systemd: Systemd) -> list[str]:
+    """systemctl calls that change something (show only reads)."""
+    return [c for c in systemd.calls() if not c.startswith("show ")]
+
+
+def confirm(helper: Running, plan: dict[str, Any], **change: str) -> dict[str, Any]:
+    body = {"v": 1, "token": TOKEN, "op": "apply", "bridge": BRIDGE, "plan": plan["id"],
+            "digest": plan["digest"], "requested_by": ADMIN, **change}  # fmt: skip
+    return helper.ask(body)
+
+
+def test_plan_confirm_list_undo(helper: Running, host: Host, systemd: Systemd) -> None:
+    config = config_path(host)
+    before = config.read_bytes()
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    assert plan["id"].endswith("-apply") and plan["unit"] == UNIT and plan["was_active"]
+    assert (plan["key_from"], plan["key_to"]) == (f'"{MDAD}"', f'"{OLD}"')
+    assert plan["vars_yml"] == (
+        f'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "{OLD}"'
+    )
+    assert config.read_bytes() == before and not changes(systemd)  # planning changes nothing
+    assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()
+
+    done = ok(confirm(helper, plan))
+    assert (done["id"], done["state"], done["requested_by"]) == (plan["id"], "done", ADMIN)
+    assert done["steps"] == ["backup", "verify", "write", "restart"]
+    assert done["vars_yml"] == plan["vars_yml"] and done["key_to"] == f'"{OLD}"'
+    assert f"pickle_key: {OLD}".encode() in config.read_bytes()
+    assert systemd.calls()[-1] == f"restart {UNIT}"
+
+    listing = ok(ask(helper, "backups", bridge=BRIDGE))["backups"]
+    assert [(b["id"], b["mode"], b["state"]) for b in listing] == [(plan["id"], "apply", "done")]
+
+    undo = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+    assert undo["mode"] == "apply" and "exactly as it was before the apply" in undo["put_back"]
+    body = {"v": 1, "token": TOKEN, "op": "restore", "bridge": BRIDGE, "backup": plan["id"],
+            "digest": undo["digest"], "requested_by": ADMIN}  # fmt: skip
+    back = ok(helper.ask(body))
+    assert back["state"] == "undone" and back["source"] == plan["id"]
+    assert config.read_bytes() == before
+
+
+def test_a_stale_digest_changes_nothing(helper: Running, host: Host, systemd: Systemd) -> None:
+    config = config_path(host)
+    before = config.read_bytes()
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    message = refused(confirm(helper, {**plan, "digest": "0" * 16}))
+    assert message == (
+        "The bridge changed since the plan was shown (the apply plan differs); nothing was "
+        "changed. Ask again."
+    )
+    assert config.read_bytes() == before and not changes(systemd)
+
+
+def test_a_plan_id_of_another_kind_is_a_bad_request(helper: Running) -> None:
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    answer = confirm(helper, {**plan, "id": plan["id"].replace("-apply", "-crypto")})
+    assert answer["error"]["code"] == "bad_request"
+    answer = helper.ask(
+        {"v": 1, "token": TOKEN, "op": "reset", "bridge": BRIDGE, "mode": "crypto",
+         "plan": plan["id"], "digest": plan["digest"], "requested_by": ADMIN}
+    )  # fmt: skip
+    assert answer["error"]["code"] == "bad_request"
+
+
+def test_off_unless_resets_are_allowed(host: Host, systemd: Systemd, sockdir: Path) -> None:
+    r = Running(make_config(host, sockdir))
+    try:
+        message = refused(ask(r, "apply_plan", bridge=BRIDGE))
+        assert message.startswith("Resets, restores and applies are turned off on this host")
+    finally:
+        r.stop()
+
+
+def test_nothing_to_apply_is_a_refusal_in_one_sentence(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    ok(confirm(helper, ok(ask(helper, "apply_plan", bridge=BRIDGE))))
+    message = refused(ask(helper, "apply_plan", bridge=BRIDGE))
+    assert message.startswith("Config.yaml already has the key that opens the gmessages store")
