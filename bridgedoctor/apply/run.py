@@ -25,6 +25,7 @@ from ..reset import backup, services
 from ..reset.engine import crashpoint
 from ..reset.errors import ResetError
 from ..reset.manifest import now
+from ..reset.paths import private_dir
 from ..reset.plan import new_id
 from ..reset.run import RestorePlan
 from ..rules.context import RuleContext
@@ -161,6 +162,7 @@ async def apply(
     plan_id: str | None = None,
 ) -> ApplyRecord:
     bridge_dir = backup_root / name
+    private_dir(backup_root)  # a backup anyone else could swap could be "restored" later
     bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with backup.lock(bridge_dir):
         await recover_locked(bridge_dir)
@@ -293,6 +295,7 @@ async def undo(
     requested_by: str | None = None,
 ) -> ApplyRecord:
     bridge_dir = backup_root / name
+    private_dir(backup_root)
     with backup.lock(bridge_dir):
         await recover_locked(bridge_dir)
         plan = undo_plan(name, ident, backup_root)

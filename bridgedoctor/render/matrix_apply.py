@@ -15,6 +15,7 @@ from typing import Any
 from .matrix import SEVERITY_MARK, Message, _code_block, _steps
 from .matrix import _e as esc
 from .matrix_reset import _confirm_line
+from .neutral import neutral_message
 
 Data = Mapping[str, Any]
 PIN_HEAD = (
@@ -32,6 +33,7 @@ def _pin(data: Data, command: str) -> tuple[list[str], str]:
     return [f"{PIN_HEAD}:", p, *s_plain], f"<p><b>{esc(PIN_HEAD)}:</b></p>{h}{s_html}"
 
 
+@neutral_message
 def apply_plan(plan: Data, code: str, seconds: float, command: str = "!bridge") -> Message:
     name, unit = plan.get("bridge", "?"), plan.get("unit", "?")
     head = (
@@ -58,6 +60,7 @@ def apply_plan(plan: Data, code: str, seconds: float, command: str = "!bridge") 
     return "\n".join(plain), html
 
 
+@neutral_message
 def apply_done(result: Data, command: str = "!bridge") -> Message:
     name, ident = result.get("bridge", "?"), result.get("id", "?")
     head = (
@@ -72,6 +75,7 @@ def apply_done(result: Data, command: str = "!bridge") -> Message:
     return "\n".join(plain), html
 
 
+@neutral_message
 def verified(answer: Data, command: str = "!bridge") -> Message:
     """The follow-up: up, still failing (its last fatal line and the finding that explains it),
     or not running."""
