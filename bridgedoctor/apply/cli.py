@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
 from ..diagnose import Options
-from ..reset.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, ask
+from ..reset.cli import EXIT_OK, ask, refused
 from ..reset.errors import ResetError
 from ..reset.run import RestorePlan
 from .plan import ApplyPlan
@@ -57,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         r = asyncio.run(runner.apply(args.name, opts, args.backup_dir, confirm))
     except ResetError as e:
-        sys.stderr.write(f"bridgedoctor: {e}\n")
-        return EXIT_USAGE if e.usage else EXIT_REFUSED
+        return refused(e)
     print(f"{r.config} now holds the proven key {r.key_to}; {r.unit} restarted.")
     snippet = r.extra.get("vars_yml") or ""
     if snippet:
@@ -78,7 +76,6 @@ def undo(name: str, ident: str, backup_root: Path, yes: bool) -> int:
     try:
         r = asyncio.run(runner.undo(name, ident, backup_root, confirm))
     except ResetError as e:
-        sys.stderr.write(f"bridgedoctor: {e}\n")
-        return EXIT_USAGE if e.usage else EXIT_REFUSED
+        return refused(e)
     print(f"{r.config} is back as before apply {r.id}; {r.unit} restarted.")
     return EXIT_OK

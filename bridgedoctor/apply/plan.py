@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from ..reset.plan import digest_of
+from ..reset.plan import Digested
 
 
 @dataclass(frozen=True)
-class ApplyPlan:
+class ApplyPlan(Digested):
     bridge: str
     unit: str
     was_active: bool
@@ -27,14 +27,6 @@ class ApplyPlan:
     @property
     def undo(self) -> str:
         return f"bridgedoctor restore {self.bridge} {self.id}"
-
-    @property
-    def digest(self) -> str:
-        return digest_of(self.to_dict(with_digest=False))
-
-    def to_dict(self, with_digest: bool = True) -> dict[str, object]:
-        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        return {**d, "digest": self.digest} if with_digest else d
 
     def render(self) -> str:
         start = "restart" if self.was_active else "start (it is not running now)"

@@ -1,18 +1,18 @@
 """The record of one apply: `<backup_dir>/<bridge>/<id>/apply.json`, next to the backed-up file.
 
-Written atomically after every step (reset/manifest.write_atomic), so a crash leaves it at most
-one step behind. It is named apply.json, not manifest.json, so the reset machinery (which reads
-every manifest.json under the bridge's directory) never mistakes it for one of its own.
+Written atomically after every step (reset/manifest.Recorded, as the reset manifest), so a crash
+leaves it at most one step behind. It is named apply.json, not manifest.json, so the reset
+machinery (which reads every manifest.json under the bridge's directory) never mistakes it for
+one of its own.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..reset.manifest import now, write_atomic
+from ..reset.manifest import Recorded, load_all
 
 NAME = "apply.json"
 BACKUP = "config.yaml"
@@ -23,7 +23,7 @@ FINAL = ("done", "rolled_back", "failed", "undone")
 
 
 @dataclass
-class ApplyRecord:
+class ApplyRecord(Recorded):
     id: str
     bridge: str
     unit: str
@@ -46,6 +46,7 @@ class ApplyRecord:
     undone_by: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    FILE = NAME
     # Not fields: what lets a listing show resets and applies side by side (Manifest has both).
     kind = "apply"
     mode = "apply"
@@ -58,36 +59,10 @@ class ApplyRecord:
     def backup(self) -> Path:
         return self.dir / BACKUP
 
-    def step(self, name: str, state: State | None = None) -> None:
-        self.steps.append({"step": name, "at": now()})
-        if state:
-            self.state = state
-        self.save()
-
-    def done_steps(self) -> set[str]:
-        return {s["step"] for s in self.steps}
-
-    def save(self) -> None:
-        write_atomic(self.dir / NAME, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> ApplyRecord:
-        return cls(**json.loads(path.read_text("utf-8")))
-
 
 def all_for(bridge_dir: Path) -> list[ApplyRecord]:
     """Every apply record under a bridge's backup directory, oldest first."""
-    out: list[ApplyRecord] = []
-    if not bridge_dir.is_dir():
-        return out
-    for d in sorted(bridge_dir.iterdir()):
-        p = d / NAME
-        if p.is_file():
-            try:
-                out.append(ApplyRecord.load(p))
-            except (OSError, ValueError, TypeError):
-                continue  # a foreign or damaged file is not ours to act on
-    return out
+    return load_all(ApplyRecord, bridge_dir)
 
 
 def summary(r: ApplyRecord) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 State = Literal["planned", "backed_up", "applied", "done", "rolled_back", "failed"]
 Kind = Literal["reset", "restore"]
@@ -23,8 +23,58 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+R = TypeVar("R", bound="Recorded")
+
+
+class Recorded:
+    """A dataclass saved as JSON in its own directory after every step it records: the reset
+    manifest, and the record of an apply (apply/record.py), which is named otherwise so neither
+    is mistaken for the other."""
+
+    FILE = NAME
+    state: Any
+    steps: list[dict[str, str]]
+
+    @property
+    def dir(self) -> Path:
+        raise NotImplementedError
+
+    def step(self, name: str, state: Any = None) -> None:
+        """Record a finished step (and the state it leads to), then persist."""
+        self.steps.append({"step": name, "at": now()})
+        if state:
+            self.state = state
+        self.save()
+
+    def done_steps(self) -> set[str]:
+        return {s["step"] for s in self.steps}
+
+    def save(self) -> None:
+        data = asdict(self)  # type: ignore[call-overload]
+        write_atomic(self.dir / self.FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls: type[R], path: Path) -> R:
+        return cls(**json.loads(path.read_text("utf-8")))
+
+
+def load_all(cls: type[R], bridge_dir: Path) -> list[R]:
+    """Every record of this kind under a bridge's backup directory, oldest first."""
+    out: list[R] = []
+    if not bridge_dir.is_dir():
+        return out
+    for d in sorted(bridge_dir.iterdir()):
+        p = d / cls.FILE
+        if p.is_file():
+            try:
+                out.append(cls.load(p))
+            except (OSError, ValueError, TypeError):
+                continue  # a foreign or damaged file is not ours to act on
+    return out
+
+
 @dataclass
-class Manifest:
+class Manifest(Recorded):
     id: str
     kind: Kind
     bridge: str
@@ -51,23 +101,6 @@ class Manifest:
     def dir(self) -> Path:
         return Path(self.location) if self.kind == "reset" else Path(self.extra["op_dir"])
 
-    def step(self, name: str, state: State | None = None) -> None:
-        """Record a finished step (and the state it leads to), then persist."""
-        self.steps.append({"step": name, "at": now()})
-        if state:
-            self.state = state
-        self.save()
-
-    def done_steps(self) -> set[str]:
-        return {s["step"] for s in self.steps}
-
-    def save(self) -> None:
-        write_atomic(self.dir / NAME, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> Manifest:
-        return cls(**json.loads(path.read_text("utf-8")))
-
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -91,14 +124,4 @@ def fsync_dir(path: Path) -> None:
 
 def all_for(bridge_dir: Path) -> list[Manifest]:
     """Every manifest under a bridge's backup directory, oldest first."""
-    out = []
-    if not bridge_dir.is_dir():
-        return out
-    for d in sorted(bridge_dir.iterdir()):
-        p = d / NAME
-        if p.is_file():
-            try:
-                out.append(Manifest.load(p))
-            except (OSError, ValueError, TypeError):
-                continue  # a foreign or damaged file is not ours to act on
-    return out
+    return load_all(Manifest, bridge_dir)

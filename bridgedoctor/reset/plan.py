@@ -14,8 +14,23 @@ DEFAULT_BACKUP_ROOT = Path("/var/lib/bridgedoctor/backups")
 KEPT_CRYPTO = "crypto_device, crypto_tracked_user, crypto_cross_signing_*, and every bridge table"
 
 
+class Digested:
+    """A plan named by its digest: a confirmation is only good for the plan that was shown.
+    Shared by the reset plan and the apply plan (apply/plan.py)."""
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.to_dict(with_digest=False))
+
+    def to_dict(self, with_digest: bool = True) -> dict[str, object]:
+        fields = asdict(self)  # type: ignore[call-overload]
+        d = {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {**d, "digest": self.digest} if with_digest else d
+
+
 @dataclass(frozen=True)
-class Plan:
+class Plan(Digested):
     bridge: str
     mode: Mode
     unit: str
@@ -36,16 +51,6 @@ class Plan:
     @property
     def undo(self) -> str:
         return f"bridgedoctor restore {self.bridge} {self.id}"
-
-    @property
-    def digest(self) -> str:
-        """Names this exact plan: a confirmation is only good for the plan that was shown."""
-        return digest_of(self.to_dict(with_digest=False))
-
-    def to_dict(self, with_digest: bool = True) -> dict[str, object]:
-        d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
-        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-        return {**d, "digest": self.digest} if with_digest else d
 
     def render(self) -> str:
         lines = [f"Reset plan for {self.bridge} ({self.mode}):"]
