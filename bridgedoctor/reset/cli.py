@@ -132,8 +132,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"Restored {m.bridge} from {m.source}.")
         return EXIT_OK
     except ResetError as e:
-        sys.stderr.write(f"bridgedoctor: {neutral(str(e), keep_newlines=False)}\n")
-        return EXIT_USAGE if e.usage else EXIT_REFUSED
+        return refused(e)
+
+
+def refused(e: ResetError) -> int:
+    """A refusal as the CLI says it: one neutralised line on stderr; exit 2 for bad input,
+    else 1."""
+    sys.stderr.write(f"bridgedoctor: {neutral(str(e), keep_newlines=False)}\n")
+    return EXIT_USAGE if e.usage else EXIT_REFUSED
 
 
 def _terminal(kind: str, args: argparse.Namespace) -> Callable[[dict[str, Any]], None] | None:
