@@ -61,7 +61,7 @@ def test_defaults(site: Path) -> None:
     assert cfg.systemd_dir == Path("/etc/systemd/system")
     assert (cfg.socket_mode, cfg.socket_gid, cfg.allowed_uids) == (0o660, None, None)
     assert (cfg.naming, cfg.max_concurrent, cfg.db_host) == ("auto", 4, None)
-    assert (cfg.request_timeout, cfg.read_timeout) == (60.0, 5.0)
+    assert (cfg.request_timeout, cfg.read_timeout, cfg.verify_seconds) == (60.0, 5.0, 30.0)
     assert cfg.token == TOKEN and TOKEN not in repr(cfg)
 
 
@@ -77,6 +77,8 @@ def test_all_keys(site: Path) -> None:
     assert cfg.db_host == "/matrix/postgres/run" and cfg.socket_gid == 0
     assert cfg.socket_mode == 0o600 and cfg.allowed_uids == frozenset({991, 1000})
     assert (cfg.naming, cfg.max_concurrent, cfg.read_timeout) == ("legacy", 2, 1.5)
+    assert cfg.verify_seconds == 20.0  # by default, 10 s below request_timeout, at most 30
+    assert load(write(site, "request_timeout: 30\nverify_seconds: 2.5\n")).verify_seconds == 2.5
 
 
 def test_inventory(site: Path) -> None:
@@ -110,6 +112,8 @@ def test_socket_mode_spellings(site: Path, value: str) -> None:
         ("naming: auto\nnaming: legacy\n", "is not valid YAML at line 6"),  # duplicate key
         ("inventory: relative/inv\n", "inventory must be an absolute path"),
         ("inventory: /nonexistent/inv\n", "inventory /nonexistent/inv is not a directory"),
+        ("verify_seconds: 55\n", "verify_seconds must be at least 10 seconds below"),
+        ("verify_seconds: 0\n", "verify_seconds must be a number of seconds"),
     ],
 )
 def test_bad_values(site: Path, text: str, needle: str) -> None:

@@ -13,6 +13,8 @@ from ..reset.errors import ResetError
 from ..reset.run import RestorePlan
 from .plan import ApplyPlan
 
+FOLLOW = 30.0  # seconds the unit is followed after a change, as the helper's verify_seconds
+
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     a = sub.add_parser(
@@ -37,6 +39,25 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "--reveal-keys", action="store_true", help="print non-public keys instead of fingerprints"
     )
     a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    a.add_argument(
+        "--follow",
+        type=float,
+        default=FOLLOW,
+        metavar="SECONDS",
+        help=f"after the restart, watch the unit this long (default {FOLLOW:g}; 0: do not)",
+    )
+
+
+def follow(name: str, opts: Options, seconds: float) -> None:
+    """Say how the unit runs after the change, as the room's follow-up does."""
+    if seconds <= 0:
+        return
+    from ..render.matrix_apply import verified
+    from ..verify import follow as follow_unit
+
+    print(f"Following {name} for up to {seconds:g} s ...", flush=True)
+    v = asyncio.run(follow_unit(name, opts, seconds))
+    print(verified(v.to_dict(), "bridgedoctor")[0])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(f"    {line}" for line in snippet.splitlines()))
     print(f"Backup: {r.backup}")
     print(f"Undo: bridgedoctor restore {r.bridge} {r.id}")
+    follow(r.bridge, opts, args.follow)
     return EXIT_OK
 
 
@@ -78,4 +100,5 @@ def undo(name: str, ident: str, backup_root: Path, yes: bool) -> int:
     except ResetError as e:
         return refused(e)
     print(f"{r.config} is back as before apply {r.id}; {r.unit} restarted.")
+    print(f"See how it runs: bridgedoctor logs {r.bridge}")
     return EXIT_OK

@@ -50,6 +50,7 @@ class HelperConfig:
     read_timeout: float = 5.0
     # Custom setups: bridge -> its own database and role, when not MDAD's (dbpin.py).
     databases: Mapping[str, DbPin] = field(default_factory=dict)
+    verify_seconds: float = 30.0
 
 
 KEYS = frozenset(
@@ -71,6 +72,7 @@ KEYS = frozenset(
         "deep_timeout",
         "read_timeout",
         "databases",
+        "verify_seconds",
     }
 )
 
@@ -127,6 +129,7 @@ def parse(raw: Any, path: Path) -> HelperConfig:
         deep_timeout=_seconds(raw, "deep_timeout", 900.0),
         read_timeout=_seconds(raw, "read_timeout", 5.0),
         databases=_databases(raw.get("databases")),
+        verify_seconds=_verify_seconds(raw),
     )
 
 
@@ -250,6 +253,17 @@ def _inventory(raw: dict) -> Path | None:
             "holding host_vars/), or null."
         )
     return path
+
+
+def _verify_seconds(raw: dict) -> float:
+    # Following the unit is one request: it must end before the request is cut off.
+    limit = _seconds(raw, "request_timeout", 60.0) - 10
+    if "verify_seconds" not in raw:
+        return max(1.0, min(30.0, limit))
+    seconds = _seconds(raw, "verify_seconds", 30.0)
+    if seconds > limit:
+        raise ConfigError("verify_seconds must be at least 10 seconds below request_timeout.")
+    return seconds
 
 
 def _naming(value: Any) -> Preference:

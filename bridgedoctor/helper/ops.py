@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .. import logs
+from .. import logs, verify
 from ..diagnose import BRIDGE_TIMEOUT, Options, check, check_all
 from ..knowledge import Knowledge
 from ..probes import host
@@ -57,4 +57,7 @@ async def run(
     if req.op == "logs":
         lines = await logs.recent(name, options(cfg), kb)
         return lines.to_dict(), lines.status
+    if req.op == "verify":  # read-only: follow the unit after a change
+        followed = await verify.follow(name, options(cfg), cfg.verify_seconds, kb)
+        return followed.to_dict(), followed.state
     return await reset_ops.run(req, name, cfg.backup_dir, options(cfg), cfg.allow_reset, progress)
