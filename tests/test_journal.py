@@ -223,3 +223,39 @@ async def test_a_missing_tool_could_not_determine(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PATH", "/nonexistent")
     out = await service.show("x.service")
     assert isinstance(out, ProbeError) and "not installed" in out.message
+
+
+def _tool(tmp_path, name: str, script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in for a host tool at the process boundary (first on PATH)."""
+    tool = tmp_path / name
+    tool.write_text("#!/bin/sh\n" + script + "\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+
+
+async def test_a_hanging_tool_is_could_not_determine_not_a_hang(tmp_path, monkeypatch) -> None:
+    import time
+
+    _tool(tmp_path, "systemctl", "sleep 30", monkeypatch)
+    started = time.monotonic()
+    out = await service.show("x.service", timeout=0.5)
+    assert isinstance(out, ProbeError) and out.message == "systemctl did not answer within 0.5 s."
+    assert time.monotonic() - started < 3
+
+
+async def test_a_flood_is_cut_at_the_byte_bound(tmp_path, monkeypatch) -> None:
+    from bridgedoctor.probes.command import run
+
+    _tool(
+        tmp_path,
+        "journalctl",
+        'yes \'{"MESSAGE": "ERR again", "__MONOTONIC_TIMESTAMP": "5"}\'',
+        monkeypatch,
+    )
+    out = await run(["journalctl"], code="journal_unknown", timeout=5, max_bytes=100_000)
+    assert not isinstance(out, ProbeError)
+    assert out.truncated and len(out.stdout) == 100_000
+    got = await journal.entries("x.service", timeout=5)  # the 4 MiB bound: read, cut, decoded
+    assert not isinstance(got, ProbeError)
+    found, cut = got
+    assert cut and found and found[0].message == "ERR again"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 from dataclasses import dataclass
 
 from ..facts import ProbeError
@@ -56,6 +57,8 @@ async def run(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
+            # Its own process group: a kill reaches whatever it started too.
+            start_new_session=True,
         )
     except OSError as e:
         return ProbeError(code, f"{argv[0]} could not be run ({type(e).__name__}).")
@@ -68,28 +71,39 @@ async def run(
         chunks: list[bytes] = []
         size = 0
         truncated = False
-        while True:
-            chunk = await proc.stdout.read(65536)
-            if not chunk:
-                break
-            if size + len(chunk) > max_bytes:
-                chunks.append(chunk[: max_bytes - size])
-                truncated = True
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if truncated:
-            proc.kill()
-        await proc.wait()
-        return b"".join(chunks), await err_task, truncated
+        try:
+            while True:
+                chunk = await proc.stdout.read(65536)
+                if not chunk:
+                    break
+                if size + len(chunk) > max_bytes:
+                    chunks.append(chunk[: max_bytes - size])
+                    truncated = True
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if truncated:
+                _kill(proc)
+            await proc.wait()
+            # A child that outlived it may hold stderr open: do not wait for its end.
+            done, _ = await asyncio.wait({err_task}, timeout=1.0)
+            return b"".join(chunks), err_task.result() if done else b"", truncated
+        finally:
+            err_task.cancel()
 
     try:
         out, err, truncated = await asyncio.wait_for(collect(), timeout)
     except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        _kill(proc)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 1.0)
         return ProbeError(code, f"{argv[0]} did not answer within {timeout:g} s.")
     first = err.decode("utf-8", "replace").strip().splitlines()
     return Output(proc.returncode or 0, out, first[0][:200] if first else "", truncated)
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
