@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 from .. import logline
 from ..facts import JournalFacts, LogLine, ProbeError, ServiceFacts
-from .command import DEFAULT_TIMEOUT, run
+from .command import run
 from .service import now_mono
 
 MAX_ENTRIES = 400
+# journalctl walks the journal files; on a busy host that takes longer than a systemctl answer.
+TIMEOUT = 10.0
 FIELDS = (
     "MESSAGE",
     "_BOOT_ID",
@@ -134,7 +136,7 @@ def _exit(message: str) -> tuple[str, int] | None:
 
 
 async def entries(
-    unit: str, *, max_entries: int = MAX_ENTRIES, timeout: float = DEFAULT_TIMEOUT
+    unit: str, *, max_entries: int = MAX_ENTRIES, timeout: float = TIMEOUT
 ) -> tuple[list[Entry], bool] | ProbeError:
     """The unit's last `max_entries` journal entries of its newest boot, oldest first, and
     whether the byte bound cut the answer short.
@@ -195,7 +197,7 @@ async def read(
     *,
     known_secrets: Iterable[str] = (),
     max_entries: int = MAX_ENTRIES,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = TIMEOUT,
 ) -> JournalFacts | ProbeError:
     """The bridge's lines since its main process last started (and of the run before)."""
     got = await entries(service.unit, max_entries=max_entries, timeout=timeout)
