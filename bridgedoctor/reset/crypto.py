@@ -1,7 +1,11 @@
 """Crypto-only reset: the rows a lost pickle key makes unreadable (failures.md §3).
 
-Kept: crypto_device, crypto_tracked_user, crypto_cross_signing_* (public data) and every bridge
-table, so portals and logins survive.
+Kept: crypto_device, crypto_tracked_user, crypto_cross_signing_* (public data), every bridge
+table (portals and logins survive) and kv_store's `recovery_key`. That row is plain text, not
+pickled, so a lost pickle key does not touch it; mautrix-go's `doSelfSign`
+(bridgev2/matrix/crypto.go) needs it when `self_sign` is on (MDAD: MAS with bridge encryption):
+the new device is unverified while the server keeps the bot's cross-signing keys, and the bridge
+verifies it from secret storage with that key, or exits 34 when the row is gone.
 """
 
 from __future__ import annotations
@@ -28,11 +32,28 @@ RECOVERY_WHERE = "key = 'recovery_key'"
 
 
 def targets(tables: list[str]) -> list[tuple[str, str, str]]:
-    """(table, where, backup file stem) for what is present in this database."""
-    out = [(t, "", t) for t in CLEARED if t in tables]
-    if "kv_store" in tables:
-        out.append(("kv_store", RECOVERY_WHERE, "kv_store.recovery_key"))
-    return out
+    """(table, where, backup file stem) for what is present in this database. Restores also
+    accept backups that recorded `kv_store.recovery_key` (made before the key was kept)."""
+    return [(t, "", t) for t in CLEARED if t in tables]
+
+
+async def has_recovery_key(db: Db, tables: list[str]) -> bool:
+    return "kv_store" in tables and await db.count("kv_store", RECOVERY_WHERE) > 0
+
+
+def cross_signing_note(recovery_key: bool) -> str:
+    """What the reset means for cross-signing, for the plan (mautrix-go doSelfSign)."""
+    if recovery_key:
+        return (
+            "cross-signing: the stored recovery key is kept, so a bridge with self_sign on "
+            "verifies its new device with the bot's existing cross-signing keys; the bot's "
+            "identity does not change"
+        )
+    return (
+        "cross-signing: no recovery key is stored; with self_sign on the bridge makes new "
+        "cross-signing keys if the server has none, and stops with exit 34 if it has some "
+        "(then set kv_store recovery_key to 'overwrite' for new keys)"
+    )
 
 
 async def backup(

@@ -12,6 +12,7 @@ from typing import Literal
 Mode = Literal["crypto", "full"]
 DEFAULT_BACKUP_ROOT = Path("/var/lib/bridgedoctor/backups")
 KEPT_CRYPTO = "crypto_device, crypto_tracked_user, crypto_cross_signing_*, and every bridge table"
+KEPT_RECOVERY_KEY = "kv_store row recovery_key (plain text; self-signing needs it)"
 
 
 class Digested:
@@ -96,24 +97,24 @@ def make(
     bridge_dir: Path,
     present: list[str],
     ident: str | None = None,
+    recovery_key: bool = False,
 ) -> Plan:
-    """`ident` reuses the id of a plan shown earlier (the room path), else a new one is made."""
+    """`ident` reuses the id of a plan shown earlier (the room path), else a new one is made.
+    `recovery_key`: kv_store holds one (a crypto reset keeps it)."""
     ident = ident or new_id(bridge_dir, mode)
     if mode == "crypto":
-        from .crypto import CLEARED  # here: crypto loads the database drivers
+        from .crypto import CLEARED, cross_signing_note  # here: crypto loads the drivers
 
         cleared = [t for t in CLEARED if t in present]
         backed = tuple(f"table {t} (all rows)" for t in cleared)
         removed = tuple(f"all rows of {t}" for t in cleared)
-        if "kv_store" in present:
-            backed += ("kv_store row recovery_key",)
-            removed += ("kv_store row recovery_key",)
         after = (
             "the bridge creates a new device and uploads new keys on start",
+            cross_signing_note(recovery_key),
             "users may need to re-request keys in encrypted portals; undecryptable history stays",
             "set a stable pickle key in vars.yml (never 'generate') before the next playbook run",
         )
-        kept = KEPT_CRYPTO
+        kept = f"{KEPT_RECOVERY_KEY}, {KEPT_CRYPTO}" if recovery_key else KEPT_CRYPTO
     else:
         backed = (f"the whole database {database} ({len(present)} tables, schema and rows)",)
         backed += (f"the data directory {data_dir} (tar)",)

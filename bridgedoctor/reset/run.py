@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..diagnose import Options
-from . import backup, services
+from . import backup, crypto, services
 from .engine import RESET_STEPS, RESTORE_STEPS, Ctx, drive, options_dict
 from .errors import ResetError
 from .manifest import FINAL, Manifest, all_for, now
@@ -50,10 +50,9 @@ async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None
         raise ResetError(msg, usage=True) from None
     try:
         tables = await db.tables()
+        recovery_key = await crypto.has_recovery_key(db, tables)
         if mode == "crypto":
-            from .crypto import CLEARED
-
-            need = await db.size([t for t in tables if t in CLEARED or t == "kv_store"])
+            need = await db.size([t for t in tables if t in crypto.CLEARED])
         else:
             need = await db.size(None) + backup.tree_size(bridge.data_dir)
     finally:
@@ -71,6 +70,7 @@ async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None
         bridge_dir,
         tables,
         ident,
+        recovery_key,
     )
 
 
