@@ -44,7 +44,7 @@ log = logging.getLogger("bridgedoctor.diagnose")
 class Options:
     root: Path = Path("/matrix")
     systemd_dir: Path = Path("/etc/systemd/system")
-    db_host: str | None = None
+    db_host: str | None = "auto"
     naming: Preference = "auto"
     try_keys: tuple[str, ...] = field(default=(), repr=False)
     reveal_keys: bool = False
@@ -115,6 +115,7 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
             config_dir=config_dir,
             base_dir=base,
             db_host=opts.db_host,
+            root=opts.root,
         )
         if isinstance(target, database.PgTarget):
             target = _pinned(spec, target, kb or load(), opts)

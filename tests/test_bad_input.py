@@ -106,6 +106,7 @@ def test_matrix_postgres_unresolvable_explains_db_host(tmp_path: Path, capsys) -
     )
     assert code == 2
     assert "matrix-postgres only resolves inside Docker" in out and "--db-host" in out
+    assert "neither its socket directory" in out
 
 
 def test_wrong_database_password(host_pg: Host, capsys, pg: PgServer) -> None:

@@ -60,7 +60,7 @@ def test_defaults(site: Path) -> None:
     cfg = load(write(site, ""))
     assert cfg.systemd_dir == Path("/etc/systemd/system")
     assert (cfg.socket_mode, cfg.socket_gid, cfg.allowed_uids) == (0o660, None, None)
-    assert (cfg.naming, cfg.max_concurrent, cfg.db_host) == ("auto", 4, None)
+    assert (cfg.naming, cfg.max_concurrent, cfg.db_host) == ("auto", 4, "auto")
     assert (cfg.request_timeout, cfg.read_timeout, cfg.verify_seconds) == (60.0, 5.0, 30.0)
     assert cfg.token == TOKEN and TOKEN not in repr(cfg)
 
@@ -123,7 +123,9 @@ def test_bad_values(site: Path, text: str, needle: str) -> None:
     assert str(err.value).endswith(".") and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("db_host", ["127.0.0.1", "matrix-postgres:5432", "/matrix/postgres/run"])
+@pytest.mark.parametrize(
+    "db_host", ["auto", "127.0.0.1", "matrix-postgres:5432", "/matrix/postgres/run"]
+)
 def test_db_host_forms(site: Path, db_host: str) -> None:
     assert load(write(site, f"db_host: {db_host}\n")).db_host == db_host
 

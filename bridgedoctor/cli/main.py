@@ -47,9 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--root", type=Path, default=Path("/matrix"), help="MDAD base data path")
     c.add_argument(
         "--db-host",
-        metavar="HOST[:PORT]|DIR[:PORT]",
+        metavar="auto|HOST[:PORT]|DIR[:PORT]",
+        default="auto",
         help="connect here instead of the host in the bridge's database URI; a path is a "
-        "Unix-socket directory (MDAD: /matrix/postgres/run); the port defaults to the URI's",
+        "Unix-socket directory; the port defaults to the URI's. auto (default): for URIs naming "
+        "matrix-postgres, MDAD's socket directory <root>/postgres/run if it has a socket, else "
+        "the matrix-postgres container's address (docker inspect)",
     )
     c.add_argument(
         "--systemd-dir",

@@ -16,6 +16,7 @@ from ruamel.yaml.error import YAMLError
 
 from ..dbpin import DbPin, parse_pins
 from ..naming import Preference
+from ..probes.postgres import AUTO
 
 DEFAULT_CONFIG = Path("/etc/bridgedoctor/helper.yaml")
 # Shorter than this is guessable; docs/helper.md generates 64 hex characters.
@@ -35,7 +36,7 @@ class HelperConfig:
     token_file: Path
     root: Path = Path("/matrix")
     systemd_dir: Path = Path("/etc/systemd/system")
-    db_host: str | None = None
+    db_host: str | None = "auto"
     socket: Path = Path("/run/bridgedoctor/helper.sock")
     socket_gid: int | None = None
     socket_mode: int = 0o660
@@ -115,7 +116,7 @@ def parse(raw: Any, path: Path) -> HelperConfig:
         token_file=token_file,
         root=root,
         systemd_dir=_abs_path(raw, "systemd_dir", Path("/etc/systemd/system")),
-        db_host=_db_host(raw.get("db_host")),
+        db_host=_db_host(raw.get("db_host", "auto")),
         socket=sock,
         socket_gid=_group(raw.get("socket_group")),
         socket_mode=_mode(raw.get("socket_mode", 0o660)),
@@ -172,16 +173,16 @@ def _read_token(path: Path) -> str:
 
 
 def _db_host(value: Any) -> str | None:
-    if value is None:
-        return None
+    if value is None or value == AUTO:
+        return value
     if not isinstance(value, str) or not value:
-        raise ConfigError("db_host must be HOST[:PORT], a socket directory, or null.")
+        raise ConfigError("db_host must be auto, HOST[:PORT], a socket directory, or null.")
     if value.startswith("/"):
         directory, sep, port = value.rpartition(":")
         if not (sep and port.isdigit()):
             directory, port = value, ""
         if "\0" in directory:
-            raise ConfigError("db_host must be HOST[:PORT], a socket directory, or null.")
+            raise ConfigError("db_host must be auto, HOST[:PORT], a socket directory, or null.")
     else:
         m = _HOST_PORT_RE.fullmatch(value)
         if m is None:

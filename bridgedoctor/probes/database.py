@@ -21,7 +21,7 @@ from .. import dbpin
 from ..dbpin import DbPin
 from ..facts import DbFacts, ProbeError
 from ..render.neutral import one_line
-from . import sqlite_read
+from . import postgres, sqlite_read
 from .collect import PG_TABLES_SQL, batch_sql, facts_of, table_names
 
 CONNECT_TIMEOUT = 5.0
@@ -38,6 +38,10 @@ class PgTarget:
     ssl: bool = False
     # The bridge's own identity (dbpin.py), when known: connect() proves the server agrees.
     pin: DbPin | None = None
+    # Where the bridge itself connects (the URI's host, e.g. matrix-postgres on Docker's network),
+    # before --db-host: pg_dump run inside MDAD's container connects there.
+    uri_host: str = ""
+    uri_port: int = 5432
 
     @property
     def location(self) -> str:
@@ -95,18 +99,27 @@ def parse_db_host(value: str) -> tuple[str, int | None]:
 
 
 def target_for(
-    uri: str, *, data_dir: Path, config_dir: Path, base_dir: Path, db_host: str | None
+    uri: str,
+    *,
+    data_dir: Path,
+    config_dir: Path,
+    base_dir: Path,
+    db_host: str | None,
+    root: Path | None = None,
 ) -> PgTarget | SqliteTarget | ProbeError:
+    """`db_host` "auto" finds MDAD's Postgres under `root` (default: the bridge dir's parent)."""
     scheme = uri.split(":", 1)[0].lower()
     if scheme in ("postgres", "postgresql"):
         try:
             parts = urlsplit(uri)
             query = parse_qs(parts.query)
-            host, port = parts.hostname or "localhost", parts.port or 5432
+            uri_host, uri_port = parts.hostname or "localhost", parts.port or 5432
         except ValueError:  # a port that is not a number, or out of range
             return ProbeError(
                 "db_unsupported", "the database URI in config.yaml is not a valid PostgreSQL URI."
             )
+        host, port = uri_host, uri_port
+        db_host = postgres.effective(db_host, uri_host, root or base_dir.parent)
         if db_host:
             over_host, over_port = parse_db_host(db_host)
             host, port = over_host, over_port or port
@@ -117,6 +130,8 @@ def target_for(
             port=port,
             database=unquote(parts.path.lstrip("/")),
             ssl=query.get("sslmode", ["disable"])[0] not in ("disable", "allow", "prefer"),
+            uri_host=uri_host,
+            uri_port=uri_port,
         )
     if scheme in ("file", "sqlite", "sqlite3"):
         raw = uri.split(":", 1)[1].split("?", 1)[0]
@@ -189,9 +204,10 @@ async def _probe_pg(t: PgTarget) -> DbFacts | ProbeError:
         )
     except (OSError, asyncio.TimeoutError, socket.gaierror) as e:
         hint = (
-            " MDAD's matrix-postgres only resolves inside Docker: pass --db-host with the host's "
-            "socket directory (/matrix/postgres/run) or HOST:PORT."
-            if t.host == "matrix-postgres"
+            " MDAD's matrix-postgres only resolves inside Docker, and neither its socket "
+            "directory (<root>/postgres/run) nor a running matrix-postgres container was found: "
+            "set --db-host (db_host) to the socket directory or HOST:PORT."
+            if t.host == postgres.MDAD_HOST
             else " Is PostgreSQL running, and is --db-host right?"
         )
         return ProbeError("db_unreachable", f"cannot reach {where} ({_reason(e)}).{hint}")

@@ -62,7 +62,9 @@ def _pin(value: str) -> tuple[str, DbPin]:
 def common_parser() -> argparse.ArgumentParser:
     c = argparse.ArgumentParser(add_help=False)
     c.add_argument("--root", type=Path, default=Path("/matrix"), help="MDAD base data path")
-    c.add_argument("--db-host", metavar="HOST[:PORT]|DIR[:PORT]", help="as for check")
+    c.add_argument(
+        "--db-host", metavar="auto|HOST[:PORT]|DIR[:PORT]", default="auto", help="as for check"
+    )
     c.add_argument("--systemd-dir", type=Path, default=Path("/etc/systemd/system"))
     c.add_argument(
         "--backup-dir",

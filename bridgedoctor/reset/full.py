@@ -2,7 +2,8 @@
 
 PostgreSQL: we connect with the bridge's own credentials (MDAD makes that user the database
 owner). The schema comes from `pg_dump --section=pre-data/post-data` (run with the same
-credentials, password via PGPASSWORD, never argv); rows are dumped per table with COPY, exactly
+credentials, password via PGPASSWORD, never argv; the host's pg_dump if it is new enough, else
+the one in MDAD's matrix-postgres container, see pgdump.py); rows are dumped per table with COPY, exactly
 like the crypto backup, and sequences with their values. Only the bridge schema's own objects are
 dumped and restored, so the bridge's foreign-tables check never sees anything else. Emptying is
 `DROP OWNED BY CURRENT_USER` in one transaction: a fresh database owned by the same user.
@@ -11,48 +12,14 @@ SQLite: the database file sits in the data directory, so the data directory tar 
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..probes.database import PgTarget, SqliteTarget
+from ..probes.database import SqliteTarget
+from . import pgdump
 from .backup import tar_dir, verify_tar
 from .dbio import Db, PgDb, file_sum, qi
 from .errors import ResetError
-
-PG_BIN_GLOB = "/usr/lib/postgresql/*/bin/pg_dump"
-
-
-def find_pg_dump(server_major: int) -> str:
-    """Newest pg_dump not older than the server (pg_dump refuses newer servers)."""
-    cands = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")), key=_ver, reverse=True)
-    found = shutil.which("pg_dump")
-    paths = [str(c) for c in cands] + ([found] if found else [])
-    for p in paths:
-        if _ver(Path(p)) in (0, None) or _ver(Path(p)) >= server_major:
-            return p
-    raise ResetError(
-        f"no pg_dump for PostgreSQL {server_major} found (PATH, {PG_BIN_GLOB}); install "
-        f"postgresql-client-{server_major}. Nothing was changed."
-    )
-
-
-def _ver(p: Path) -> int:
-    m = re.search(r"/postgresql/(\d+)/bin/", str(p))
-    return int(m.group(1)) if m else 0
-
-
-def _pg_dump(t: PgTarget, exe: str, section: str, schema: str, out: Path) -> None:
-    env = {**os.environ, "PGPASSWORD": t.password, "PGSSLMODE": "require" if t.ssl else "prefer"}
-    args = [exe, "-h", t.host, "-p", str(t.port), "-U", t.user, "-d", t.database]
-    args += ["--no-owner", "--no-privileges", f"--section={section}", "-n", schema, "-f", str(out)]
-    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        msg = r.stderr.strip().splitlines()[-1:] or ["failed"]
-        raise ResetError(f"pg_dump {section}: {msg[0][:200]}; nothing was changed.")
 
 
 async def backup_db(db: Db, dest: Path) -> dict[str, Any]:
@@ -62,10 +29,10 @@ async def backup_db(db: Db, dest: Path) -> dict[str, Any]:
     conn = db.conn
     await _guard(db)
     major = int(await conn.fetchval("SHOW server_version_num")) // 10000
-    exe = find_pg_dump(major)
+    dumper = pgdump.choose(db.target, major)
     schema = await db.schema()
-    _pg_dump(db.target, exe, "pre-data", schema, dest / "schema-pre.sql")
-    _pg_dump(db.target, exe, "post-data", schema, dest / "schema-post.sql")
+    pgdump.dump(dumper, db.target, "pre-data", schema, dest / "schema-pre.sql")
+    pgdump.dump(dumper, db.target, "post-data", schema, dest / "schema-post.sql")
     tables = {}
     for t in await db.tables():
         f = f"table.{t}.copy"

@@ -55,7 +55,12 @@ def resolve(name: str, opts: Options) -> Bridge:
         raise ResetError(cfg.message, usage=True)
     assert isinstance(cfg, ConfigFacts)
     target = database.target_for(
-        cfg.db_uri, data_dir=data_dir, config_dir=config_dir, base_dir=base, db_host=opts.db_host
+        cfg.db_uri,
+        data_dir=data_dir,
+        config_dir=config_dir,
+        base_dir=base,
+        db_host=opts.db_host,
+        root=opts.root,
     )
     if isinstance(target, ProbeError):
         raise ResetError(target.message, usage=True)

@@ -111,6 +111,11 @@ def unique_name(tag: str) -> str:
     return f"bd-{safe}-{secrets.token_hex(3)}"
 
 
+def fake_postgres_conf(**conf: object) -> str:
+    """The fake docker's matrix-postgres.json (see tests/support/fake_docker)."""
+    return json.dumps({k: v for k, v in conf.items() if k != "self"})
+
+
 class MachineError(AssertionError):
     """The container did not do what the test needed; carries the console tail."""
 
@@ -393,11 +398,13 @@ class Machine:
         conf = {"lines": list(lines) or [f"{container} stand-in started"], "exit": exit_code}
         self.put(f"/etc/fake-docker/{container}.json", json.dumps(conf))
 
-    def fake_postgres(self, *, bindir: str, host: str, socket_dir: str, ip: str) -> None:
-        """`docker exec matrix-postgres <pg tool>` runs `bindir`'s tool against `host` (for
-        `-h matrix-postgres`) or `socket_dir` (no -h); `docker inspect` reports `ip`."""
-        conf = {"bindir": bindir, "host": host, "socket_dir": socket_dir, "ip": ip}
-        self.put("/etc/fake-docker/matrix-postgres.json", json.dumps(conf))
+    def fake_postgres(
+        self, *, bindir: str, host: str, socket_dir: str, ip: str, port: int = 5432
+    ) -> None:
+        """`docker exec matrix-postgres <pg tool>` runs `bindir`'s tool against `host`:`port`
+        (for `-h matrix-postgres -p 5432`) or `socket_dir` (no -h); `docker inspect` reports
+        `ip`."""
+        self.put("/etc/fake-docker/matrix-postgres.json", fake_postgres_conf(**locals()))
 
     def docker_calls(self) -> list[list[str]]:
         r = self.run("cat", "/run/fake-docker/calls.log", check=False)

@@ -31,7 +31,8 @@ class PgServer:
         return f"postgres://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
 
 
-def _bindir() -> Path:
+def bindir() -> Path:
+    """The newest PostgreSQL server/client binaries on this machine."""
     for cand in [os.environ.get("PG_BINDIR", "")] + sorted(
         (str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True
     ):
@@ -60,7 +61,7 @@ def _run_as(user: str | None, cmd: list[str], **kw) -> subprocess.CompletedProce
 
 class TempCluster:
     def __init__(self) -> None:
-        self.bindir = _bindir()
+        self.bindir = bindir()
         self.tmp = Path(tempfile.mkdtemp(prefix="bd-pg-"))
         self.data = self.tmp / "data"
         self.port = _free_port()
