@@ -148,11 +148,12 @@ def test_missing_root_is_refused(site: Path) -> None:
         load(write(site, ""))
 
 
-# --- through the console script: one sentence on stderr, exit 2 ----------------------------------
+# --- through the console script: one sentence on stderr, exit 78 (EX_CONFIG) ---------------------
 
 
 def assert_one_sentence(proc: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert proc.returncode == 2, proc
+    # 78, not 2: the unit's RestartPreventExitStatus=78 stops systemd retrying a bad config.
+    assert proc.returncode == 78, proc
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bridgedoctor-helper: "), proc.stderr

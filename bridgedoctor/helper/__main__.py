@@ -1,4 +1,10 @@
-"""`bridgedoctor-helper --config FILE`. Exit codes: 0 stopped by a signal, 2 bad config or setup."""
+"""`bridgedoctor-helper --config FILE`.
+
+Exit codes: 0 stopped by a signal; 78 (EX_CONFIG) a bad config or a setup the helper cannot
+start with (one sentence on stderr). The unit has RestartPreventExitStatus=78: systemd does not
+retry what only the admin can fix, so the unit fails once with that sentence in its journal.
+Anything else (1, a crash) is restarted by Restart=on-failure.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,11 @@ from .config import DEFAULT_CONFIG, ConfigError, load, prepare_dirs
 from .listen import StartupError
 from .server import Helper
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 78
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one sentence, exit 2, no usage dump
+    def error(self, message: str) -> None:  # one sentence, EX_CONFIG, no usage dump
         sys.stderr.write(f"bridgedoctor-helper: {message}.\n")
         raise SystemExit(EXIT_CONFIG)
 
