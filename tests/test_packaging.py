@@ -1,0 +1,37 @@
+"""What `pip install` brings is what the code imports: no unused dependency, none missing."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Distribution name -> the top-level module it provides.
+MODULE_OF = {"ruamel.yaml": "ruamel"}
+
+
+def declared() -> set[str]:
+    # Not tomllib: the suite also runs on Python 3.10 (Ubuntu 22.04's system Python).
+    text = (REPO / "pyproject.toml").read_text()
+    block = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M)
+    assert block is not None
+    deps = re.findall(r'"([^"]+)"', block.group(1))
+    names = {re.split(r"[<>=!~ ;\[]", d, maxsplit=1)[0].strip().lower() for d in deps}
+    return {MODULE_OF.get(n, n.replace("-", "_")) for n in names}
+
+
+def imported(package: Path) -> set[str]:
+    found: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != package.name}
+
+
+def test_declared_dependencies_are_exactly_the_imported_ones() -> None:
+    assert declared() == imported(REPO / "bridgedoctor")
