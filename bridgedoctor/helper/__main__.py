@@ -45,7 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config file")
     p.add_argument("--version", action="version", version=f"bridgedoctor-helper {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{install,uninstall}")
+    i = sub.add_parser(
+        "install",
+        help="set the helper up on this MDAD host (idempotent; docs/helper.md)",
+        description="Write the token, config, unit and tmpfiles entry, start the helper, check "
+        "that it answers, and print the vars.yml lines for maubot and the plugin settings. "
+        "Running it again changes nothing.",
+    )
+    i.add_argument("--root", type=Path, default=Path("/matrix"), help="MDAD base data path")
+    i.add_argument(
+        "--allow-reset",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="turn resets from the room on (config and unit drop-in) or off; default: as before",
+    )
+    sub.add_parser("uninstall", help="stop the helper and remove what install added")
     args = p.parse_args(argv)
+    if args.command is not None:
+        from .install import run
+
+        return run(args.command, getattr(args, "root", Path("/matrix")), args.allow_reset
+                   if args.command == "install" else None)  # fmt: skip
     setup_logging()
     try:
         cfg = load(args.config)
