@@ -60,11 +60,17 @@ def _run_as(user: str | None, cmd: list[str], **kw) -> subprocess.CompletedProce
 
 
 class TempCluster:
-    def __init__(self) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, own_socket_dir: bool = False
+    ) -> None:
+        """`host`/`port`: e.g. 127.0.0.N:5432, to stand where MDAD's container is (tests/systemd);
+        `own_socket_dir`: the socket alone in <tmp>/run (to mount as MDAD's /matrix/postgres/run)."""
         self.bindir = bindir()
         self.tmp = Path(tempfile.mkdtemp(prefix="bd-pg-"))
         self.data = self.tmp / "data"
-        self.port = _free_port()
+        self.socket_dir = self.tmp / "run" if own_socket_dir else self.tmp
+        self.host = host
+        self.port = port or _free_port()
         self.password = secrets.token_hex(12)
         self.runas: str | None = None
         if os.geteuid() == 0:
@@ -74,6 +80,10 @@ class TempCluster:
             pw = pwd.getpwnam(self.runas)
             os.chmod(self.tmp, 0o755)
             os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
+        if own_socket_dir:
+            self.socket_dir.mkdir(mode=0o755)
+            if self.runas:
+                os.chown(self.socket_dir, pw.pw_uid, pw.pw_gid)
 
     def start(self) -> PgServer:
         pwfile = self.tmp / "pw"
@@ -98,8 +108,8 @@ class TempCluster:
             ],
         )
         opts = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.tmp} -c fsync=off -c max_connections=200"
+            f"-c listen_addresses={self.host} -c port={self.port} "
+            f"-c unix_socket_directories={self.socket_dir} -c fsync=off -c max_connections=200"
         )
         _run_as(
             self.runas,
@@ -120,10 +130,10 @@ class TempCluster:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                if s.connect_ex((self.host, self.port)) == 0:
                     break
             time.sleep(0.1)
-        return PgServer("127.0.0.1", self.port, "bdadmin", self.password, str(self.tmp))
+        return PgServer(self.host, self.port, "bdadmin", self.password, str(self.socket_dir))
 
     def stop(self) -> None:
         try:
