@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -8,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from tests.support.nspawn import Machine, MachineError, unavailable
+from tests.support.nspawn import Machine, MachineError, require
 from tests.support.pg import PgServer, TempCluster, from_env
 from tests.support.reset_env import RESET_UNIT, Systemd, fake_systemd
 
@@ -50,11 +49,7 @@ def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Systemd:
 @pytest.fixture
 def nspawn(tmp_path: Path) -> Iterator[Callable[..., Machine]]:
     """Make real-systemd containers (tests/support/nspawn.py); all are shut down afterwards."""
-    reason = unavailable()
-    if reason is not None:
-        if os.environ.get("BRIDGEDOCTOR_REQUIRE_NSPAWN"):
-            pytest.fail(reason + " (BRIDGEDOCTOR_REQUIRE_NSPAWN is set)", pytrace=False)
-        pytest.skip(reason)
+    require()
     made: list[Machine] = []
 
     def make(tag: str = "test", **kw: Any) -> Machine:

@@ -35,3 +35,14 @@ def imported(package: Path) -> set[str]:
 
 def test_declared_dependencies_are_exactly_the_imported_ones() -> None:
     assert declared() == imported(REPO / "bridgedoctor")
+
+
+def test_readme_installs_into_a_venv_like_helper_md() -> None:
+    """`pip install .` fails on Debian 12 / Ubuntu 24.04 (externally managed Python): the README
+    gives the venv install that tests/systemd runs with Debian's python3 (docs/helper.md's)."""
+    from tests.systemd.mdad_host import sh_blocks
+
+    readme = sh_blocks("## Using it on an MDAD host", (REPO / "README.md").read_text())[0]
+    helper_md = sh_blocks("## Install on an MDAD host")[0]
+    installs = [c for c in readme if "pip" in c or "venv" in c]
+    assert installs and installs == [c for c in helper_md if "pip" in c or "venv" in c]

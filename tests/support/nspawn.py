@@ -27,7 +27,9 @@ What the container is:
 - Units that the host enables but a bridge host would not run (PostgreSQL's cluster, apt timers)
   are masked.
 - The network is the host's (a PostgreSQL on 127.0.0.x is reachable inside).
-- `binds` / `ro_binds` map container paths to host paths (e.g. `/matrix` to a test MDAD tree).
+- `binds` / `ro_binds` map container paths to host paths (e.g. `/matrix` to a test MDAD tree);
+  `inaccessible` hides host directories inside under an empty tmpfs (e.g. /usr/lib/postgresql:
+  a host without a PostgreSQL client).
 
 Commands run inside with `nsenter` into the container's PID 1, with a clean environment
 (`run`, `sh`, `systemctl`, `show`, `journal`). Files are written inside with `write` (through the
@@ -93,6 +95,17 @@ ExecStart=/bin/true
 """
 
 
+def require() -> None:
+    """Skip (or, with BRIDGEDOCTOR_REQUIRE_NSPAWN, fail) when systemd-nspawn cannot run here."""
+    import pytest
+
+    reason = unavailable()
+    if reason is not None:
+        if os.environ.get("BRIDGEDOCTOR_REQUIRE_NSPAWN"):
+            pytest.fail(reason + " (BRIDGEDOCTOR_REQUIRE_NSPAWN is set)", pytrace=False)
+        pytest.skip(reason)
+
+
 def unavailable() -> str | None:
     """Why systemd-nspawn cannot boot a container here, or None."""
     if os.geteuid() != 0:
@@ -127,6 +140,7 @@ class Machine:
     binds: Mapping[str, Path] = field(default_factory=dict)
     ro_binds: Mapping[str, Path] = field(default_factory=dict)
     persist: Iterable[str] = ()
+    inaccessible: Iterable[str] = ()
     name: str = ""
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     boots: int = 0
@@ -183,6 +197,8 @@ class Machine:
         args += [f"--bind={host}:{inside}" for inside, host in self.binds.items()]
         args += [f"--bind-ro={host}:{inside}" for inside, host in self.ro_binds.items()]
         args += [f"--bind={self.persist_dir(p)}:{p}" for p in self.persist]
+        # An empty tmpfs over it: --inaccessible needs /run/systemd/inaccessible on the host.
+        args += [f"--tmpfs={p}" for p in self.inaccessible]
         args += ["-b", "systemd.firstboot=off"]
         self.boots += 1
         with self.console_log.open("ab") as log:

@@ -1,0 +1,88 @@
+"""The helper installed on an MDAD host exactly as docs/helper.md says, run by real systemd."""
+
+from __future__ import annotations
+
+import re
+
+from tests.support.nspawn import Machine
+
+from .mdad_host import HELPER, MdadHost, install_commands
+
+UNIT = "bridgedoctor-helper.service"
+FILES = (
+    "/etc/bridgedoctor/token",
+    "/etc/bridgedoctor/helper.yaml",
+    "/etc/systemd/system/bridgedoctor-helper.service",
+    "/etc/systemd/system/bridgedoctor-helper.service.d/reset.conf",
+    "/etc/tmpfiles.d/bridgedoctor.conf",
+)
+
+
+def docs_install(m: Machine, *extra: str) -> str:
+    cmd = next(c for c in install_commands() if "bridgedoctor-helper install" in c)
+    r = m.sh(" ".join([cmd, *extra]), check=False, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def fingerprint(m: Machine) -> str:
+    return m.sh(
+        f"stat -c '%n %Y %a %U:%G' {' '.join(FILES)} 2>&1; sha256sum {' '.join(FILES)} 2>&1",
+        check=False,
+    ).stdout
+
+
+def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
+    m = mdad_host.m
+    out = docs_install(m, "--allow-reset")
+    token = m.run("cat", "/etc/bridgedoctor/token").stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", token)
+    # What the admin pastes: the vars.yml lines for maubot and the plugin settings.
+    mount = "--mount type=bind,src=/run/bridgedoctor,dst=/run/bridgedoctor,readonly"
+    assert f"matrix_bot_maubot_container_extra_arguments:\n  - '{mount}'" in out
+    assert f'token: "{token}"' in out and "socket_path: /run/bridgedoctor/helper.sock" in out
+    assert "bridges found: gmessages, whatsapp" in out
+    config = m.run("cat", "/etc/bridgedoctor/helper.yaml").stdout
+    assert "db_host: /matrix/postgres/run" in config  # found by itself
+    assert "allowed_uids: [991]" in config and "socket_group: 991" in config
+    assert "allow_reset: true" in config
+    assert m.run("stat", "-c", "%a %U:%G", "/etc/bridgedoctor/token").stdout.split() == [
+        "640",
+        "root:matrix",
+    ]
+    assert m.run("stat", "-c", "%a %g", "/run/bridgedoctor/helper.sock").stdout.split() == [
+        "660",
+        "991",
+    ]
+    assert m.show(UNIT, "ActiveState") == "active"
+    assert m.systemctl("is-enabled", UNIT).stdout.strip() == "enabled"
+    # The installed unit and drop-in are the deploy files as they are (the venv is /opt/bridgedoctor).
+    from tests.systemd.mdad_host import REPO
+
+    assert (
+        m.run("cat", "/etc/systemd/system/bridgedoctor-helper.service").stdout
+        == (REPO / "deploy" / "bridgedoctor-helper.service").read_text()
+    )
+    assert (
+        m.run("cat", "/etc/systemd/system/bridgedoctor-helper.service.d/reset.conf").stdout
+        == (REPO / "deploy" / "bridgedoctor-helper.service.d" / "reset.conf").read_text()
+    )
+
+    # Again: nothing is written, the helper is not restarted.
+    before, invocation = fingerprint(m), m.show(UNIT, "InvocationID")
+    out = docs_install(m)
+    assert "Nothing changed" in out
+    assert fingerprint(m) == before and m.show(UNIT, "InvocationID") == invocation
+
+    # An edited config is kept, and said so.
+    m.sh("echo 'naming: legacy' >> /etc/bridgedoctor/helper.yaml")
+    out = docs_install(m, "--no-allow-reset")
+    assert "helper.yaml (kept: changed by you" in out
+    assert m.run("test", "-e", FILES[3], check=False).returncode != 0  # drop-in gone: resets off
+
+    out = m.run(HELPER, "uninstall").stdout
+    assert m.show(UNIT, "LoadState") == "not-found"
+    for f in (FILES[0], FILES[2], FILES[4], "/run/bridgedoctor"):
+        assert m.run("test", "-e", f, check=False).returncode != 0, f
+    assert "helper.yaml (kept: changed since install)" in out
+    assert m.run("test", "-d", "/var/lib/bridgedoctor/backups").returncode == 0
