@@ -119,7 +119,8 @@ class MdadHost:
         return state(self.host, bridge)
 
     def ask(self, op: str, **fields: str) -> dict:
-        """One request over the helper's socket, as the matrix user (maubot's uid)."""
+        """One request over the helper's socket, as the matrix user (maubot's uid); a helper
+        that cannot be reached (or dies mid-request) is {"ok": False, "code": "unreachable"}."""
         code = (
             "import asyncio, json, sys\n"
             "from bridgedoctor.protocol import ProtocolError, Request, call\n"
@@ -131,12 +132,17 @@ class MdadHost:
             "    print(json.dumps({'ok': True, 'result': result}))\n"
             "except ProtocolError as e:\n"
             "    print(json.dumps({'ok': False, 'code': e.code, 'message': e.message}))\n"
+            "except OSError as e:\n"
+            "    print(json.dumps({'ok': False, 'code': 'unreachable', 'message': repr(e)}))\n"
         )
         r = self.m.run(
             "runuser", "-u", "matrix", "--", f"{VENV}/bin/python", "-c", code, op,
             json.dumps(fields), timeout=700,
         )  # fmt: skip
         return json.loads(r.stdout)
+
+    def wait_answering(self) -> None:
+        self.m.wait_for(lambda: self.ask("list")["ok"], what="the helper answering")
 
     def reset(self, bridge: str, mode: str) -> dict:
         plan = self.ask("reset_plan", bridge=bridge, mode=mode)
