@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .dbio import Db, file_sum
+from .dbio import Db, PgDb, file_sum
 from .errors import ResetError
 from .progress import Progress, counter
 
@@ -38,7 +38,12 @@ def targets(tables: list[str]) -> list[tuple[str, str, str]]:
 
 
 async def has_recovery_key(db: Db, tables: list[str]) -> bool:
-    return "kv_store" in tables and await db.count("kv_store", RECOVERY_WHERE) > 0
+    if "kv_store" not in tables:
+        return False
+    sql = f"SELECT 1 FROM kv_store WHERE {RECOVERY_WHERE} LIMIT 1"
+    if isinstance(db, PgDb):
+        return await db.conn.fetchval(sql) is not None
+    return db.conn.execute(sql).fetchone() is not None
 
 
 def cross_signing_note(recovery_key: bool) -> str:
