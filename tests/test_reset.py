@@ -111,7 +111,7 @@ def test_crypto_reset_then_restore(host: Host, systemd: Systemd, tmp_path: Path,
     manifest = json.loads((Path(item["location"]) / "manifest.json").read_text())
     assert manifest["tables"]["crypto_account"]["rows"] == 1
     assert "kv_store.recovery_key" not in manifest["tables"]
-    assert "the stored recovery key is kept" in manifest["extra"]["plan"]
+    assert "recovery key is kept" in manifest["extra"]["plan"]
     code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
                      *backup_args(tmp_path))  # fmt: skip
     assert code == 0, text

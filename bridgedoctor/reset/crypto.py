@@ -37,27 +37,34 @@ def targets(tables: list[str]) -> list[tuple[str, str, str]]:
     return [(t, "", t) for t in CLEARED if t in tables]
 
 
-async def has_recovery_key(db: Db, tables: list[str]) -> bool:
+async def has_recovery_key(db: object, tables: list[str]) -> bool | None:
+    """Whether kv_store holds a recovery key; None when the plan cannot ask (a SQLite store is
+    planned from the killable reader's facts, which do not include it)."""
     if "kv_store" not in tables:
         return False
     sql = f"SELECT 1 FROM kv_store WHERE {RECOVERY_WHERE} LIMIT 1"
     if isinstance(db, PgDb):
         return await db.conn.fetchval(sql) is not None
-    return db.conn.execute(sql).fetchone() is not None
+    return None
 
 
-def cross_signing_note(recovery_key: bool) -> str:
+def cross_signing_note(recovery_key: bool | None) -> str:
     """What the reset means for cross-signing, for the plan (mautrix-go doSelfSign)."""
+    keeps = (
+        "so a bridge with self_sign on verifies its new device with the bot's existing "
+        "cross-signing keys; the bot's identity does not change"
+    )
     if recovery_key:
-        return (
-            "cross-signing: the stored recovery key is kept, so a bridge with self_sign on "
-            "verifies its new device with the bot's existing cross-signing keys; the bot's "
-            "identity does not change"
-        )
+        return f"cross-signing: the stored recovery key is kept, {keeps}"
+    exit34 = (
+        "stops with exit 34 if the server already has the bot's cross-signing keys (then set "
+        "kv_store recovery_key to 'overwrite' for new keys)"
+    )
+    if recovery_key is None:
+        return f"cross-signing: a stored recovery key is kept, {keeps}; without one the bridge {exit34}"
     return (
         "cross-signing: no recovery key is stored; with self_sign on the bridge makes new "
-        "cross-signing keys if the server has none, and stops with exit 34 if it has some "
-        "(then set kv_store recovery_key to 'overwrite' for new keys)"
+        f"cross-signing keys if the server has none, and {exit34}"
     )
 
 

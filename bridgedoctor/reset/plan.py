@@ -97,10 +97,10 @@ def make(
     bridge_dir: Path,
     present: list[str],
     ident: str | None = None,
-    recovery_key: bool = False,
+    recovery_key: bool | None = False,
 ) -> Plan:
     """`ident` reuses the id of a plan shown earlier (the room path), else a new one is made.
-    `recovery_key`: kv_store holds one (a crypto reset keeps it)."""
+    `recovery_key`: kv_store holds one (a crypto reset keeps it); None: not known."""
     ident = ident or new_id(bridge_dir, mode)
     if mode == "crypto":
         from .crypto import CLEARED, cross_signing_note  # here: crypto loads the drivers
@@ -114,7 +114,7 @@ def make(
             "users may need to re-request keys in encrypted portals; undecryptable history stays",
             "set a stable pickle key in vars.yml (never 'generate') before the next playbook run",
         )
-        kept = f"{KEPT_RECOVERY_KEY}, {KEPT_CRYPTO}" if recovery_key else KEPT_CRYPTO
+        kept = KEPT_CRYPTO if recovery_key is False else f"{KEPT_RECOVERY_KEY}, {KEPT_CRYPTO}"
     else:
         backed = (f"the whole database {database} ({len(present)} tables, schema and rows)",)
         backed += (f"the data directory {data_dir} (tar)",)
