@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,8 +11,6 @@ from tests.support.nspawn import Machine, MachineError, require
 from tests.support.pg import PgServer
 
 from .mdad_host import MdadHost, build_venv, make_host, start_pg
-
-_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +35,10 @@ def debian_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 m.power_cut()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def mdad_pg() -> Iterator[PgServer]:
-    """PostgreSQL at 127.0.0.N:5432 with its own socket directory, where MDAD's would be."""
+    """PostgreSQL at 127.0.0.N:5432 with its own socket directory, where MDAD's would be; one
+    per test, so the bridges' databases have MDAD's exact names (dbpin.py accepts no other)."""
     require()
     cluster, server = start_pg()
     try:
@@ -53,7 +51,7 @@ def mdad_pg() -> Iterator[PgServer]:
 def mdad_host(
     nspawn: Callable[..., Machine], debian_venv: Path, mdad_pg: PgServer, tmp_path: Path
 ) -> MdadHost:
-    return make_host(nspawn, tmp_path, debian_venv, mdad_pg, f"sd{next(_counter)}_")
+    return make_host(nspawn, tmp_path, debian_venv, mdad_pg)
 
 
 @pytest.fixture
@@ -61,6 +59,4 @@ def old_mdad_host(
     nspawn: Callable[..., Machine], debian_venv: Path, mdad_pg: PgServer, tmp_path: Path
 ) -> MdadHost:
     """A host set up before March 2026: no /matrix/postgres/run."""
-    return make_host(
-        nspawn, tmp_path, debian_venv, mdad_pg, f"sdo{next(_counter)}_", socket_dir=False
-    )
+    return make_host(nspawn, tmp_path, debian_venv, mdad_pg, socket_dir=False)

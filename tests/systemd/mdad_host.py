@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import socket
@@ -92,7 +93,8 @@ def build_venv(make: Callable[..., Machine], workdir: Path) -> Path:
 
 def free_loopback_5432() -> str:
     """A 127.0.0.N where port 5432 is free: the test server stands at MDAD's container port."""
-    for n in range(2, 255):
+    start = random.randrange(2, 255)  # other suites running at once pick other addresses
+    for n in [*range(start, 255), *range(2, start)]:
         host = f"127.0.0.{n}"
         with socket.socket() as s:
             try:
@@ -175,14 +177,13 @@ def make_host(
     tmp: Path,
     venv: Path,
     pg: PgServer,
-    prefix: str,
     *,
     socket_dir: bool = True,
     tag: str = "mdad",
 ) -> MdadHost:
     root = tmp / "matrix"
     host = Host(root=root, systemd=tmp / "units", pg=pg)
-    host.add(PG_BRIDGE, StoreSpec(PG_BRIDGE, recovery_key=True), db_prefix=prefix, unit=False)
+    host.add(PG_BRIDGE, StoreSpec(PG_BRIDGE, recovery_key=True), unit=False)
     host.add(
         SQLITE_BRIDGE,
         StoreSpec(SQLITE_BRIDGE, account_key=mdad_default_key(SQLITE_BRIDGE), recovery_key=True),
