@@ -115,7 +115,6 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
             config_dir=config_dir,
             base_dir=base,
             db_host=opts.db_host,
-            root=opts.root,
         )
         if isinstance(target, database.PgTarget):
             target = _pinned(spec, target, kb or load(), opts)

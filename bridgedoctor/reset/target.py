@@ -55,12 +55,7 @@ def resolve(name: str, opts: Options) -> Bridge:
         raise ResetError(cfg.message, usage=True)
     assert isinstance(cfg, ConfigFacts)
     target = database.target_for(
-        cfg.db_uri,
-        data_dir=data_dir,
-        config_dir=config_dir,
-        base_dir=base,
-        db_host=opts.db_host,
-        root=opts.root,
+        cfg.db_uri, data_dir=data_dir, config_dir=config_dir, base_dir=base, db_host=opts.db_host
     )
     if isinstance(target, ProbeError):
         raise ResetError(target.message, usage=True)
