@@ -408,10 +408,19 @@ class Machine:
 
     # ---- the fake docker ----------------------------------------------------------------------
     def standin(
-        self, container: str, lines: Iterable[str] = (), exit_code: int | None = None
+        self,
+        container: str,
+        lines: Iterable[str] = (),
+        exit_code: int | None = None,
+        needs: Mapping[str, object] | None = None,
     ) -> None:
-        """What `docker start --attach <container>` prints, and its exit code (None: stays up)."""
+        """What `docker start --attach <container>` prints, and its exit code (None: stays up).
+        `needs` ({"file", "key", "value", "lines", "exit"}): unless the mounted file (a container
+        path, e.g. /config/config.yaml) sets key to value, print `lines` and exit with `exit`
+        instead, as a bridge that will not start with the wrong pickle key."""
         conf = {"lines": list(lines) or [f"{container} stand-in started"], "exit": exit_code}
+        if needs is not None:
+            conf["needs"] = dict(needs)
         self.put(f"/etc/fake-docker/{container}.json", json.dumps(conf))
 
     def fake_postgres(

@@ -180,10 +180,16 @@ def make_host(
     *,
     socket_dir: bool = True,
     tag: str = "mdad",
+    gmessages_key: str = "mautrix.bridge.e2ee",
+    binds: dict[str, Path] | None = None,
 ) -> MdadHost:
+    """`gmessages_key`: the key its store is pickled with (MDAD's default: it runs); `binds`:
+    more host directories inside (e.g. /run/bridgedoctor, for a client outside)."""
     root = tmp / "matrix"
     host = Host(root=root, systemd=tmp / "units", pg=pg)
-    host.add(PG_BRIDGE, StoreSpec(PG_BRIDGE, recovery_key=True), unit=False)
+    host.add(
+        PG_BRIDGE, StoreSpec(PG_BRIDGE, account_key=gmessages_key, recovery_key=True), unit=False
+    )
     host.add(
         SQLITE_BRIDGE,
         StoreSpec(SQLITE_BRIDGE, account_key=mdad_default_key(SQLITE_BRIDGE), recovery_key=True),
@@ -195,7 +201,7 @@ def make_host(
         media.mkdir(parents=True, exist_ok=True)
         (media / "blob.bin").write_bytes(bytes(range(256)) * 8)
         _own_like_mdad(root / f"mautrix-{bridge}")
-    binds = {"/matrix": root}
+    binds = {"/matrix": root, **(binds or {})}
     if socket_dir:
         (root / "postgres" / "run").mkdir(parents=True)
         binds["/matrix/postgres/run"] = Path(pg.socket_dir or "")
