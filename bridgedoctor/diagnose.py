@@ -124,7 +124,7 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
         scan: Scan = None
         if opts.deep and isinstance(db, DbFacts) and db.has_crypto_store:
             keys = candidates(spec, cfg.pickle_key, list(opts.try_keys), kb or load())
-            scan = await store_scan.scan(target, keys)
+            scan = await store_scan.scan(target, keys, base)
         return db, scan
 
     # The unit, its journal and the registration files are read while the database answers.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from .knowledge import BridgeSpec
-from .proof import Candidate
+if TYPE_CHECKING:  # annotations only: the SQLite reader's child imports this, and starts fast
+    from .knowledge import BridgeSpec
+    from .proof import Candidate
 
 Layout = Literal["bridgev2", "legacy-go", "python"]
 

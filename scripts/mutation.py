@@ -128,7 +128,7 @@ def scratch_copy() -> Path:
 def scratch_python(where: Path, first: Path) -> str:
     """An interpreter for the scratch copy that imports bridgedoctor from `first` (the copy, or
     mutmut's mutants) and everything else from this venv. Needed because some code runs in
-    `python -I` children (probes/sqlite_read.py), which ignore PYTHONPATH and would otherwise
+    `python -I` children (probes/sqlite_child.py), which ignore PYTHONPATH and would otherwise
     import the editable install, not the code under test."""
     venv = where / ".mutation-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -76,8 +76,8 @@ def test_postgres_check_reads_only_in_read_only_transactions(tmp_path: Path, pg:
 
 # --- SQLite ------------------------------------------------------------------------------------
 
-# The check reads a SQLite store in a child process (probes/sqlite_read.py). The same child is run
-# here, as the probe runs it (`python -I -m bridgedoctor.probes.sqlite_read BASE PATH`), with an
+# The check reads a SQLite store in a child process (probes/sqlite_read.py runs
+# probes/sqlite_child.py). The same child is run here (`python -I ... BASE PATH facts`), with an
 # audit hook added first: at `sqlite3.connect/handle` SQLite has opened the file, and the kernel
 # says how (the access mode in /proc/self/fdinfo). The modes go to stderr, the report to stdout.
 CHILD = """
@@ -98,7 +98,7 @@ def hook(event, args):
         sys.stderr.write(f"mode {flags & os.O_ACCMODE}\\n")
 
 sys.addaudithook(hook)
-runpy.run_module("bridgedoctor.probes.sqlite_read", run_name="__main__")
+runpy.run_module("bridgedoctor.probes.sqlite_child", run_name="__main__")
 """
 
 
@@ -111,7 +111,8 @@ def child_modes(base: Path, db: Path) -> tuple[list[int], dict[str, Any]]:
     )
     assert r.returncode == 0, r.stderr
     modes = [int(x.split()[1]) for x in r.stderr.splitlines() if x.startswith("mode ")]
-    return modes, json.loads(r.stdout)
+    out = json.loads(r.stdout)
+    return modes, out.get("result", out)
 
 
 def test_sqlite_check_opens_the_database_read_only(tmp_path: Path) -> None:

@@ -35,6 +35,16 @@ SYSTEMD_DIR = Path("/etc/systemd/system")
 UNIT = SYSTEMD_DIR / UNIT_NAME
 DROPIN_DIR = SYSTEMD_DIR / f"{UNIT_NAME}.d"
 DROPIN = DROPIN_DIR / "reset.conf"
+# The unit allows no IP address; where MDAD's Postgres is only on its Docker network, that
+# network is allowed here (and only it).
+DROPIN_TCP = DROPIN_DIR / "postgres-tcp.conf"
+TCP_DROPIN_TEXT = """\
+# Written by bridgedoctor-helper install: MDAD's PostgreSQL has no socket directory on this host,
+# so the helper reaches the matrix-postgres container on its Docker network, and only there (the
+# unit allows no IP address otherwise: docs/SECURITY.md). Re-run install if the network changes.
+[Service]
+IPAddressAllow={network}
+"""
 TMPFILES = Path("/etc/tmpfiles.d/bridgedoctor.conf")
 ETC = Path("/etc/bridgedoctor")
 TOKEN = ETC / "token"
@@ -61,6 +71,7 @@ class Host:
     db_host: str
     db_note: str
     prefix: Path  # the venv
+    network: str | None = None  # the Docker network to allow, when Postgres is reached there
 
 
 @dataclass
@@ -103,16 +114,24 @@ def detect(root: Path) -> Host:
     sock = postgres.socket_dir(root)
     if sock is not None:
         db_host, note = str(sock), f"the socket directory {sock}"
+    network = None
+    if sock is not None:
+        pass
     elif (addr := postgres.container_address()) is not None:
         db_host = postgres.AUTO
+        network = postgres.container_network()
         note = (
             f"no socket directory here (MDAD before March 2026); the {postgres.MDAD_HOST} "
-            f"container (now at {addr}) is looked up for each request"
+            f"container (now at {addr}) is looked up for each request, and its network "
+            f"{network} is the one the unit lets the helper reach"
         )
     else:
         db_host = postgres.AUTO
-        note = "none found now (no socket directory, no running container); looked up per request"
-    return Host(root, user.pw_uid, user.pw_gid, db_host, note, prefix)
+        note = (
+            "none found now (no socket directory, no running container); looked up per request. "
+            "Re-run install once it runs: the unit allows no IP address until then"
+        )
+    return Host(root, user.pw_uid, user.pw_gid, db_host, note, prefix, network)
 
 
 def config_text(h: Host, allow_reset: bool) -> str:
@@ -221,6 +240,13 @@ def install(root: Path, allow_reset: bool | None) -> int:
         files.state.pop(str(DROPIN), None)
         unit_changed = True
         report.note(f"{DROPIN} (removed: resets off)", True)
+    if h.network is not None:
+        unit_changed |= files.put(DROPIN_TCP, TCP_DROPIN_TEXT.format(network=h.network))
+    elif DROPIN_TCP.exists() and files.ours(DROPIN_TCP):
+        DROPIN_TCP.unlink()
+        files.state.pop(str(DROPIN_TCP), None)
+        unit_changed = True
+        report.note(f"{DROPIN_TCP} (removed: PostgreSQL has a socket directory now)", True)
     files.put(TMPFILES, packaged("tmpfiles.conf"))
     files.save()
     subprocess.run(["systemd-tmpfiles", "--create", str(TMPFILES)], check=False, timeout=60)

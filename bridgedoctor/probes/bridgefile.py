@@ -25,14 +25,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.events import (
-    AliasEvent,
-    CollectionEndEvent,
-    CollectionStartEvent,
-    NodeEvent,
-)
-
 from ..facts import ProbeError
 
 MAX_YAML_BYTES = 1024 * 1024  # MDAD's biggest config.yaml is about 20 KiB
@@ -213,17 +205,26 @@ def load_bridge_yaml(
 
 def parse_yaml(text: str) -> Any:
     """Safe-load one YAML document after checking its shape from parser events."""
-    _check_events(text)
+    from ruamel.yaml import YAML  # not at the top: the SQLite reader's child needs no YAML
+
+    _check_events(text, YAML)
     return YAML(typ="safe").load(text)
 
 
-def _check_events(text: str) -> None:
+def _check_events(text: str, yaml: type) -> None:
+    from ruamel.yaml.events import (
+        AliasEvent,
+        CollectionEndEvent,
+        CollectionStartEvent,
+        NodeEvent,
+    )
+
     depth = 0
     # One running node count per open collection; aliases add what their anchor expanded to.
     counts = [0]
     anchored: dict[str, int] = {}
     anchors: list[str | None] = []
-    for ev in YAML(typ="safe").parse(text):
+    for ev in yaml(typ="safe").parse(text):
         if isinstance(ev, CollectionStartEvent):
             depth += 1
             if depth > MAX_YAML_DEPTH:

@@ -10,6 +10,7 @@ an external database keeps the host its URI names.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import stat
@@ -37,6 +38,18 @@ def socket_dir(root: Path) -> Path | None:
 
 def container_address() -> str | None:
     """The `matrix-postgres` container's address on one of its Docker networks, if it runs."""
+    found = _container_interface()
+    return str(found.ip) if found is not None else None
+
+
+def container_network() -> str | None:
+    """That Docker network's subnet (`172.18.0.0/16`): what the helper's unit must allow to
+    reach the container, whose own address changes when it is recreated (docs/SECURITY.md)."""
+    found = _container_interface()
+    return str(found.network) if found is not None else None
+
+
+def _container_interface() -> ipaddress.IPv4Interface | None:
     docker = shutil.which("docker")
     if docker is None:
         return None
@@ -55,7 +68,12 @@ def container_address() -> str | None:
             ip = net.get("IPAddress") if isinstance(net, dict) else None
             # Docker's networks hand out IPv4 addresses unless IPv6 was set up by hand.
             if isinstance(ip, str) and ip.count(".") == 3 and ip.replace(".", "").isdigit():
-                return ip
+                plen = net.get("IPPrefixLen")
+                plen = plen if isinstance(plen, int) and 8 <= plen <= 32 else 32
+                try:
+                    return ipaddress.IPv4Interface(f"{ip}/{plen}")
+                except ValueError:
+                    continue
     return None
 
 

@@ -2,22 +2,24 @@
 
 Memory stays bounded whatever the store's size: PostgreSQL rows come through a server-side cursor
 FETCH_ROWS at a time (the next batch is requested before the current one is verified, so the
-server produces it meanwhile), SQLite rows through `fetchmany` in one worker thread. Read-only,
-like every probe.
+server produces it meanwhile), SQLite rows through `fetchmany` in the killable child process of
+probes/sqlite_read.py (the bridge can swap its store for a FIFO). Read-only, like every probe.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..bulk_verify import BulkVerifier, Tally
+from ..dbpin import IdentityRefused
 from ..facts import ProbeError, StoreScan, TableScan
 from ..proof import Candidate
-from .collect import PG_TABLES_SQL, PICKLED, SQLITE_TABLES_SQL
-from .database import QUERY_TIMEOUT, PgTarget, SqliteTarget, _reason
+from . import sqlite_read
+from .collect import PG_TABLES_SQL, PICKLED
+from .database import PgTarget, SqliteTarget, _reason
 
 FETCH_ROWS = 2000  # ~1 MB of pickles per batch
 
@@ -28,14 +30,16 @@ def _sql(table: str, col: str) -> str:
 
 
 async def scan(
-    target: PgTarget | SqliteTarget, candidates: Sequence[Candidate]
+    target: PgTarget | SqliteTarget, candidates: Sequence[Candidate], base: Path | None = None
 ) -> StoreScan | ProbeError:
+    """`base`: the bridge directory a SQLite store must lie in (default: the store's own)."""
     started = time.monotonic()
-    verifier = BulkVerifier([c.key for c in candidates])
     if isinstance(target, SqliteTarget):
-        tallies = await asyncio.to_thread(_scan_sqlite, target, verifier)
+        # In the killable child, as every read of a store the running bridge can swap.
+        keys = [c.key for c in candidates]
+        tallies = await sqlite_read.scan(target.path, base or target.path.parent, keys)
     else:
-        tallies = await _scan_pg(target, verifier)
+        tallies = await _scan_pg(target, BulkVerifier([c.key for c in candidates]))
     if isinstance(tallies, ProbeError):
         return tallies
     return StoreScan(
@@ -61,7 +65,7 @@ async def _scan_pg(t: PgTarget, verifier: BulkVerifier) -> dict[str, Tally] | Pr
 
     try:
         conn = await t.connect(read_only=True, application_name="bridgedoctor-deep")
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as e:
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, IdentityRefused) as e:
         return ProbeError("db_unreachable", f"cannot reach {t.location} ({_reason(e)}).")
     try:
         tables = {str(r[0]) for r in await conn.fetch(PG_TABLES_SQL)}
@@ -83,26 +87,3 @@ async def _scan_pg(t: PgTarget, verifier: BulkVerifier) -> dict[str, Tally] | Pr
         return ProbeError("db_unreachable", f"reading {t.location} failed ({_reason(e)}).")
     finally:
         await conn.close()
-
-
-def _scan_sqlite(t: SqliteTarget, verifier: BulkVerifier) -> dict[str, Tally] | ProbeError:
-    if not t.path.is_file():
-        return ProbeError("db_unreachable", f"the SQLite database {t.path} does not exist.")
-    try:
-        conn = sqlite3.connect(f"{t.path.as_uri()}?mode=ro", uri=True, timeout=QUERY_TIMEOUT)
-    except sqlite3.Error as e:
-        return ProbeError("db_unreachable", f"cannot open {t.path} read-only ({e}).")
-    try:
-        tables = {str(r[0]) for r in conn.execute(SQLITE_TABLES_SQL)}
-        out: dict[str, Tally] = {}
-        for kind, (table, col) in PICKLED.items():
-            if table in tables:
-                tally = out[kind] = Tally()
-                cur = conn.execute(_sql(table, col))
-                while rows := cur.fetchmany(FETCH_ROWS):
-                    verifier.feed(kind, [r[0] for r in rows], tally)
-        return out
-    except sqlite3.DatabaseError as e:
-        return ProbeError("db_unreachable", f"reading {t.path} failed ({e}).")
-    finally:
-        conn.close()

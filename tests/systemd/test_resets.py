@@ -4,6 +4,8 @@ a host with no PostgreSQL client (the dump goes through `docker exec matrix-post
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from .mdad_host import PG_BRIDGE, SQLITE_BRIDGE, MdadHost
@@ -53,5 +55,10 @@ def test_old_host_finds_postgres_by_the_containers_address(old_mdad_host: MdadHo
     out = docs_install(m)
     assert "db_host: auto" in m.run("cat", "/etc/bridgedoctor/helper.yaml").stdout
     assert "matrix-postgres container (now at" in out
+    # The unit allows no IP address but the container's network, which install allowed.
+    allow = m.run("cat", "/etc/systemd/system/bridgedoctor-helper.service.d/postgres-tcp.conf")
+    network = str(ipaddress.ip_interface(f"{h.pg.host}/16").network)
+    assert f"IPAddressAllow={network}" in allow.stdout
+    assert network in m.show("bridgedoctor-helper.service", "IPAddressAllow")
     checked = h.ask("check", bridge=PG_BRIDGE)
     assert checked["ok"] and checked["result"]["status"] != "unknown", checked
