@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Callable
 
 from bridgedoctor.diagnose import Options, gather
+from bridgedoctor.helper.__main__ import EXIT_CONFIG
 from bridgedoctor.knowledge import load
 from bridgedoctor.render import matrix
 from bridgedoctor.reset.target import resolve
@@ -107,7 +108,7 @@ def test_backup_directory_the_bridge_can_reach_is_refused(world: Callable[..., W
          str(w.helper_config(backup_dir=str(inside)))],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 2
+    assert proc.returncode == EXIT_CONFIG
     assert "is not root's alone" in proc.stderr and "Traceback" not in proc.stderr
     outside = w.outside()
     cli = subprocess.run(
