@@ -40,6 +40,7 @@ class BridgeSpec:
     # Names MDAD gives the bridge's PostgreSQL database (and its role, the same name); more than
     # one where a role variable picks among them (meta-messenger's meta_mode).
     databases: tuple[str, ...] = ()
+    program: str = ""
 
     @property
     def service(self) -> str:
@@ -101,6 +102,7 @@ def _spec(name: str, raw: dict) -> BridgeSpec:
         sqlite_file=raw.get("sqlite_file") or f"mautrix-{name}.db",
         generate_era=(str(era[0]), str(era[1])) if era else None,
         databases=tuple(raw.get("databases") or ()),
+        program=raw.get("program") or f"mautrix-{name}",
     )
 
 

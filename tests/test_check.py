@@ -239,14 +239,20 @@ def test_mixed_key_sessions_are_reported(host: Host, prefix: str, capsys) -> Non
     assert "inbound Megolm sessions" in finding(report, "sessions_other_key")["summary"]
 
 
-def test_pre_megabridge_database_owner(host: Host, prefix: str, capsys) -> None:
-    host.add(
-        "whatsapp",
-        StoreSpec("whatsapp", account_key="maunium.net/go/mautrix-whatsapp", owner="legacy"),
-        db_prefix=prefix,
-    )
-    _, report = run_json(capsys, "check", "whatsapp", *host.args())
+@pytest.mark.parametrize(
+    ("bridge", "key"),
+    [("whatsapp", "maunium.net/go/mautrix-whatsapp"), ("meta-instagram", "mautrix.bridge.e2ee")],
+)
+def test_pre_megabridge_database_owner(
+    host: Host, prefix: str, capsys, bridge: str, key: str
+) -> None:
+    """The legacy owner row holds the program's name, which for both meta roles is mautrix-meta."""
+    host.add(bridge, StoreSpec(bridge, account_key=key, owner="legacy"), db_prefix=prefix)
+    _, report = run_json(capsys, "check", bridge, *host.args())
     assert "db_pre_megabridge" in codes(report)
+    host.add(bridge, StoreSpec(bridge, account_key=key), db_prefix=prefix)
+    _, report = run_json(capsys, "check", bridge, *host.args())
+    assert "db_pre_megabridge" not in codes(report)
 
 
 def test_corrupt_account_row(host: Host, prefix: str, capsys) -> None:

@@ -44,7 +44,7 @@ def db_findings(
     scan: StoreScan | ProbeError | None = None,
 ) -> list[Finding]:
     out: list[Finding] = []
-    if db.owner is not None and db.owner == f"mautrix-{spec.name}":
+    if db.owner is not None and db.owner == spec.program:
         out.append(
             Finding(
                 "db_pre_megabridge",

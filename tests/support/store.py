@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from bridgedoctor import knowledge
+
 from .pg import PgServer
 
 GO_CRYPTO = """
@@ -76,9 +78,7 @@ class StoreSpec:
     account_key: str | None = "mautrix.bridge.e2ee"  # None: crypto tables but no account row
     crypto_tables: bool = True
     session_key: str | None = None  # defaults to account_key; another value makes a mixed store
-    owner: str | None = (
-        "megabridge"  # "megabridge" -> megabridge/mautrix-<bridge>; "legacy" -> mautrix-<bridge>
-    )
+    owner: str | None = "megabridge"  # "megabridge" -> megabridge/<program>; "legacy" -> <program>
     migrated: bool = False  # leave database_was_migrated and *_old tables behind
     recovery_key: bool = False
     corrupt_account: bool = False
@@ -115,10 +115,12 @@ def build(spec: StoreSpec, blob: str) -> BuiltStore:
         add(("INSERT INTO version VALUES (?, ?)", (29, 9)))
         add(("INSERT INTO mx_version VALUES (?, ?)", (11, 3)))
         if spec.owner:
+            known = knowledge.load().get(spec.bridge)
+            program = known.program if known else f"mautrix-{spec.bridge}"
             owner = (
-                f"megabridge/mautrix-{spec.bridge}"
+                f"megabridge/{program}"
                 if spec.owner == "megabridge"
-                else (f"mautrix-{spec.bridge}" if spec.owner == "legacy" else spec.owner)
+                else (program if spec.owner == "legacy" else spec.owner)
             )
             add(("INSERT INTO database_owner (key, owner) VALUES (0, ?)", (owner,)))
         add(
