@@ -112,11 +112,9 @@ def detect(root: Path) -> Host:
             "bridgedoctor into a venv under /opt (python3 -m venv /opt/bridgedoctor)."
         )
     sock = postgres.socket_dir(root)
-    if sock is not None:
-        db_host, note = str(sock), f"the socket directory {sock}"
     network = None
     if sock is not None:
-        pass
+        db_host, note = str(sock), f"the socket directory {sock}"
     elif (addr := postgres.container_address()) is not None:
         db_host = postgres.AUTO
         network = postgres.container_network()
