@@ -40,12 +40,16 @@ POWERFUL_ROLES = (
     "pg_signal_backend",
     "pg_create_subscription",
 )
+# The role names are the constants above, written into the statement; the powers come back as
+# one text. No array parameter or column: asyncpg would introspect the array types with one more
+# query on every connection (a round trip per bridge in `check all`).
 _WHO = (
     "SELECT pg_catalog.current_database()::pg_catalog.text, current_user::pg_catalog.text, "
     "r.rolsuper, r.rolcreaterole, r.rolreplication, r.rolbypassrls, "
-    "ARRAY(SELECT g.rolname::pg_catalog.text FROM pg_catalog.pg_roles g "
-    "WHERE g.rolname OPERATOR(pg_catalog.=) ANY($1::pg_catalog.name[]) "
-    "AND pg_catalog.pg_has_role(r.oid, g.oid, 'USAGE')) "
+    "(SELECT pg_catalog.string_agg(g.rolname::pg_catalog.text, ',') FROM pg_catalog.pg_roles g "
+    "WHERE g.rolname::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY["
+    + ", ".join(f"'{role}'" for role in POWERFUL_ROLES)
+    + "]::pg_catalog.text[]) AND pg_catalog.pg_has_role(r.oid, g.oid, 'USAGE')) "
     "FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user"
 )
 
@@ -202,7 +206,7 @@ def host_allowed(host: str, pin: DbPin, db_host: str | None) -> bool:
 
 async def verify(conn: Any, pin: DbPin | None) -> None:
     """Before any other statement: who are we, really? Raises IdentityRefused."""
-    row = await conn.fetchrow(_WHO, list(POWERFUL_ROLES))
+    row = await conn.fetchrow(_WHO)
     if row is None:
         raise IdentityRefused("the server does not know the role it says we are.")
     database, user, superuser, createrole, replication, bypassrls, powers = row
@@ -220,7 +224,7 @@ async def verify(conn: Any, pin: DbPin | None) -> None:
             ("BYPASSRLS", bypassrls),
         )
         if has
-    ] + list(powers)
+    ] + [p for p in (powers or "").split(",") if p]
     if extra:
         raise IdentityRefused(
             f"the role {short(user)} is {', '.join(extra)}; bridgedoctor does not run queries "
