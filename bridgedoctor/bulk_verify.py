@@ -39,8 +39,8 @@ _VERSION_WORDS = {
 
 
 def _rows_pattern(versions: frozenset[bytes] | None) -> re.Pattern[bytes]:
-    """Any number of 32-byte rows (first block, last block of a plaintext) that are valid: the
-    first block starts with an allowed version word, the last ends in PKCS#7 padding."""
+    """Any number of 64-byte rows ([junk, first, junk, last] plaintext blocks) that are valid:
+    the first block starts with an allowed version word, the last ends in PKCS#7 padding."""
     first = (
         (b"(?:" + b"|".join(re.escape(v) for v in sorted(versions)) + b").{12}")
         if versions
@@ -51,7 +51,7 @@ def _rows_pattern(versions: frozenset[bytes] | None) -> re.Pattern[bytes]:
         + b"|".join(b".{%d}" % (_BLOCK - p) + re.escape(_PADDING[p]) for p in range(1, _BLOCK + 1))
         + b")"
     )
-    return re.compile(b"(?s)(?:" + first + last + b")*")
+    return re.compile(b"(?s)(?:.{16}" + first + b".{16}" + last + b")*")
 
 
 _VALID_ROWS = {kind: _rows_pattern(v) for kind, v in _VERSION_WORDS.items()}
@@ -88,21 +88,20 @@ class _Key:
         return map(_head, map(_digest, outer))
 
     def first_and_last_blocks(self, cts: list[bytes]) -> bytes:
-        """Plaintext of each ciphertext's first and last block, 32 bytes per row (CBC: the block
-        decrypted, XORed with the block before it or the IV), from one AES-ECB call."""
+        """Plaintext of each ciphertext's first and last block, in 64 bytes per row laid out
+        as [junk, first, junk, last], from one AES-CBC call. CBC decryption turns block i into
+        D(C_i) XOR C_(i-1), so the input [IV, C_0, C_(n-2), C_(n-1)] per row yields exactly
+        D(C_0) XOR IV (the first plaintext block) and D(C_(n-1)) XOR C_(n-2) (the last)."""
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
         iv = self.iv
-        blocks = b"".join(map(add, map(_first_block, cts), map(_last_block, cts)))
         if min(map(len, cts)) > _BLOCK:
-            chain = b"".join(map(add, repeat(iv), map(_block_before_last, cts)))
-        else:  # a one-block ciphertext: its last block follows the IV too
-            chain = b"".join([iv + (ct[-2 * _BLOCK : -_BLOCK] or iv) for ct in cts])
-        dec = Cipher(algorithms.AES(self.aes), modes.ECB()).decryptor().update(blocks)
-        # One big-integer XOR for the whole batch instead of a loop over bytes.
-        return (int.from_bytes(dec, "big") ^ int.from_bytes(chain, "big")).to_bytes(
-            len(dec), "big"
-        )
+            heads = map(add, repeat(iv), map(_first_block, cts))
+            pairs = b"".join(map(add, heads, map(_last_two_blocks, cts)))
+        else:  # a one-block ciphertext follows the IV twice
+            pairs = b"".join([iv + ct[:_BLOCK] + (ct[-2 * _BLOCK : -_BLOCK] or iv) + ct[-_BLOCK:]
+                              for ct in cts])  # fmt: skip
+        return Cipher(algorithms.AES(self.aes), modes.CBC(iv)).decryptor().update(pairs)
 
 
 _HASH = type(hashlib.sha256())
@@ -111,8 +110,7 @@ _head = itemgetter(slice(None, _MAC))
 _tail = itemgetter(slice(-_MAC, None))
 _body = itemgetter(slice(None, -_MAC))
 _first_block = itemgetter(slice(None, _BLOCK))
-_last_block = itemgetter(slice(-_BLOCK, None))
-_block_before_last = itemgetter(slice(-2 * _BLOCK, -_BLOCK))
+_last_two_blocks = itemgetter(slice(-2 * _BLOCK, None))
 
 
 class BulkVerifier:
@@ -164,7 +162,7 @@ class BulkVerifier:
                     raws = list(map(binascii.a2b_base64, map(add, values, tails)))  # type: ignore[arg-type]
                 except TypeError:  # a memoryview among bytes: the per-row path
                     raws = None
-                if raws is not None and not any(map(_bad_length, raws)):
+                if raws is not None and not any(map(_bad_length, set(map(len, raws)))):
                     return raws
         out: list[bytes] = []
         for value in values:
@@ -190,8 +188,8 @@ class BulkVerifier:
         versions = _VERSION_WORDS.get(kind)
         bad = 0
         for j, ct in enumerate(cts):
-            at = 2 * _BLOCK * j
-            last = plain[at + _BLOCK : at + 2 * _BLOCK]
+            at = 4 * _BLOCK * j + _BLOCK  # the first plaintext block of row j
+            last = plain[at + 2 * _BLOCK : at + 3 * _BLOCK]
             p = last[-1]
             padded = 1 <= p <= _BLOCK and last[_BLOCK - p :] == _PADDING[p]
             if not padded or (
@@ -201,5 +199,5 @@ class BulkVerifier:
         return bad
 
 
-def _bad_length(raw: bytes) -> bool:
-    return len(raw) < _MAC + _BLOCK or (len(raw) - _MAC) % _BLOCK != 0
+def _bad_length(size: int) -> bool:
+    return size < _MAC + _BLOCK or (size - _MAC) % _BLOCK != 0

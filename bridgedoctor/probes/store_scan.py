@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 
 from ..bulk_verify import BulkVerifier, Tally
@@ -22,6 +23,7 @@ from .collect import PG_TABLES_SQL, PICKLED
 from .database import PgTarget, SqliteTarget, _reason
 
 FETCH_ROWS = 2000  # ~1 MB of pickles per batch
+_first = itemgetter(0)
 
 
 def _sql(table: str, col: str) -> str:
@@ -80,7 +82,7 @@ async def _scan_pg(t: PgTarget, verifier: BulkVerifier) -> dict[str, Tally] | Pr
                 while rows := await pending:
                     pending = asyncio.ensure_future(cur.fetch(FETCH_ROWS))
                     await asyncio.sleep(0)  # let the next FETCH go out before verifying this one
-                    verifier.feed(kind, [r[0] for r in rows], tally)
+                    verifier.feed(kind, list(map(_first, rows)), tally)
                 pending.cancel()
         return out
     except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as e:
