@@ -68,6 +68,17 @@ class Tally:
     unknown: int = 0  # no candidate key's MAC matches
     corrupt: int = 0  # not a libolm pickle at all (base64, length)
 
+    def add(self, other: Tally) -> None:
+        self.rows += other.rows
+        for mine, theirs in (
+            (self.opened, other.opened),
+            (self.bad_plaintext, other.bad_plaintext),
+        ):
+            for i, n in theirs.items():
+                mine[i] = mine.get(i, 0) + n
+        self.unknown += other.unknown
+        self.corrupt += other.corrupt
+
 
 class _Key:
     def __init__(self, key: bytes) -> None:

@@ -149,3 +149,35 @@ def test_deep_needs_a_bridge_name(host: Host, capsys) -> None:
     deploy(host, "postgres", [])
     code, text = run(capsys, "check", "all", "--deep", *host.args())
     assert code == 2 and "bridgedoctor check NAME --deep" in text
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_big_scan_shares_the_work_with_a_second_process(
+    host: Host, capsys, monkeypatch: pytest.MonkeyPatch, crash: bool
+) -> None:
+    """Past WORKER_AFTER rows a worker process verifies every other batch; the counts are the
+    same as one process alone, and a worker that dies leaves them the same too."""
+    from bridgedoctor.probes import scan_worker, store_scan
+
+    rows = session_rows(WA_KEY, inbound=2500, tag="a") + session_rows(
+        OLD_KEY, inbound=700, tag="b"
+    )
+    deploy(host, "postgres", rows)
+    _, alone = deep(capsys, host)
+    used: list[bool] = []
+    real_finish = scan_worker.Spread.finish
+
+    async def finish(self: scan_worker.Spread) -> None:
+        used.append(self.used_worker)
+        await real_finish(self)
+
+    monkeypatch.setattr(scan_worker, "WORKER_AFTER", 0)
+    monkeypatch.setattr(store_scan, "FETCH_ROWS", 200)  # many batches, so both sides get some
+    monkeypatch.setattr(scan_worker.Spread, "finish", finish)
+    if crash:
+        monkeypatch.setenv(scan_worker.CRASH_ENV, "1")
+    _, shared = deep(capsys, host)
+    assert used and all(used)
+    mixed = finding(shared, "crypto_store_mixed_keys")
+    assert mixed["evidence"] == finding(alone, "crypto_store_mixed_keys")["evidence"]
+    assert "3,201 rows" in next(e for e in mixed["evidence"] if "inbound" in e)

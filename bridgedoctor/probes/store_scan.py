@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from operator import itemgetter
 from pathlib import Path
 
-from ..bulk_verify import BulkVerifier, Tally
+from ..bulk_verify import Tally
 from ..dbpin import IdentityRefused
 from ..facts import ProbeError, StoreScan, TableScan
 from ..proof import Candidate
 from . import sqlite_read
 from .collect import PG_TABLES_SQL, PICKLED
 from .database import PgTarget, SqliteTarget, _reason
+from .scan_worker import Spread
 
 FETCH_ROWS = 2000  # ~1 MB of pickles per batch
 _first = itemgetter(0)
@@ -36,12 +37,12 @@ async def scan(
 ) -> StoreScan | ProbeError:
     """`base`: the bridge directory a SQLite store must lie in (default: the store's own)."""
     started = time.monotonic()
+    keys = [c.key for c in candidates]
     if isinstance(target, SqliteTarget):
         # In the killable child, as every read of a store the running bridge can swap.
-        keys = [c.key for c in candidates]
         tallies = await sqlite_read.scan(target.path, base or target.path.parent, keys)
     else:
-        tallies = await _scan_pg(target, BulkVerifier([c.key for c in candidates]))
+        tallies = await _scan_pg(target, Spread(keys))
     if isinstance(tallies, ProbeError):
         return tallies
     return StoreScan(
@@ -62,7 +63,7 @@ async def scan(
     )
 
 
-async def _scan_pg(t: PgTarget, verifier: BulkVerifier) -> dict[str, Tally] | ProbeError:
+async def _scan_pg(t: PgTarget, spread: Spread) -> dict[str, Tally] | ProbeError:
     import asyncpg
 
     try:
@@ -82,10 +83,12 @@ async def _scan_pg(t: PgTarget, verifier: BulkVerifier) -> dict[str, Tally] | Pr
                 while rows := await pending:
                     pending = asyncio.ensure_future(cur.fetch(FETCH_ROWS))
                     await asyncio.sleep(0)  # let the next FETCH go out before verifying this one
-                    verifier.feed(kind, list(map(_first, rows)), tally)
+                    await spread.feed(kind, list(map(_first, rows)), tally)
                 pending.cancel()
+        await spread.finish()
         return out
     except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as e:
         return ProbeError("db_unreachable", f"reading {t.location} failed ({_reason(e)}).")
     finally:
+        await spread.finish()
         await conn.close()
