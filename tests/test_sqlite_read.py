@@ -114,3 +114,83 @@ def test_at_most_a_few_children_at_once(store: Path) -> None:
         return peak
 
     assert 1 <= asyncio.run(go()) <= sqlite_read.MAX_CHILDREN
+
+
+def _forks_of(pid: int) -> set[int]:
+    out = set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.add(int(p))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def test_a_fleet_forks_every_reader_from_one_server(store: Path, tmp_path: Path) -> None:
+    """Inside fleet(): one interpreter (the fork server) for all the stores, each read in a
+    fork of its own with the same facts as a child of its own; nothing left afterwards."""
+    before = children()
+    alone = asyncio.run(sqlite_read.probe(store, store.parents[1]))
+
+    async def go() -> tuple[list[object], set[int]]:
+        async with sqlite_read.fleet():
+            results = await asyncio.gather(
+                *(sqlite_read.probe(store, store.parents[1]) for _ in range(6))
+            )
+            return list(results), children() - before
+
+    results, servers = asyncio.run(go())
+    assert isinstance(alone, DbFacts) and results == [alone] * 6
+    assert len(servers) == 1  # started once, and still there until the fleet ends
+    assert children() == before
+
+
+def test_in_a_fleet_a_locked_store_is_given_up_and_its_fork_killed(
+    store: Path, tmp_path: Path
+) -> None:
+    """The deadline holds for a forked reader too: it is killed and reaped, and the next store
+    of the same fleet is read as usual."""
+    other = tmp_path / "mautrix-y" / "data" / "mautrix-y.db"
+    other.parent.mkdir(parents=True)
+    write_sqlite(other, StoreSpec("signal", account_key=mdad_default_key("signal")))
+    writer = sqlite3.connect(store, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=DELETE")
+    writer.execute("BEGIN EXCLUSIVE")
+    before = children()
+
+    async def go() -> tuple[object, object, set[int]]:
+        async with sqlite_read.fleet():
+            slow = await sqlite_read.probe(store, store.parents[1], timeout=1.0)
+            fine = await sqlite_read.probe(other, other.parents[1])
+            (server,) = children() - before
+            return slow, fine, _forks_of(server)
+
+    try:
+        started = time.monotonic()
+        slow, fine, left = asyncio.run(go())
+        assert time.monotonic() - started < 6
+        assert isinstance(slow, ProbeError) and "took longer than 1 s" in slow.message
+        assert isinstance(fine, DbFacts) and fine.location == str(other)
+        assert left == set()  # the killed reader was reaped, not left behind
+        assert children() == before
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_a_fleet_whose_server_dies_reads_each_store_in_a_child_of_its_own(store: Path) -> None:
+    before = children()
+
+    async def go() -> tuple[object, object]:
+        async with sqlite_read.fleet():
+            first = await sqlite_read.probe(store, store.parents[1])
+            for pid in children() - before:
+                os.kill(pid, 9)
+            await asyncio.sleep(0.2)
+            return first, await sqlite_read.probe(store, store.parents[1])
+
+    first, second = asyncio.run(go())
+    assert isinstance(first, DbFacts) and second == first
+    assert children() == before

@@ -171,5 +171,52 @@ def _why(e: Exception) -> str:
     return text.encode("unicode_escape").decode("ascii")[:120].rstrip(".")
 
 
+def zygote() -> None:
+    """The fork server of a fleet check (probes/sqlite_read.py `fleet`): it never opens a store,
+    it only forks. Each request on stdin (a SEQPACKET socket) is `[base, path]` with the write
+    end of a pipe; a fresh fork reads that one store under its own limits exactly as `main` does
+    and answers into the pipe, and its pid goes back on stdout. `["reap", pid]` kills and reaps
+    it (a pid is never reused while we have not reaped it, so the parent's kill cannot hit
+    another process). At end of input every child still here is killed before we exit."""
+    import signal
+    import socket
+
+    sock = socket.socket(fileno=0)
+    live: set[int] = set()
+    try:
+        while True:
+            msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
+            if not msg:
+                return
+            req = json.loads(msg)
+            if req[0] == "reap":
+                pid = int(req[1])
+                if pid in live:
+                    live.discard(pid)
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                continue
+            pid = os.fork()
+            if pid == 0:
+                code = 70
+                try:
+                    sock.close()
+                    os.dup2(fds[0], 1)
+                    os.close(fds[0])
+                    main([str(req[0]), str(req[1]), "facts"])
+                    sys.stdout.flush()
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(fds[0])
+            live.add(pid)
+            sys.stdout.write(f"{pid}\n")
+            sys.stdout.flush()
+    finally:
+        for pid in live:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

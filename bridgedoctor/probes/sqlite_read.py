@@ -14,17 +14,25 @@ parsed by SQLite's C code. So the read happens in a short-lived child:
 
 The child (probes/sqlite_child.py) prints one JSON object; the parent turns it back into
 DbFacts or a ProbeError.
+
+A fleet check (`check all`, inside `fleet()`) starts one interpreter for all its stores: a fork
+server that never opens a store itself and forks one fresh child per store, each under its own
+limits and deadline exactly as above. Starting an interpreter per store would cost several
+times the read itself; if the fork server fails, each read gets an interpreter of its own again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import json
 import os
+import socket
 import sys
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +92,157 @@ async def _run(
     path: Path, base: Path, timeout: float, job: str, stdin: bytes
 ) -> dict[str, Any] | ProbeError:
     async with _slots():
+        forker = _FLEET.get()
+        if forker is not None and job == "facts":
+            out = await forker.read(path, base, timeout)
+            if out is not None:
+                return out
         return await _child(path, base, timeout, job, stdin)
+
+
+@asynccontextmanager
+async def fleet() -> AsyncIterator[None]:
+    """Within: `probe` forks its child from one fork server for the whole fleet (started at
+    the first SQLite store, gone at the end, with any child it still has)."""
+    forker = _Forker()
+    token = _FLEET.set(forker)
+    try:
+        yield
+    finally:
+        _FLEET.reset(token)
+        await forker.close()
+
+
+FORK_TIMEOUT = 10.0  # for the fork server to answer a child's pid
+
+
+class _Forker:
+    """The parent's side of sqlite_child.zygote: one request at a time (a fork is quick), the
+    child's answer read from a pipe of ours. `read` returns None when the server cannot be
+    used, and the caller starts a child of its own."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.sock: socket.socket | None = None
+        self.lock = asyncio.Lock()
+        self.broken = False
+
+    async def _start(self) -> bool:
+        if self.broken:
+            return False
+        if self.proc is None:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            code = (
+                f"import sys; sys.path[:0] = {_import_path()!r}; "
+                f"from {CHILD} import zygote; zygote()"
+            )
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-I", "-c", code, cwd="/", stdin=theirs.fileno(),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+            except OSError:
+                ours.close()
+                self.broken = True
+                return False
+            finally:
+                theirs.close()
+            ours.settimeout(FORK_TIMEOUT)
+            self.sock = ours
+        return True
+
+    async def read(
+        self, path: Path, base: Path, timeout: float
+    ) -> dict[str, Any] | ProbeError | None:
+        r, w = os.pipe()
+        pipe = os.fdopen(r, "rb", buffering=0)
+        try:
+            try:
+                async with self.lock:
+                    pid = await self._fork(path, base, w)
+            finally:
+                os.close(w)  # the server has its own copy: the child's exit ends our reading
+            if pid is None:
+                return None
+            try:
+                out = await asyncio.wait_for(_read_pipe(pipe), timeout)
+            except asyncio.TimeoutError:
+                return _too_long(path, timeout)
+            finally:
+                self._reap(pid)
+            return _answer(path, out, None)
+        finally:
+            pipe.close()
+
+    async def _fork(self, path: Path, base: Path, w: int) -> int | None:
+        try:
+            if not await self._start():
+                return None
+            assert self.sock is not None and self.proc is not None and self.proc.stdout
+            socket.send_fds(self.sock, [json.dumps([str(base), str(path)]).encode()], [w])
+            line = await asyncio.wait_for(self.proc.stdout.readline(), FORK_TIMEOUT)
+            return int(line)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            self.broken = True
+            return None
+        except asyncio.CancelledError:
+            self.broken = True  # its pid line may come later: no more requests after it
+            raise
+
+    def _reap(self, pid: int) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.send(json.dumps(["reap", pid]).encode())
+            except OSError:
+                self.broken = True  # the server is gone: its end of input killed the child
+
+    async def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # end of input: the server kills what it still has and exits
+        if self.proc is not None:
+            try:
+                await asyncio.wait_for(self.proc.wait(), FORK_TIMEOUT)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+_FLEET: contextvars.ContextVar[_Forker | None] = contextvars.ContextVar(
+    "bridgedoctor_sqlite_fleet", default=None
+)
+
+
+async def _read_pipe(pipe: Any) -> bytes:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_OUTPUT + 1)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        return await _read_all(reader)
+    finally:
+        transport.close()
+
+
+def _too_long(path: Path, timeout: float) -> ProbeError:
+    return ProbeError(
+        "db_unreachable",
+        f"reading {path} took longer than {timeout:.0f} s and was stopped (a FIFO or a "
+        "file system that hangs?).",
+    )
+
+
+def _answer(path: Path, out: bytes, status: int | None) -> dict[str, Any] | ProbeError:
+    """The child's JSON answer; `status` its exit status when known (the fork server's
+    children are reaped there: an answer that is not whole JSON says enough)."""
+    try:
+        d = json.loads(out) if status in (0, None) and len(out) <= MAX_OUTPUT else None
+    except ValueError:
+        d = None
+    if not isinstance(d, dict) or not ("error" in d or "result" in d):
+        why = f"exited with status {status}" if status else "ended without an answer"
+        return ProbeError("db_unreachable", f"reading {path} failed (the reader {why}).")
+    if "error" in d:
+        return ProbeError(str(d["error"]), str(d["message"]))
+    return d["result"]
 
 
 async def _child(
@@ -117,20 +275,8 @@ async def _child(
         await proc.wait()
         if isinstance(e, asyncio.CancelledError):
             raise
-        return ProbeError(
-            "db_unreachable",
-            f"reading {path} took longer than {timeout:.0f} s and was stopped (a FIFO or a "
-            "file system that hangs?).",
-        )
-    if proc.returncode != 0 or len(out) > MAX_OUTPUT:
-        return ProbeError(
-            "db_unreachable",
-            f"reading {path} failed (the reader exited with status {proc.returncode}).",
-        )
-    d = json.loads(out)
-    if "error" in d:
-        return ProbeError(str(d["error"]), str(d["message"]))
-    return d["result"]
+        return _too_long(path, timeout)
+    return _answer(path, out, proc.returncode)
 
 
 def _import_path() -> list[str]:
