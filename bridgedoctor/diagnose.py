@@ -26,7 +26,7 @@ from .findings import BridgeReport, Finding, FleetReport
 from .knowledge import NAME_RE, BridgeSpec, Knowledge, load
 from .naming import Preference, decide
 from .pin import fleet_pin
-from .probes import database, host, journal, service, store_scan
+from .probes import database, host, journal, service, sqlite_read, store_scan
 from .probes.config import read_config
 from .probes.inventory import read_inventory
 from .probes.registration import SYNAPSE_UNIT, read_homeserver, read_registration
@@ -74,29 +74,72 @@ def lookup(name: str, kb: Knowledge) -> BridgeSpec | Finding:
     return spec
 
 
+@dataclass
+class _FleetAsked:
+    """What a fleet check asks once for every bridge: the units' states (one `systemctl
+    show`) and the homeserver, the same for all of them."""
+
+    states: asyncio.Future[dict[str, ServiceFacts | ProbeError]]
+    homeserver: asyncio.Future[HomeserverFacts | ProbeError | None]
+
+    @classmethod
+    def start(cls, opts: Options, specs: list[BridgeSpec]) -> _FleetAsked:
+        units = [
+            f"{s.service}.service"
+            for s in specs
+            if (opts.systemd_dir / f"{s.service}.service").exists()
+        ]
+        if (opts.systemd_dir / SYNAPSE_UNIT).exists():
+            units.append(SYNAPSE_UNIT)
+        states = asyncio.ensure_future(service.show_many(units))
+        return cls(states, asyncio.ensure_future(_homeserver(opts, states)))
+
+    async def close(self) -> None:
+        for f in (self.states, self.homeserver):
+            f.cancel()
+        await asyncio.gather(self.states, self.homeserver, return_exceptions=True)
+
+
+async def _state(
+    name: str, states: asyncio.Future[dict[str, ServiceFacts | ProbeError]] | None
+) -> ServiceFacts | ProbeError:
+    # shield: a bridge stopped at its deadline must not cancel what the others share.
+    shown = await asyncio.shield(states) if states is not None else {}
+    state = shown.get(name)
+    return state if state is not None else await service.show(name)
+
+
 async def unit_state(
-    unit: UnitFacts | None, name: str, secrets: tuple[str, ...] = ()
+    unit: UnitFacts | None,
+    name: str,
+    secrets: tuple[str, ...] = (),
+    states: asyncio.Future[dict[str, ServiceFacts | ProbeError]] | None = None,
 ) -> tuple[ServiceFacts | ProbeError | None, JournalFacts | ProbeError | None]:
-    """The unit's state and its current run's lines; (None, None) when there is no unit."""
+    """The unit's state (from `states` when a fleet check asked already) and its current
+    run's lines; (None, None) when there is no unit."""
     if unit is None:
         return None, None
-    state = await service.show(name)
+    state = await _state(name, states)
     if not isinstance(state, ServiceFacts):
         return state, None
     return state, await journal.read(state, known_secrets=secrets)
 
 
-async def _homeserver(opts: Options) -> HomeserverFacts | ProbeError | None:
+async def _homeserver(
+    opts: Options, states: asyncio.Future[dict[str, ServiceFacts | ProbeError]] | None = None
+) -> HomeserverFacts | ProbeError | None:
     if not (opts.systemd_dir / SYNAPSE_UNIT).exists():
         return await asyncio.to_thread(read_homeserver, opts.root, opts.systemd_dir)
-    state = await service.show(SYNAPSE_UNIT)
+    state = await _state(SYNAPSE_UNIT, states)
     return await asyncio.to_thread(read_homeserver, opts.root, opts.systemd_dir, state)
 
 
 Scan = StoreScan | ProbeError | None
 
 
-async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -> BridgeFacts:
+async def gather(
+    spec: BridgeSpec, opts: Options, kb: Knowledge | None = None, asked: _FleetAsked | None = None
+) -> BridgeFacts:
     base = opts.root / spec.dirname
     unit = host.read_unit(opts.systemd_dir / f"{spec.service}.service", opts.root)
     config_dir = unit.config_dir if unit and unit.config_dir else base / "config"
@@ -130,9 +173,9 @@ async def gather(spec: BridgeSpec, opts: Options, kb: Knowledge | None = None) -
     # The unit, its journal and the registration files are read while the database answers.
     (db, scan), (state, lines), reg, hs = await asyncio.gather(
         db_probe(),
-        unit_state(unit, f"{spec.service}.service", secrets),
+        unit_state(unit, f"{spec.service}.service", secrets, asked.states if asked else None),
         asyncio.to_thread(read_registration, config_dir / "registration.yaml", base),
-        _homeserver(opts),
+        asyncio.shield(asked.homeserver) if asked else _homeserver(opts),
     )
     return BridgeFacts(
         spec=spec,
@@ -202,9 +245,13 @@ async def check(
 
 
 async def _check_deployed(
-    spec: BridgeSpec, opts: Options, kb: Knowledge, inv: Inventory
+    spec: BridgeSpec,
+    opts: Options,
+    kb: Knowledge,
+    inv: Inventory,
+    asked: _FleetAsked | None = None,
 ) -> BridgeReport:
-    facts = await gather(spec, opts, kb)
+    facts = await gather(spec, opts, kb, asked)
     ctx = RuleContext(
         kb=kb,
         naming=decide(spec, facts.unit, opts.naming, _eras(inv, facts.config)),
@@ -220,18 +267,28 @@ async def check_all(opts: Options, kb: Knowledge | None = None) -> FleetReport:
     # Discovered once for the fleet: the names come from the table, so no lookup is needed.
     names = host.discover(opts.root, opts.systemd_dir, kb)
     inv = await inventory(opts)
-    reports = await asyncio.gather(*(_isolated(kb.bridges[n], opts, kb, inv) for n in names))
+    specs = [kb.bridges[n] for n in names]
+    # Asked once for all: the units' states, the homeserver; SQLite stores are read in
+    # children forked from one fork server, not one interpreter each.
+    asked = _FleetAsked.start(opts, specs)
+    try:
+        async with sqlite_read.fleet():
+            reports = await asyncio.gather(*(_isolated(s, opts, kb, inv, asked) for s in specs))
+    finally:
+        await asked.close()
     return FleetReport(reports=list(reports), pin=fleet_pin(list(reports)))
 
 
 async def _isolated(
-    spec: BridgeSpec, opts: Options, kb: Knowledge, inv: Inventory
+    spec: BridgeSpec, opts: Options, kb: Knowledge, inv: Inventory, asked: _FleetAsked
 ) -> BridgeReport:
     """One bridge's check, which can neither fail nor stall the others' (a bridge's files and
     database are its container's to write)."""
     name = spec.name
     try:
-        return await asyncio.wait_for(_check_deployed(spec, opts, kb, inv), opts.bridge_timeout)
+        return await asyncio.wait_for(
+            _check_deployed(spec, opts, kb, inv, asked), opts.bridge_timeout
+        )
     except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
         summary = (
             f"Checking {name} took longer than {opts.bridge_timeout:.0f} s and was stopped; "

@@ -330,3 +330,30 @@ def test_unit_paths_are_rerooted(tmp_path: Path, capsys) -> None:
     code, report = run_json(capsys, "check", "signal", *host.args())
     assert code == 0
     assert report["facts"]["config"] == str(host.root / "mautrix-signal/config/config.yaml")
+
+
+def test_check_all_asks_systemd_once_for_the_fleet(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `systemctl show` for every bridge's unit and Synapse's (a process per bridge cost
+    more than the rest of the check); each bridge still gets its own verdict."""
+    host = Host.at(tmp_path / "host")
+    bridges = ["whatsapp", "signal", "gmessages"]
+    for b in bridges:
+        host.add(b, StoreSpec(b, flavour=flavour(b)), engine="sqlite")
+    (host.systemd / "matrix-synapse.service").write_text("[Service]\nExecStart=/bin/true\n")
+    tools, log = tmp_path / "tools", tmp_path / "calls"
+    tools.mkdir()
+    (tools / "systemctl").write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\necho "Failed to connect to bus: Host is down" >&2\n'
+        "exit 1\n"
+    )
+    (tools / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+    code, fleet = run_json(capsys, "check", "all", *host.args())
+    assert sorted(b["bridge"] for b in fleet["bridges"]) == sorted(bridges)
+    (call,) = log.read_text().splitlines()
+    units = call.split(" --")[0].split()[1:]
+    assert call.startswith("show ") and sorted(units) == sorted(
+        [f"matrix-mautrix-{b}.service" for b in bridges] + ["matrix-synapse.service"]
+    )

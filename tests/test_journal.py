@@ -259,3 +259,50 @@ async def test_a_flood_is_cut_at_the_byte_bound(tmp_path, monkeypatch) -> None:
     assert not isinstance(got, ProbeError)
     found, cut = got
     assert cut and found and found[0].message == "ERR again"
+
+
+async def test_a_fleet_asks_systemctl_once(tmp_path, monkeypatch) -> None:
+    """One `systemctl show` for all the units; a unit whose block is missing is asked alone."""
+    log = tmp_path / "calls"
+    _tool(
+        tmp_path,
+        "systemctl",
+        f"""echo "$*" >> {log}
+shift
+n=0
+for u in "$@"; do case "$u" in --*) ;; *) n=$((n+1)) ;; esac; done
+sep=""
+for u in "$@"; do
+  case "$u" in --*) continue ;; esac
+  if [ "$u" = b.service ] && [ "$n" -gt 1 ]; then continue; fi
+  printf "${{sep}}Id=%s\\nLoadState=loaded\\nActiveState=active\\nSubState=%s\\nNRestarts=%s\\n" \\
+    "$u" "${{u%.service}}-sub" "${{#u}}"
+  sep="\\n"
+done""",
+        monkeypatch,
+    )
+    states = await service.show_many(["a.service", "b.service", "ccc.service"])
+    assert {u: (s.unit, s.sub_state, s.restarts) for u, s in states.items()} == {  # type: ignore[union-attr]
+        "a.service": ("a.service", "a-sub", 9),
+        "b.service": ("b.service", "b-sub", 9),
+        "ccc.service": ("ccc.service", "ccc-sub", 11),
+    }
+    calls = log.read_text().splitlines()
+    assert [c.split(" --")[0] for c in calls] == [
+        "show a.service b.service ccc.service",
+        "show b.service",
+    ]
+
+
+async def test_a_fleet_whose_systemctl_fails_says_so_for_each_unit(tmp_path, monkeypatch) -> None:
+    _tool(
+        tmp_path,
+        "systemctl",
+        "echo 'Failed to connect to bus: Host is down' >&2; exit 1",
+        monkeypatch,
+    )
+    states = await service.show_many(["a.service", "b.service"])
+    assert [(s.code, s.message) for s in states.values()] == [  # type: ignore[union-attr]
+        ("service_unknown", f"systemctl show {u} failed: Failed to connect to bus: Host is down")
+        for u in ("a.service", "b.service")
+    ]

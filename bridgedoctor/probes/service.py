@@ -6,7 +6,9 @@ answers once; a caller that follows a unit calls it again.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 
 from ..facts import ProbeError, ServiceFacts
 from .command import DEFAULT_TIMEOUT, Output, run
@@ -76,6 +78,37 @@ async def show(unit: str, *, timeout: float = DEFAULT_TIMEOUT) -> ServiceFacts |
     if isinstance(out, ProbeError):
         return out
     return _answer(unit, out)
+
+
+async def show_many(
+    units: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, ServiceFacts | ProbeError]:
+    """Several units' states from one `systemctl show` (a fleet check starts one process, not
+    one per bridge). systemctl answers one block per unit, each with its Id; a unit without
+    a block of its own is asked alone."""
+    if not units:
+        return {}
+    out = await run(
+        ["systemctl", "show", *units, "--no-pager", f"--property={','.join(PROPERTIES)}"],
+        code=CODE,
+        timeout=timeout,
+        max_bytes=64 * 1024 * len(units),
+    )
+    if isinstance(out, ProbeError):
+        return dict.fromkeys(units, out)
+    if out.returncode != 0:
+        return {unit: _answer(unit, out) for unit in units}
+    now = now_mono()
+    blocks = out.stdout.decode("utf-8", "replace").split("\n\n")
+    answers: dict[str, ServiceFacts | ProbeError] = {}
+    for block in blocks:
+        ident = next((line[3:] for line in block.splitlines() if line.startswith("Id=")), "")
+        if ident in units and ident not in answers:
+            answers[ident] = parse(ident, block, now)
+    alone = [unit for unit in units if unit not in answers]
+    states = await asyncio.gather(*(show(u, timeout=timeout) for u in alone))
+    answers.update(zip(alone, states, strict=True))
+    return answers
 
 
 def _answer(unit: str, out: Output) -> ServiceFacts | ProbeError:
