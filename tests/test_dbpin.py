@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from bridgedoctor.dbpin import DbPin, IdentityRefused, judge, parse_pin, parse_pins, verify
+from bridgedoctor.dbpin import (
+    DbPin,
+    IdentityRefused,
+    judge,
+    parse_pin,
+    parse_pins,
+    verify,
+    who_and,
+)
 from bridgedoctor.helper.config import ConfigError, parse
 from bridgedoctor.knowledge import load
+from bridgedoctor.probes.collect import PG_TABLES_JSON, PG_TABLES_SQL
 from tests.support.cli import run
 from tests.support.pg import PgServer
 
@@ -111,9 +121,11 @@ async def _role(pg: PgServer, *sql: str) -> str:
 
 
 async def _verify(pg: PgServer, name: str, pin: DbPin | None) -> None:
+    """Both forms of the identity query judge alike (check's asks the table list with it)."""
     c = await asyncpg.connect(host=pg.host, port=pg.port, user=name, password="pw", database=name)
     try:
         await verify(c, pin)
+        await verify(c, pin, who_and(PG_TABLES_JSON))
     finally:
         await c.close()
 
@@ -154,3 +166,40 @@ def test_helper_config_databases(tmp_path: Path) -> None:
 def test_cli_db_name_is_checked(tmp_path: Path, capsys) -> None:
     code, out = run(capsys, "check", "slack", "--root", str(tmp_path), "--db-name", "slack")
     assert code == 2 and "BRIDGE=DATABASE[:ROLE]" in out
+
+
+def test_the_table_list_comes_with_the_identity(pg: PgServer) -> None:
+    """The same names as the plain table list, whatever the bridge called its tables, and the
+    role's own search_path and functions change nothing (every name is qualified)."""
+
+    async def go() -> tuple[list[str], list[str]]:
+        name = await _role(pg)
+        c = await asyncpg.connect(
+            host=pg.host, port=pg.port, user=name, password="pw", database=name
+        )
+        try:
+            for table in ("crypto_account", 'odd, "name"', "x]"):
+                await c.execute(f"CREATE TABLE {quote_ident(table)} (a int)")
+            await c.execute(
+                "CREATE FUNCTION public.json_agg(anyelement) RETURNS json LANGUAGE sql "
+                "AS $$ SELECT '[\"crypto_olm_session\"]'::json $$"
+            )
+            await c.execute(f"ALTER ROLE {name} SET search_path = public, pg_catalog")
+        finally:
+            await c.close()
+        c = await asyncpg.connect(
+            host=pg.host, port=pg.port, user=name, password="pw", database=name
+        )
+        try:
+            listed = await verify(c, DbPin(name, name), who_and(PG_TABLES_JSON))
+            plain = [r[0] for r in await c.fetch(PG_TABLES_SQL)]
+        finally:
+            await c.close()
+        return sorted(json.loads(listed)), sorted(plain)
+
+    listed, plain = asyncio.run(go())
+    assert listed == plain == sorted(["crypto_account", 'odd, "name"', "x]"])
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -35,6 +35,13 @@ PICKLED = {
 PG_TABLES_SQL = (
     f"SELECT tablename FROM pg_tables WHERE schemaname = current_schema() LIMIT {MAX_TABLES}"
 )
+# The same list as one JSON text, a column of the identity query (dbpin.who_and): every name
+# qualified, as it runs before the role is judged.
+PG_TABLES_JSON = (
+    "(SELECT pg_catalog.json_agg(t.tablename)::pg_catalog.text FROM (SELECT p.tablename "
+    "FROM pg_catalog.pg_tables p WHERE p.schemaname OPERATOR(pg_catalog.=) "
+    f"pg_catalog.current_schema() LIMIT {MAX_TABLES}) t)"
+)
 SQLITE_TABLES_SQL = f"SELECT name FROM sqlite_master WHERE type = 'table' LIMIT {MAX_TABLES}"
 
 

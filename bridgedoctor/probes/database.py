@@ -8,10 +8,11 @@ child process that can be killed (probes/sqlite_read.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ from ..dbpin import DbPin
 from ..facts import DbFacts, ProbeError
 from ..render.neutral import one_line
 from . import postgres, sqlite_read
-from .collect import PG_TABLES_SQL, batch_sql, facts_of, table_names
+from .collect import PG_TABLES_JSON, batch_sql, facts_of, table_names
 
 CONNECT_TIMEOUT = 5.0
 QUERY_TIMEOUT = 10.0
@@ -56,6 +57,20 @@ class PgTarget:
         command_timeout: float | None = QUERY_TIMEOUT,
     ) -> asyncpg.Connection:
         """`command_timeout` None: no client-side cap (bulk COPY of a store of any size)."""
+        conn, _ = await self.connect_asking(
+            read_only=read_only, application_name=application_name, command_timeout=command_timeout
+        )
+        return conn
+
+    async def connect_asking(
+        self,
+        *,
+        read_only: bool,
+        application_name: str,
+        command_timeout: float | None = QUERY_TIMEOUT,
+        also: str | None = None,
+    ) -> tuple[asyncpg.Connection, Any]:
+        """`connect`, and the value of `also` (dbpin.who_and) asked with the identity."""
         import asyncpg  # here, not at the top: a SQLite-only host never pays for loading it
 
         settings = {"application_name": application_name}
@@ -72,13 +87,14 @@ class PgTarget:
             command_timeout=command_timeout,
             server_settings=settings,
         )
+        statement = dbpin.who_and(also) if also else dbpin.WHO
         try:
             # First statement on every connection: who the server says we are (dbpin.py).
-            await asyncio.wait_for(dbpin.verify(conn, self.pin), QUERY_TIMEOUT)
+            value = await asyncio.wait_for(dbpin.verify(conn, self.pin, statement), QUERY_TIMEOUT)
         except BaseException:
             await conn.close()
             raise
-        return conn
+        return conn, value
 
 
 @dataclass(frozen=True)
@@ -190,7 +206,9 @@ async def _probe_pg(t: PgTarget) -> DbFacts | ProbeError:
 
     where = one_line(f"PostgreSQL at {t.host}" + ("" if t.host.startswith("/") else f":{t.port}"))
     try:
-        conn = await t.connect(read_only=True, application_name="bridgedoctor")
+        conn, listed = await t.connect_asking(
+            read_only=True, application_name="bridgedoctor", also=PG_TABLES_JSON
+        )
     except asyncpg.InvalidPasswordError:
         return ProbeError(
             "db_unreachable",
@@ -216,7 +234,7 @@ async def _probe_pg(t: PgTarget) -> DbFacts | ProbeError:
     except asyncpg.PostgresError as e:
         return ProbeError("db_unreachable", f"{where} refused the connection: {type(e).__name__}.")
     try:
-        tables = table_names(await conn.fetch(PG_TABLES_SQL))
+        tables = table_names((name,) for name in json.loads(listed or "[]"))
         sql = batch_sql(tables, "bytea")
         rows = [tuple(r) for r in await conn.fetch(sql)] if sql else []
         return facts_of("postgres", t.location, tables, rows)
