@@ -18,6 +18,7 @@ from .facts import (
     InventoryFacts,
     JournalFacts,
     ProbeError,
+    RegistrationFacts,
     ServiceFacts,
     StoreScan,
     UnitFacts,
@@ -170,11 +171,16 @@ async def gather(
             scan = await store_scan.scan(target, keys, base)
         return db, scan
 
+    async def registration() -> RegistrationFacts | ProbeError:
+        # On the loop like the config (small, capped): by the time this runs, the database
+        # probe has sent its first packet. A thread per bridge cost more than the parse.
+        return read_registration(config_dir / "registration.yaml", base)
+
     # The unit, its journal and the registration files are read while the database answers.
     (db, scan), (state, lines), reg, hs = await asyncio.gather(
         db_probe(),
         unit_state(unit, f"{spec.service}.service", secrets, asked.states if asked else None),
-        asyncio.to_thread(read_registration, config_dir / "registration.yaml", base),
+        registration(),
         asyncio.shield(asked.homeserver) if asked else _homeserver(opts),
     )
     return BridgeFacts(
