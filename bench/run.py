@@ -382,7 +382,8 @@ def bench_helper(pg: Fleet, requests: int) -> tuple[list[Figure], list[str]]:
             after_warm,
             "MiB",
             1.2,
-            note=f"peak {max(samples + [end]):.1f} MiB; {errors} errors",
+            note=f"peak {max(samples + [end]):.1f} MiB; {errors} errors; RSS by quarter: "
+            + ", ".join(f"{x:.1f}" for x in quarters(samples + [end])),
         )  # fmt: skip
     ]
     lines = [
@@ -396,6 +397,11 @@ def bench_helper(pg: Fleet, requests: int) -> tuple[list[Figure], list[str]]:
         else f"helper burst: {len(ok)} ok, {len(busy)} busy",
     ]
     return figures, lines
+
+
+def quarters(samples: list[float]) -> list[float]:
+    """The samples at 25, 50, 75 and 100 % of the run: growing or settled?"""
+    return [samples[max(0, len(samples) * q // 4 - 1)] for q in (1, 2, 3, 4)]
 
 
 # --- main ----------------------------------------------------------------------------------
