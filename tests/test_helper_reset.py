@@ -148,7 +148,11 @@ def test_refusals_are_plain(helper: Running, host: Host) -> None:
     assert bad["error"]["code"] == "bad_request"
     missing = ask(helper, "reset", bridge=BRIDGE, mode="crypto")  # no plan, digest, requester
     assert missing["error"]["code"] == "bad_request"
-    assert ok(ask(helper, "backups", bridge=BRIDGE)) == {"bridge": BRIDGE, "backups": []}
+    assert ok(ask(helper, "backups", bridge=BRIDGE)) == {
+        "bridge": BRIDGE,
+        "backups": [],
+        "recovered": [],
+    }
 
 
 def test_audit_line_names_who_confirmed(
@@ -201,5 +205,35 @@ def test_resets_are_off_unless_allowed(host: Host, systemd: Systemd, sockdir: Pa
             )
         assert ok(ask(r, "backups", bridge=BRIDGE))["backups"] == []  # read-only: allowed
         assert systemd.calls() == [] and state(host, BRIDGE) == before
+    finally:
+        r.stop()
+
+
+def test_listing_backups_over_the_socket_recovers(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    """A reset killed after its delete, while the helper runs: the room's `backups` finishes it
+    (the helper may: resets are allowed) and says so."""
+    code = cli(host.args(), helper.cfg.backup_dir, "reset", BRIDGE, "--yes", crash="apply")
+    assert code == 137 and systemd.get(RESET_UNIT) == "inactive"
+    listed = ok(ask(helper, "backups", bridge=BRIDGE))
+    (item,) = listed["backups"]
+    assert item["state"] == "done" and not item["error"]
+    assert listed["recovered"] and "was finished: done" in listed["recovered"][0]
+    assert systemd.get(RESET_UNIT) == "active"
+
+
+def test_listing_backups_without_resets_says_where_to_finish(
+    host: Host, systemd: Systemd, sockdir: Path
+) -> None:
+    r = Running(make_config(host, sockdir))  # allow_reset off: the helper may not recover
+    try:
+        backups = r.cfg.backup_dir
+        assert cli(host.args(), backups, "reset", BRIDGE, "--yes", crash="apply") == 137
+        listed = ok(ask(r, "backups", bridge=BRIDGE))
+        (item,) = listed["backups"]
+        assert item["state"] == "backed_up" and listed["recovered"] == []
+        assert item["error"].endswith(f"on the host: bridgedoctor backups {BRIDGE}")
+        assert systemd.get(RESET_UNIT) == "inactive"  # untouched: not the helper's to do
     finally:
         r.stop()

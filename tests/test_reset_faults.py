@@ -52,7 +52,7 @@ def test_crash_during_reset_then_recover(
     # recorded nothing in the database was changed: roll back. From then on: roll forward.
     steps = RESET_STEPS[mode]
     expected = "rolled_back" if steps.index(step) <= steps.index("verify") else "done"
-    assert [m.state for m in recovered] == [expected]
+    assert [r.manifest.state for r in recovered] == [expected]
     now = state(host, BRIDGE)
     assert systemd.get(UNIT) == "active"
     (m,) = all_for(backups / BRIDGE)
@@ -82,7 +82,7 @@ def test_crash_during_restore_then_recover(
     rc = cli(host.args(), backups, "restore", BRIDGE, m.id, "--yes", crash=step)
     assert rc == 137
     recovered = asyncio.run(recover(backups))
-    assert [r.state for r in recovered] == ["done"]
+    assert [r.manifest.state for r in recovered] == ["done"]
     assert state(host, BRIDGE) == before
     assert systemd.get(UNIT) == "active"
 

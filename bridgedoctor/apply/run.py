@@ -1,6 +1,6 @@
 """Entry points: plan an apply, run it, plan and run its undo, recover after a crash.
 
-Everything that changes runs under the bridge's lock (reset/backup.lock, shared with resets and
+Everything that changes runs under the bridge's lock (reset/lock.held, shared with resets and
 restores: one change per bridge at a time), after the recovery of any apply a crash left behind.
 """
 
@@ -21,7 +21,7 @@ from ..fixes import key_fix
 from ..knowledge import BridgeSpec, load
 from ..naming import decide
 from ..proof import candidates, in_force_key, prove
-from ..reset import backup, services
+from ..reset import lock, services
 from ..reset.engine import crashpoint
 from ..reset.errors import ResetError
 from ..reset.manifest import now
@@ -164,7 +164,7 @@ async def apply(
     bridge_dir = backup_root / name
     private_dir(backup_root)  # a backup anyone else could swap could be "restored" later
     bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with backup.lock(bridge_dir):
+    with lock.held(bridge_dir):
         await recover_locked(bridge_dir)
         target, plan, original = await prepare(name, opts, backup_root, plan_id)
         if not confirm(plan):
@@ -296,7 +296,7 @@ async def undo(
 ) -> ApplyRecord:
     bridge_dir = backup_root / name
     private_dir(backup_root)
-    with backup.lock(bridge_dir):
+    with lock.held(bridge_dir):
         await recover_locked(bridge_dir)
         plan = undo_plan(name, ident, backup_root)
         if not confirm(plan):
@@ -368,7 +368,7 @@ async def recover(backup_root: Path) -> list[ApplyRecord]:
         if not d.is_dir():
             continue
         try:
-            with backup.lock(d):
+            with lock.held(d):
                 out += await recover_locked(d)
         except ResetError:
             continue  # another process holds the lock and finishes its own work

@@ -20,9 +20,10 @@ from ..diagnose import Options
 from ..protocol import E_BAD_REQUEST, E_RESET, ProtocolError, Request
 from ..reset import run as runner
 from ..reset.errors import ResetError
-from ..reset.manifest import Manifest, all_for
+from ..reset.manifest import FINAL, Manifest, all_for
 from ..reset.plan import Mode, Plan
 from ..reset.progress import Sink
+from ..reset.recover import recover
 from .audit import log
 
 T = TypeVar("T")
@@ -31,6 +32,10 @@ OFF = (
     "Resets, restores and applies are turned off on this host: set allow_reset: true in the "
     "helper's config and install its reset drop-in (docs/helper.md), then restart "
     "bridgedoctor-helper."
+)
+PENDING = (
+    "interrupted; the helper finishes it when resets are allowed, or on the host: "
+    "bridgedoctor backups {name}"
 )
 CHANGED = "the bridge changed since the plan was shown ({what}); nothing was changed. Ask again."
 
@@ -77,10 +82,7 @@ async def run(
     `allowed` the allow_reset setting (listing backups is read-only and always allowed);
     `progress` gets a running reset's or restore's step and rows."""
     if req.op == "backups":
-        items = [summary(m) for m in all_for(root / name) if m.kind == "reset"]
-        items += [applied(r) for r in applied_all(root / name)]
-        items.sort(key=lambda b: str(b["id"]))
-        return {"bridge": name, "backups": items}, f"{len(items)} backups"
+        return await _backups(name, root, allowed)
     if not allowed:
         raise ProtocolError(E_RESET, OFF)
     _check_ident(req)
@@ -122,6 +124,25 @@ def _check_ident(req: Request) -> None:
         return
     if _kind(req.plan) != ("apply" if req.op == "apply" else req.mode):
         raise ProtocolError(E_BAD_REQUEST, f"The plan id does not name a plan for {req.op}.")
+
+
+async def _backups(name: str, root: Path, allowed: bool) -> tuple[dict[str, Any], str]:
+    """Listing finishes what a crash left (when resets are allowed: the unit then has the
+    rights); otherwise an unfinished one says where to finish it."""
+    notes: list[str] = []
+    if allowed:
+        notes = [r.sentence for r in await in_worker(lambda: recover(root, name))]
+    items = []
+    for m in all_for(root / name):
+        if m.kind != "reset":
+            continue
+        item = summary(m)
+        if m.state not in FINAL:
+            item["error"] = PENDING.format(name=name)
+        items.append(item)
+    items += [applied(r) for r in applied_all(root / name)]
+    items.sort(key=lambda b: str(b["id"]))
+    return {"bridge": name, "backups": items, "recovered": notes}, f"{len(items)} backups"
 
 
 async def _reset(

@@ -77,8 +77,8 @@ class Helper:
         except Exception as e:  # noqa: BLE001 - checks must still be served; say what is left
             log.error("could not recover interrupted resets in %s: %s", root, e)
             return
-        for m in done:
-            log.warning("recovered %s %s of %s: now %s", m.kind, m.id, m.bridge, m.state)
+        for r in done:
+            (log.warning if r.finished else log.error)("recovery: %s", r.sentence)
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), remove the socket."""

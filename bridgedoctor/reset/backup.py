@@ -1,8 +1,7 @@
-"""Files side of a backup: the per-bridge lock, the free-space check, the data directory tar."""
+"""Files side of a backup: the free-space check, the data directory tar."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -18,52 +17,6 @@ from .errors import ResetError
 # (escaped), and the disk is shared with whatever else runs.
 SPACE_FACTOR = 2.0
 SPACE_MARGIN = 1 << 20
-LOCK = ".lock"
-
-
-@contextlib.contextmanager
-def lock(bridge_dir: Path) -> Iterator[None]:
-    """One reset or restore at a time per bridge; a lock left by a dead process is broken."""
-    paths.private_dir(bridge_dir)
-    bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths.private_dir(bridge_dir)
-    path = bridge_dir / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            if _holder_alive(path):
-                raise ResetError(
-                    f"another reset or restore of this bridge is running (lock {path})."
-                ) from None
-            path.unlink(missing_ok=True)
-            continue
-        os.write(fd, str(os.getpid()).encode())
-        os.fsync(fd)
-        os.close(fd)
-        break
-    else:
-        raise ResetError(f"cannot take the lock {path}.")
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _holder_alive(path: Path) -> bool:
-    try:
-        pid = int(path.read_text().strip() or "0")
-    except (OSError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def ensure_space(where: Path, needed: int) -> None:

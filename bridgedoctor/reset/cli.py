@@ -13,6 +13,7 @@ from typing import Any
 from ..dbpin import DbPin, parse_pins
 from ..diagnose import Options
 from ..render.neutral import neutral
+from . import lock
 from .errors import ResetError
 from .manifest import all_for
 from .plan import DEFAULT_BACKUP_ROOT, Plan
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"Undo: bridgedoctor restore {m.bridge} {m.id}")
             if m.mode == "full":
                 print("Now log in to the remote network again (the bridge's login command).")
+            _note(m.error)
             return EXIT_OK
         if args.id.partition("-")[2].startswith("apply"):  # the undo of `bridgedoctor apply`
             from ..apply.cli import undo
@@ -132,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         print(f"Restored {m.bridge} from {m.source}.")
+        _note(m.error)
         return EXIT_OK
     except ResetError as e:
         return refused(e)
@@ -156,26 +159,47 @@ def _terminal(kind: str, args: argparse.Namespace) -> Callable[[dict[str, Any]],
     return show
 
 
+def _note(text: str) -> None:
+    if text:
+        # It may name files the bridge wrote: neutralised like every bridge-chosen text.
+        print(neutral(f"Note: {text[:1].upper()}{text[1:]}.", keep_newlines=False))
+
+
 def _backups(name: str, root: Path, as_json: bool) -> int:
+    """List a bridge's backups, after finishing whatever a crash left unfinished (a host
+    without the helper has no other moment that would bring a stopped bridge back)."""
     from ..diagnose import lookup
     from ..findings import Finding
     from ..knowledge import load
+    from .recover import recover
 
     spec = lookup(name, load())
     if isinstance(spec, Finding):
         sys.stderr.write(f"bridgedoctor: {spec.summary}\n")
         return EXIT_USAGE
+    bridge_dir = root / spec.name
+    if lock.is_held(bridge_dir):
+        notes, pending = [f"a reset or restore of {spec.name} is running now."], False
+    else:
+        results = asyncio.run(recover(root, spec.name))
+        notes = [r.sentence for r in results]
+        pending = any(not r.finished for r in results)
     from ..apply.record import all_for as applies
 
-    items: list[Any] = [m for m in all_for(root / spec.name) if m.kind == "reset"]
-    items += applies(root / spec.name)
+    items: list[Any] = [m for m in all_for(bridge_dir) if m.kind == "reset"]
+    items += applies(bridge_dir)
     items.sort(key=lambda m: m.id)
+    out = sys.stderr if as_json else sys.stdout
+    for note in notes:
+        out.write(
+            neutral(f"bridgedoctor: {note[:1].upper()}{note[1:]}", keep_newlines=False) + "\n"
+        )
     if as_json:
         keys = ("id", "mode", "state", "created_at", "requested_by", "location")
         print(json.dumps([{k: getattr(m, k) for k in keys} for m in items], indent=2))
-        return EXIT_OK
-    if not items:
-        print(f"No backups of {spec.name} in {root / spec.name}.")
-    for m in items:
-        print(f"{m.id}  {m.mode:6}  {m.state:11}  {m.requested_by}  {m.location}")
-    return EXIT_OK
+    else:
+        if not items:
+            print(f"No backups of {spec.name} in {bridge_dir}.")
+        for m in items:
+            print(f"{m.id}  {m.mode:6}  {m.state:12}  {m.requested_by}  {m.location}")
+    return EXIT_REFUSED if pending else EXIT_OK

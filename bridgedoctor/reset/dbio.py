@@ -7,6 +7,12 @@ Table data is backed up per table in a format that restores byte-exactly:
   classes, all of which JSON plus that tag represents exactly).
 A table's digest is sha256 over its rows ordered by every column, so two databases with the same
 rows compare equal whatever their physical order.
+
+The fence: before a destructive transaction (the crypto delete, DROP OWNED, the restore's load)
+a one-row table FENCE is committed holding a token, and the destructive transaction drops it (for
+SQLite full resets the file that holds it is removed). After a crash the fence answers exactly
+whether that transaction committed, even if the bridge ran and wrote in between: the manifest
+alone cannot, since it is written after the commit. FENCE never appears in `tables()`.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from .errors import ResetError
 SQLITE_BUSY_SECONDS = 120.0
 CHUNK = 1 << 20
 OnChunk = Callable[[bytes], None] | None
+FENCE = "bridgedoctor_fence"
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,9 @@ class PgDb:
 
     async def tables(self) -> list[str]:
         rows = await self.conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename <> $1 ORDER BY 1",
+            FENCE,
         )
         return [r[0] for r in rows]
 
@@ -112,6 +121,21 @@ class PgDb:
             "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", qi(table)
         )
         return int(n) if n is not None and n >= 0 else None
+
+    async def set_fence(self, token: str) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(f"CREATE TABLE IF NOT EXISTS {qi(FENCE)} (token TEXT)")
+            await self.conn.execute(f"DELETE FROM {qi(FENCE)}")
+            await self.conn.execute(f"INSERT INTO {qi(FENCE)} VALUES ($1)", token)
+
+    async def has_fence(self, token: str) -> bool:
+        if await self.conn.fetchval("SELECT to_regclass($1)", qi(FENCE)) is None:
+            return False
+        sql = f"SELECT count(*) FROM {qi(FENCE)} WHERE token = $1"
+        return bool(await self.conn.fetchval(sql, token))
+
+    async def drop_fence(self) -> None:
+        await self.conn.execute(f"DROP TABLE IF EXISTS {qi(FENCE)}")
 
     async def size(self, tables: list[str] | None) -> int:
         if tables is None:
@@ -156,6 +180,18 @@ class PgDb:
             f.flush()
             _fsync(f)
         return int(status.split()[-1])
+
+    async def dump_sum(self, table: str, where: str = "") -> tuple[int, str]:
+        """Lines and sha256 that `dump` would write now, without writing (recovery asks whether
+        the rows are still exactly the backed-up ones: same rows, same physical order)."""
+        summer = Summer()
+
+        async def sink(chunk: bytes) -> None:
+            summer.add(chunk)
+
+        sql = f"SELECT * FROM {qi(table)}" + (f" WHERE {where}" if where else "")
+        await self.conn.copy_from_query(sql, output=sink)
+        return summer.lines, summer.h.hexdigest()
 
     async def delete(self, table: str, where: str = "") -> None:
         await self.conn.execute(f"DELETE FROM {qi(table)}" + (f" WHERE {where}" if where else ""))
@@ -232,12 +268,33 @@ class SqliteDb:
     async def tables(self) -> list[str]:
         rows = self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            "ORDER BY 1"
+            "AND name <> ? ORDER BY 1",
+            (FENCE,),
         ).fetchall()
         return [r[0] for r in rows]
 
     async def estimate(self, table: str) -> int | None:
         return None  # SQLite keeps no row estimate short of counting
+
+    async def set_fence(self, token: str) -> None:
+        async with self.transaction():
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {qi(FENCE)} (token TEXT)")
+            self.conn.execute(f"DELETE FROM {qi(FENCE)}")
+            self.conn.execute(f"INSERT INTO {qi(FENCE)} VALUES (?)", (token,))
+        # Into the main file: a full reset removes the -wal before the file itself.
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def has_fence(self, token: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (FENCE,)
+        ).fetchone()
+        if row is None:
+            return False
+        sql = f"SELECT count(*) FROM {qi(FENCE)} WHERE token = ?"
+        return bool(self.conn.execute(sql, (token,)).fetchone()[0])
+
+    async def drop_fence(self) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {qi(FENCE)}")
 
     async def size(self, tables: list[str] | None) -> int:
         # Row payloads are bounded by the file; a crypto backup is at most the whole file.
@@ -271,6 +328,13 @@ class SqliteDb:
             _fsync(f)
         return n
 
+    async def dump_sum(self, table: str, where: str = "") -> tuple[int, str]:
+        summer = Summer()
+        sql = f"SELECT * FROM {qi(table)}" + (f" WHERE {where}" if where else "")
+        for row in self._rows(sql):
+            summer.add(_encode_row(row))
+        return summer.lines, summer.h.hexdigest()
+
     async def delete(self, table: str, where: str = "") -> None:
         self.conn.execute(f"DELETE FROM {qi(table)}" + (f" WHERE {where}" if where else ""))
 
@@ -303,14 +367,24 @@ class SqliteDb:
 
 
 class _SqliteTx:
+    """BEGIN IMMEDIATE ... COMMIT, or a savepoint inside an open transaction (as asyncpg nests),
+    so the engine can wrap a step's own transaction with the fence and a check."""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.nested = False
 
     async def __aenter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.nested = self.conn.in_transaction
+        self.conn.execute("SAVEPOINT bd" if self.nested else "BEGIN IMMEDIATE")
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self.nested:
+            if exc_type:
+                self.conn.execute("ROLLBACK TO bd")
+            self.conn.execute("RELEASE bd")
+        else:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 class SqlitePlanDb:

@@ -1,11 +1,19 @@
-"""The manifest: one JSON file per reset or restore, rewritten atomically before every step.
+"""The manifest: one JSON file per reset or restore, rewritten atomically after every step.
 
 It is the only state a crash leaves behind, so it is written to a temp file, fsynced, renamed over
 the old one and the directory fsynced: after a crash it is either the old or the new version.
+
+A write can fail (a full disk, an I/O error). ENOSPC first draws on a reserve: a file of
+RESERVE_BYTES kept in the bridge's backup directory and given up the moment a manifest would not
+fit, so the record of what was done survives a disk filled by something else. The room is for
+records only: once it is spent, a backup still being written stops there (engine.py). Any other
+failure is a RecordError, whose sentence the callers pass on; they decide what is still safe.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -13,10 +21,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-State = Literal["planned", "backed_up", "applied", "done", "rolled_back", "failed"]
+State = Literal["planned", "backed_up", "applied", "rolling_back", "done", "rolled_back", "failed"]
 Kind = Literal["reset", "restore"]
 FINAL = ("done", "rolled_back", "failed")
 NAME = "manifest.json"
+RESERVE = ".reserve"
+RESERVE_BYTES = 1 << 20
+
+
+class RecordError(OSError):
+    """The manifest could not be written; str() is a sentence for the admin."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def now() -> str:
@@ -41,7 +58,8 @@ class Recorded:
 
     def step(self, name: str, state: Any = None) -> None:
         """Record a finished step (and the state it leads to), then persist."""
-        self.steps.append({"step": name, "at": now()})
+        if name not in self.done_steps():
+            self.steps.append({"step": name, "at": now()})
         if state:
             self.state = state
         self.save()
@@ -50,8 +68,19 @@ class Recorded:
         return {s["step"] for s in self.steps}
 
     def save(self) -> None:
-        data = asdict(self)  # type: ignore[call-overload]
-        write_atomic(self.dir / self.FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        """Write it atomically; RecordError (a sentence) if it cannot be, ENOSPC first drawing
+        on the bridge directory's reserve."""
+        path = self.dir / self.FILE
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"  # type: ignore[call-overload]
+        try:
+            write_atomic(path, text)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not give_up_reserve(self.dir.parent):
+                raise record_error(path, e) from e
+            try:
+                write_atomic(path, text)
+            except OSError as again:
+                raise record_error(path, again) from again
 
     @classmethod
     def load(cls: type[R], path: Path) -> R:
@@ -102,15 +131,27 @@ class Manifest(Recorded):
         return Path(self.location) if self.kind == "reset" else Path(self.extra["op_dir"])
 
 
+def record_error(path: Path, e: OSError) -> RecordError:
+    why = os.strerror(e.errno) if e.errno else type(e).__name__
+    return RecordError(e.errno or 0, f"cannot write {path} ({why})")
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            data = text.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a half-written temp file only takes space
+        raise
     fsync_dir(path.parent)
 
 
@@ -120,6 +161,38 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def keep_reserve(bridge_dir: Path) -> bool:
+    """Make sure the reserve exists (allocated, not sparse); False when it does not fit."""
+    path = bridge_dir / RESERVE
+    try:
+        if path.is_file() and path.stat().st_blocks * 512 >= RESERVE_BYTES:
+            return True
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return False
+
+
+def has_reserve(bridge_dir: Path) -> bool:
+    return (bridge_dir / RESERVE).is_file()
+
+
+def give_up_reserve(bridge_dir: Path) -> bool:
+    """Free the reserve for a manifest that would not fit; False if there was none."""
+    try:
+        (bridge_dir / RESERVE).unlink()
+    except OSError:
+        return False
+    return True
 
 
 def all_for(bridge_dir: Path) -> list[Manifest]:

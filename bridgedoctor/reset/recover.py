@@ -1,70 +1,252 @@
-"""Finish or roll back what a crash left behind, so no bridge stays half-reset.
+"""Finish or undo what a crash or a failure left behind, so no bridge stays half-reset or down.
 
-Rule: a reset whose backup was not yet verified has changed nothing in the database, so it is
-rolled back (the unit is started again if it was running). A reset past verification is rolled
-forward: its remaining steps are idempotent. A restore is always rolled forward.
+Recovery re-establishes its preconditions instead of trusting the record: before it touches the
+database it stops the unit and proves it inactive (a reboot may have started it), and every
+operation ends with the unit as the admin had it before. Then, per unfinished manifest:
+- a reset whose backup was not verified changed nothing: it is rolled back;
+- a reset past verification whose destructive transaction committed (its fence is gone, see
+  dbio.py) is rolled forward without redoing it;
+- one whose transaction did not commit is rolled forward only if the database (and for a full
+  reset the data directory) is still exactly what the verified backup holds; otherwise the bridge
+  ran and wrote since, rows no backup holds, and the reset is rolled back with nothing removed;
+- a restore is rolled forward (its plan was confirmed), a committed restore transaction never redone;
+- `rolling_back` goes on rolling back.
+A reset that fails (not crashes) after its destructive step restores its own backup.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import backup, services
-from .engine import RESET_STEPS, RESTORE_STEPS, Ctx, drive
+from . import lock, services
+from .engine import (
+    DESTRUCTIVE,
+    RESET_STEPS,
+    RESTORE_STEPS,
+    STATE_AFTER,
+    Ctx,
+    committed,
+    drive,
+    record,
+    stop_unit,
+    unchanged_since_backup,
+)
 from .errors import ResetError
-from .manifest import FINAL, Manifest, all_for
+from .manifest import FINAL, NAME, Manifest, RecordError, all_for, keep_reserve
 
 
-async def rollback(m: Manifest, reason: str) -> None:
-    """After a failure: untouched → restart; touched → put our own backup back, then restart."""
-    m.error = reason
-    if "verify" in m.done_steps() and any(s in m.done_steps() for s in ("apply", "clear_db")):
-        try:
-            await drive(Ctx.of(m, source=m), RESTORE_STEPS[m.mode][1:-1])
-        except Exception as e:  # noqa: BLE001 - report, leave stopped, keep the backup
-            m.state, m.error = "failed", f"{reason}; rollback failed: {type(e).__name__}"
-            m.save()
-            return
-    m.state = "rolled_back"
-    m.save()
-    if m.was_active and not services.is_active(m.unit):
-        services.start(m.unit)
+@dataclass(frozen=True)
+class Recovered:
+    manifest: Manifest
+    sentence: str  # what was found and done, for the admin
+    finished: bool  # False: it is still unfinished on disk; the next command tries again
 
 
-async def finish(m: Manifest) -> Manifest:
-    if m.kind == "restore":
-        src = Manifest.load(Path(m.location) / "manifest.json")
-        await drive(Ctx.of(m, source=src), RESTORE_STEPS[m.mode])
-    elif "verify" in m.done_steps():
-        await drive(Ctx.of(m), RESET_STEPS[m.mode])
-    else:
-        m.error = "interrupted before the backup was verified; nothing was changed"
-        m.state = "rolled_back"
+def describe(e: BaseException) -> str:
+    """One phrase for any failure, never a traceback."""
+    if isinstance(e, (ResetError, RecordError)):
+        return str(e).rstrip(".")
+    if isinstance(e, OSError) and e.errno:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{os.strerror(e.errno)}{where}"
+    return f"{type(e).__name__}: {e}".rstrip(": ")
+
+
+def _settle(m: Manifest) -> str:
+    """The unit as the admin had it; a sentence only when that failed."""
+    try:
+        services.settle(m.unit, m.was_active)
+    except ResetError as e:
+        return f" {describe(e)}."
+    return ""
+
+
+def _save(m: Manifest) -> str:
+    try:
         m.save()
-        if m.was_active and not services.is_active(m.unit):
-            services.start(m.unit)
-    return m
+    except RecordError as e:
+        return f" Its record could not be updated ({e}); the next bridgedoctor command does it."
+    return ""
 
 
-async def recover_locked(bridge_dir: Path) -> list[Manifest]:
-    done = []
+def _remove_unverified(m: Manifest) -> None:
+    """A backup that never verified is of no use and may be what filled the disk."""
+    if m.kind != "reset" or "verify" in m.done_steps():
+        return
+    with contextlib.suppress(OSError):
+        for p in m.dir.iterdir():
+            if p.name not in (NAME, f".{NAME}.tmp") and p.is_file() and not p.is_symlink():
+                p.unlink()
+
+
+async def roll_back(m: Manifest, reason: str, ctx: Ctx | None = None) -> str:
+    """Undo a reset or restore: put the reset's own backup back if its destructive step
+    committed, else remove the fence (and an unverified backup); then the unit as the admin had
+    it. Returns what is left to tell the admin beyond `reason` (empty when all went well)."""
+    m.error, m.state = reason, "rolling_back"
+    past = m.kind == "reset" and DESTRUCTIVE[m.mode] in m.done_steps()
+    _remove_unverified(m)  # first: it may be what filled the disk the record needs
+    try:
+        m.save()
+    except RecordError as e:
+        # Without this decision on record, nothing may be undone: the fence and the record say
+        # what the next recovery will find, and it goes forward from there. The unit goes back.
+        tail = _settle(m)
+        done = "was reset, and its backup is verified" if past else "was not changed"
+        return (
+            f" The bridge {done}; its record could not be updated ({e}), the next "
+            f"bridgedoctor command finishes it.{tail}"
+        )
+    if past:
+        ctx = ctx or Ctx.of(m, source=m)
+        ctx.source = m
+        try:
+            stop_unit(ctx)  # again: a reboot may have started it
+            if "restore_db" not in m.done_steps() and await committed(ctx, "restore_db"):
+                record(ctx, "restore_db", STATE_AFTER["restore_db"])
+            await drive(ctx, RESTORE_STEPS[m.mode][1:-1], final=False)
+        except Exception as e:  # noqa: BLE001 - report, keep the backup
+            m.state, m.error = "failed", f"{reason}; putting the backup back failed: {describe(e)}"
+            if isinstance(e, RecordError):
+                return _settle(m)  # nothing more can be recorded: the bridge runs as reset
+            return _save(m)  # half put back: left stopped for the admin
+    elif ctx is not None and (m.kind == "restore" or "verify" in m.done_steps()):
+        # A fence may exist from here on, on record or not (a crash right after it was made).
+        try:
+            stop_unit(ctx)
+            await (await ctx.db()).drop_fence()
+        except Exception:  # noqa: BLE001 - a leftover fence only costs an empty table; recovery drops it
+            pass
+        finally:
+            await ctx.close()
+    tail = _settle(m)
+    m.state = "rolled_back"
+    return tail + _save(m)
+
+
+async def finish(m: Manifest) -> Recovered:
+    try:
+        sentence = await _finish(m)
+    except Exception as e:  # noqa: BLE001 - recovery never crashes a command; it says what is left
+        m = _reloaded(m)
+        return Recovered(
+            m,
+            f"the interrupted {m.kind} {m.id} of {m.bridge} could not be finished "
+            f"({describe(e)}); nothing more was changed. The next bridgedoctor command "
+            "tries again.",
+            False,
+        )
+    finished = _reloaded(m).state in FINAL
+    return Recovered(m, sentence, finished)
+
+
+def _reloaded(m: Manifest) -> Manifest:
+    try:
+        return Manifest.load(m.dir / NAME)
+    except (OSError, ValueError, TypeError):
+        return m
+
+
+async def _finish(m: Manifest) -> str:
+    what = f"the interrupted {m.kind} {m.id} of {m.bridge}"
+    if m.state == "rolling_back" or (m.kind == "reset" and "verify" not in m.done_steps()):
+        reason = m.error or "interrupted before the backup was verified; nothing was changed"
+        needs_db = m.state == "rolling_back" and (
+            m.kind == "restore" or "verify" in m.done_steps()
+        )
+        tail = await roll_back(m, reason, Ctx.of(m, source=m) if needs_db else None)
+        if m.state != "rolled_back":
+            return f"{what} could not be finished.{tail}"
+        return f"{what} was rolled back ({reason.rstrip('.')}).{tail}"
+    if m.kind == "restore":
+        return await _finish_restore(m, what)
+    ctx = Ctx.of(m)
+    stop_unit(ctx)  # before the database is touched, whatever the manifest says
+    dest = DESTRUCTIVE[m.mode]
+    if dest not in m.done_steps() and await committed(ctx, dest):
+        record(ctx, dest, STATE_AFTER[dest])
+    if dest not in m.done_steps():
+        why = await unchanged_since_backup(ctx)
+        await ctx.close()
+        if why:
+            reason = f"{why}; nothing was removed, run the reset again"
+            tail = await roll_back(m, reason, ctx)
+            if m.state != "rolled_back":
+                return f"{what} could not be finished.{tail}"
+            return f"{what} was rolled back: {reason}.{tail}"
+    try:
+        await drive(ctx, RESET_STEPS[m.mode])
+    except Exception as e:  # noqa: BLE001 - as in a run: undo, keep the backup
+        reason = describe(e)
+        tail = await roll_back(m, reason, ctx)
+        return f"{what} failed while being finished ({reason}); {_undone(m)}.{tail}"
+    return f"{what} was finished: {m.state}{_note(m, ctx)}."
+
+
+async def _finish_restore(m: Manifest, what: str) -> str:
+    src = Manifest.load(Path(m.location) / NAME)
+    ctx = Ctx.of(m, source=src)
+    stop_unit(ctx)
+    if "restore_db" not in m.done_steps() and await committed(ctx, "restore_db"):
+        record(ctx, "restore_db", STATE_AFTER["restore_db"])
+    try:
+        await drive(ctx, RESTORE_STEPS[m.mode])
+    except Exception as e:  # noqa: BLE001 - a half-restored bridge stays stopped; say how to retry
+        m.state, m.error = "failed", describe(e)
+        tail = _save(m)
+        return (
+            f"{what} failed while being finished ({m.error}); the bridge is left stopped. "
+            f"Retry with 'bridgedoctor restore {m.bridge} {m.source}'.{tail}"
+        )
+    return f"{what} was finished: {m.state}{_note(m, ctx)}."
+
+
+def _undone(m: Manifest) -> str:
+    if m.state == "failed":
+        return f"putting its backup back failed too, the bridge is left stopped ({m.location})"
+    return "its backup was put back"
+
+
+def _note(m: Manifest, ctx: Ctx) -> str:
+    out = f" ({m.error})" if m.error else ""
+    if ctx.unsaved is not None:
+        out += f"; its record could not be updated ({ctx.unsaved}), the next command does it"
+    return out
+
+
+async def recover_locked(bridge_dir: Path) -> list[Recovered]:
+    out = []
     for m in all_for(bridge_dir):
         if m.state not in FINAL:
-            done.append(await finish(m))
-    return done
+            out.append(await finish(m))
+    keep_reserve(bridge_dir)
+    return out
 
 
-async def recover(backup_root: Path, bridge: str | None = None) -> list[Manifest]:
-    """Called at the start of every reset/restore and by the helper daemon at its start."""
-    out: list[Manifest] = []
+async def recover(backup_root: Path, bridge: str | None = None) -> list[Recovered]:
+    """Called at the start of every reset and restore, by `backups`, and by the helper at its
+    start. A bridge whose lock is held is skipped: its holder finishes its own work."""
+    out: list[Recovered] = []
     if not backup_root.is_dir():
         return out
     for d in sorted(backup_root.iterdir()):
-        if not d.is_dir() or (bridge and d.name != bridge):
+        if not d.is_dir() or d.is_symlink() or (bridge and d.name != bridge):
             continue
+        if not any(m.state not in FINAL for m in all_for(d)):
+            continue  # nothing to do: take no lock, write nothing
         try:
-            with backup.lock(d):
+            with lock.held(d):
                 out += await recover_locked(d)
         except ResetError:
-            continue  # another process holds the lock and will finish its own work
+            continue  # its lock is held: the holder finishes its own work
+        except OSError as e:  # the lock file itself cannot be made (a full or failing disk)
+            out += [
+                Recovered(m, f"the interrupted {m.kind} {m.id} of {m.bridge} cannot be "
+                          f"finished now ({describe(e)}); free the disk, then run "
+                          f"'bridgedoctor backups {m.bridge}'.", False)
+                for m in all_for(d) if m.state not in FINAL
+            ]  # fmt: skip
     return out

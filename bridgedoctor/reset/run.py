@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..diagnose import Options
-from . import backup, crypto, services
+from . import backup, crypto, lock, services
 from .engine import RESET_STEPS, RESTORE_STEPS, Ctx, drive, options_dict
 from .errors import ResetError
-from .manifest import FINAL, Manifest, all_for, now
+from .manifest import FINAL, Manifest, RecordError, all_for, has_reserve, now
 from .plan import Mode, Plan, digest_of, make
 from .progress import Progress, Sink
-from .recover import recover_locked, rollback
+from .recover import describe, recover_locked, roll_back
 from .target import Bridge, resolve
 
 Confirm = Callable[[Plan], bool]
@@ -111,13 +112,11 @@ async def reset(
     shown = await _plan(bridge, mode, backup_root, plan_id)
     if not confirm(shown):
         raise ResetError("not confirmed; nothing was changed.")
-    bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with backup.lock(bridge_dir):
-        await recover_locked(bridge_dir)
+    with _locked(bridge_dir):
+        await _recovered(bridge_dir)
         plan = await _plan(bridge, mode, backup_root, shown.id)
         if plan.digest != shown.digest:
             raise ResetError(CHANGED)
-        plan.backup_dir.mkdir(mode=0o700)
         m = Manifest(
             id=plan.id,
             kind="reset",
@@ -137,15 +136,54 @@ async def reset(
                 "after": list(plan.after),
             },
         )
-        m.save()
+        _start_record(m)
+        ctx = Ctx(m, bridge, progress=Progress(progress), reserve=has_reserve(bridge_dir))
         try:
-            await drive(Ctx(m, bridge, progress=Progress(progress)), RESET_STEPS[mode])
+            await drive(ctx, RESET_STEPS[mode])
         except Exception as e:  # noqa: BLE001 - whatever failed, leave no half-reset bridge
-            reason = str(e) if isinstance(e, ResetError) else f"{type(e).__name__}: {e}"
-            changed = any(s in m.done_steps() for s in ("apply", "clear_db"))
-            await rollback(m, reason)
-            raise ResetError(_after_rollback(m, reason, changed), touched=changed) from e
+            reason = describe(e)
+            changed = ctx.past_return
+            tail = await roll_back(m, reason, ctx)
+            raise ResetError(_after_rollback(m, reason, changed) + tail, touched=changed) from e
+        _unsaved_note(m, ctx)
         return m
+
+
+@contextlib.contextmanager
+def _locked(bridge_dir: Path) -> Iterator[None]:
+    try:
+        bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with lock.held(bridge_dir):
+            yield
+    except OSError as e:
+        raise ResetError(f"cannot use {bridge_dir} ({describe(e)}); nothing was changed.") from e
+
+
+async def _recovered(bridge_dir: Path) -> None:
+    """Recover first; refuse to start anything new over an operation still unfinished."""
+    for r in await recover_locked(bridge_dir):
+        if not r.finished:
+            raise ResetError(f"{r.sentence} Nothing new was started.")
+
+
+def _start_record(m: Manifest) -> None:
+    """The operation's directory and first manifest: nothing is stopped before they exist."""
+    try:
+        m.dir.mkdir(mode=0o700)
+        m.save()
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            for p in m.dir.iterdir():
+                p.unlink()
+            m.dir.rmdir()
+        raise ResetError(f"{describe(e)}; nothing was changed.") from e
+
+
+def _unsaved_note(m: Manifest, ctx: Ctx) -> None:
+    """Done, but the last records could not be written: say so with the result (m.error)."""
+    if ctx.unsaved is not None:
+        note = f"its record could not be updated ({ctx.unsaved}); the next command does it"
+        m.error = f"{m.error}; {note}" if m.error else note
 
 
 @dataclass(frozen=True)
@@ -226,11 +264,14 @@ def _after_rollback(m: Manifest, reason: str, changed: bool) -> str:
             f"stopped. The backup is intact in {m.location}: "
             f"bridgedoctor restore {m.bridge} {m.id}."
         )
+    if m.state != "rolled_back":  # the undo could not be recorded: roll_back's tail says how
+        return f"reset failed ({reason})."
     if changed:
         return f"reset failed ({reason}); its backup was put back, the bridge is as before."
+    running = f" {m.unit} is running again." if m.was_active else ""
     if reason.endswith("nothing was changed"):
-        return reason + "."
-    return f"reset failed ({reason}); nothing was changed."
+        return reason + "." + running
+    return f"reset failed ({reason}); nothing was changed.{running}"
 
 
 async def restore(
@@ -247,14 +288,13 @@ async def restore(
     shown = _restore_plan(bridge, _source(bridge, ident, backup_root))
     if not confirm(shown):
         raise ResetError("not confirmed; nothing was changed.")
-    with backup.lock(bridge_dir):
-        await recover_locked(bridge_dir)
+    with _locked(bridge_dir):
+        await _recovered(bridge_dir)
         src = _source(bridge, ident, backup_root)
         plan = _restore_plan(bridge, src)
         if plan.digest != shown.digest:
             raise ResetError(CHANGED)
         op_dir = bridge_dir / f"{src.id}.restore-{now().replace(':', '')}"
-        op_dir.mkdir(mode=0o700)
         m = Manifest(
             id=op_dir.name,
             kind="restore",
@@ -269,24 +309,27 @@ async def restore(
             source=src.id,
             extra={"options": options_dict(opts), "op_dir": str(op_dir)},
         )
-        m.save()
+        _start_record(m)
+        ctx = Ctx(m, bridge, src, Progress(progress), reserve=has_reserve(bridge_dir))
         try:
-            await drive(Ctx(m, bridge, src, Progress(progress)), RESTORE_STEPS[src.mode])
+            await drive(ctx, RESTORE_STEPS[src.mode])
         except Exception as e:  # noqa: BLE001
-            if isinstance(e, ResetError) and not e.touched and not m.done_steps():
-                # Refused before anything was written (a path moved during the stop): the
-                # unit is as it was (reset/paths.py started it again).
-                m.state, m.error = "rolled_back", str(e)
-                m.save()
-                reason = str(e).rstrip(".")
+            reason = describe(e)
+            if not (ctx.past_return or "restore_data" in ctx.began):
+                # Nothing was written (a refusal after the stop, a failed load that rolled
+                # back): the unit goes back as it was.
+                tail = await roll_back(m, reason, ctx)
+                verb = "refused" if isinstance(e, ResetError) and not e.touched else "failed"
                 if not reason.endswith("nothing was changed"):
                     reason += "; nothing was changed"
-                raise ResetError(f"restore refused ({reason}).") from e
-            m.state, m.error = "failed", f"{type(e).__name__}: {e}"
-            m.save()
+                raise ResetError(f"restore {verb} ({reason}).{tail}") from e
+            m.state, m.error = "failed", reason
+            with contextlib.suppress(RecordError):
+                m.save()
             raise ResetError(
-                f"restore failed ({m.error}); the bridge is left stopped. Retry with "
-                f"'bridgedoctor restore {bridge.name} {src.id}'.",
+                f"restore failed ({reason}); the bridge is left stopped, half restored. Retry "
+                f"with 'bridgedoctor restore {bridge.name} {src.id}'.",
                 touched=True,
             ) from e
+        _unsaved_note(m, ctx)
         return m

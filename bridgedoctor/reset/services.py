@@ -62,3 +62,17 @@ def restart(unit: str) -> None:
         raise ResetError(
             f"systemctl restart {unit} failed; see journalctl -u {unit}.", touched=True
         )
+
+
+def settle(unit: str, was_active: bool) -> None:
+    """Leave the unit as the admin had it before the reset or restore: running if it ran,
+    stopped if it did not (a reboot in between may have started an enabled unit)."""
+    if was_active:
+        start(unit)
+    elif is_active(unit):
+        try:
+            stop(unit)
+        except ResetError:
+            raise ResetError(
+                f"{unit} was not running before, but it would not stop again.", touched=True
+            ) from None

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bridgedoctor.diagnose import Options
+from bridgedoctor.probes.database import PgTarget
 from bridgedoctor.reset.backup import dir_digest
 from bridgedoctor.reset.dbio import open_db, snapshot
 from bridgedoctor.reset.target import resolve
@@ -16,6 +23,7 @@ from bridgedoctor.reset.target import resolve
 from .fleet import Host
 
 FAKE = Path(__file__).with_name("fake_systemctl")
+STANDIN = Path(__file__).with_name("standin_bridge.py")
 # The bridge the reset tests deploy, and its unit (the `systemd` fixture marks it running).
 RESET_BRIDGE = "gmessages"
 RESET_UNIT = f"matrix-mautrix-{RESET_BRIDGE}.service"
@@ -50,6 +58,40 @@ class Systemd:
     def refuse_start_once(self, unit: str) -> None:
         (self.state / f"{unit}.refuse-start").touch()
 
+    def hang_start(self, unit: str, on: bool = True) -> None:
+        """Every `start` of the unit hangs (before doing anything) while this is on."""
+        flag = self.state / f"{unit}.hang-start"
+        flag.touch() if on else flag.unlink(missing_ok=True)
+
+    def on_stop_once(self, unit: str, script: str) -> None:
+        """A shell script run once, right after the unit's next stop."""
+        hook = self.state / f"{unit}.after-stop-once"
+        hook.write_text(f"#!/bin/sh\n{script} >>{self.state}/hook.log 2>&1\n")
+        hook.chmod(0o755)
+
+    def reboot(self, enabled: Iterable[str]) -> None:
+        """The host restarts: every unit's process dies at once (SIGKILL, no stop), then the
+        enabled units start by themselves, stand-in bridges included (FAKE_SYSTEMCTL_BRIDGE)."""
+        for pidfile in self.state.glob("*.pid"):
+            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+                os.killpg(int(pidfile.read_text().strip()), signal.SIGKILL)
+            pidfile.unlink()
+        for unit in self.state.iterdir():
+            if unit.is_file() and unit.name.endswith(".service"):
+                unit.write_text("inactive\n")
+        with self.log.open("a") as f:
+            f.write("# reboot\n")
+        for unit in enabled:
+            env = {**os.environ, **self.env()}
+            subprocess.run(
+                [str(self.bin / "systemctl"), "__job", "start", unit], env=env, check=True
+            )
+
+    def calls_since_reboot(self) -> list[str]:
+        calls = self.calls()
+        marks = [i for i, c in enumerate(calls) if c == "# reboot"]
+        return calls[marks[-1] + 1 :] if marks else calls
+
 
 def fake_systemd(tmp: Path) -> Systemd:
     b = tmp / "fakebin"
@@ -82,3 +124,22 @@ def state(host: Host, bridge: str) -> dict[str, object]:
 def _db_exists(t: object) -> bool:
     p = getattr(t, "path", None)
     return p is None or p.exists()
+
+
+def standin_command(host: Host, bridge: str, log: Path, interval: float = 0.02) -> str:
+    """FAKE_SYSTEMCTL_BRIDGE for a stand-in bridge writing into `bridge`'s store."""
+    t = resolve(bridge, options(host)).db
+    if isinstance(t, PgTarget):
+        dsn = f"postgres://{t.user}:{t.password}@{t.host}:{t.port}/{t.database}"
+        where = f"STANDIN_DSN={shlex.quote(dsn)}"
+    else:
+        where = f"STANDIN_SQLITE={shlex.quote(str(t.path))}"
+    return (
+        f"{where} STANDIN_LOG={shlex.quote(str(log))} STANDIN_INTERVAL={interval} "
+        f"exec {shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))}"
+    )
+
+
+def standin_rows(log: Path) -> list[str]:
+    """Every row a stand-in bridge committed (and logged), in order."""
+    return log.read_text().split() if log.exists() else []

@@ -1,0 +1,189 @@
+"""Recovery re-establishes its preconditions instead of trusting the record.
+
+The CLI runs as a real process and is killed from outside (SIGKILL to its process group); a
+reboot is simulated at the systemctl boundary: every unit's process dies, the enabled unit starts
+by itself and its stand-in bridge writes new crypto rows, as a real bridge would, before
+recovery runs. Judged by the tests' own digests and by where every stand-in row went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor.reset import recover
+from bridgedoctor.reset.manifest import FINAL, all_for
+from bridgedoctor.reset.target import resolve
+from tests.support import outside
+from tests.support.judge import digests, standin_in_backups, standin_present
+from tests.support.pg import PgServer
+from tests.support.reset_env import (
+    RESET_BRIDGE,
+    RESET_UNIT,
+    Systemd,
+    options,
+    standin_command,
+    standin_rows,
+)
+from tests.test_reset import CRYPTO_GONE, _exec, deploy
+
+BRIDGE, UNIT = RESET_BRIDGE, RESET_UNIT
+CRASH = "BRIDGEDOCTOR_CRASH_AT"
+
+
+def slow_once(host, table: str, event: str, seconds: int) -> None:  # type: ignore[no-untyped-def]
+    """bridgedoctor's first `event` statement on `table` sleeps: a window to kill the CLI inside
+    it (a sequence, not a table, counts: it does not roll back with the killed transaction)."""
+    _exec(
+        host,
+        "CREATE SEQUENCE slow_once",
+        "CREATE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF current_setting('application_name') = 'bridgedoctor-reset' "
+        f"AND nextval('slow_once') = 1 THEN PERFORM pg_sleep({seconds}); END IF; "
+        "RETURN NULL; END $$",
+        f"CREATE TRIGGER slow_once BEFORE {event} ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION slow_once()",
+    )
+
+
+def args(host, backups: Path) -> list[str]:  # type: ignore[no-untyped-def]
+    return [*host.args(), "--backup-dir", str(backups)]
+
+
+def start_bridge(host, systemd: Systemd, log: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("FAKE_SYSTEMCTL_BRIDGE", standin_command(host, BRIDGE, log))
+    systemd.reboot([UNIT])
+    n = len(standin_rows(log))
+    outside.wait_until(lambda: len(standin_rows(log)) >= n + 3, what="the bridge writing")
+
+
+def test_reboot_mid_crypto_reset_loses_no_row(
+    tmp_path: Path, pg: PgServer, systemd: Systemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the verified backup, inside the delete; the host reboots and the enabled
+    bridge stores new sessions. Recovery must stop it before touching the database, and must not
+    delete what no backup holds: the reset is rolled back, every row is still there."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    log, backups = tmp_path / "standin.log", tmp_path / "backups"
+    start_bridge(host, systemd, log, monkeypatch)
+    before = digests(target)
+    slow_once(host, "crypto_olm_session", "DELETE", 4)
+    p = outside.spawn("reset", BRIDGE, "--yes", *args(host, backups))
+    outside.wait_until(
+        lambda: (
+            outside.manifest_where(backups / BRIDGE, lambda m: m["state"] == "backed_up")
+            or p.poll() is not None
+        ),
+        what="the verified backup",
+    )
+    assert p.poll() is None, p.communicate()
+    time.sleep(0.5)  # inside the delete now
+    outside.kill_group(p)
+    n = len(standin_rows(log))
+    systemd.reboot([UNIT])
+    outside.wait_until(lambda: len(standin_rows(log)) >= n + 5, what="new rows after the boot")
+
+    asyncio.run(recover(backups))
+
+    (m,) = all_for(backups / BRIDGE)
+    assert m.state == "rolled_back", (m.state, m.error)
+    assert "changed after it was backed up" in m.error
+    assert digests(target) == before  # nothing of the bridge's own was removed
+    written = set(standin_rows(log))
+    lost = written - standin_present(target) - standin_in_backups(backups / BRIDGE)
+    assert not lost, f"{len(lost)} rows the bridge wrote are gone"
+    after_boot = systemd.calls_since_reboot()
+    assert after_boot[0] == f"stop {UNIT}", after_boot  # stopped before anything else
+    assert systemd.get(UNIT) == "active"
+
+
+def test_reboot_mid_restore_stops_the_bridge_first(
+    tmp_path: Path, pg: PgServer, systemd: Systemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore killed inside its load; the host reboots, the bridge runs on the reset store.
+    Recovery stops it before redoing the load, then the backup is back exactly."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    original = digests(target)
+    rc, text = outside.run("reset", BRIDGE, "--yes", *args(host, backups))
+    assert rc == 0, text
+    (reset,) = all_for(backups / BRIDGE)
+    log = tmp_path / "standin.log"
+    start_bridge(host, systemd, log, monkeypatch)
+    slow_once(host, "crypto_olm_session", "INSERT", 4)
+    p = outside.spawn("restore", BRIDGE, reset.id, "--yes", *args(host, backups))
+    outside.wait_until(
+        lambda: outside.manifest_where(
+            backups / BRIDGE, lambda m: m["kind"] == "restore" and "stop" in outside.steps(m)
+        ),
+        what="the restore past its stop",
+    )
+    time.sleep(0.5)  # inside the load now
+    outside.kill_group(p)
+    systemd.reboot([UNIT])
+    n = len(standin_rows(log))
+    outside.wait_until(lambda: len(standin_rows(log)) >= n + 5, what="new rows after the boot")
+
+    asyncio.run(recover(backups))
+
+    assert [m.state for m in all_for(backups / BRIDGE)] == ["done", "done"]
+    after_boot = systemd.calls_since_reboot()
+    assert after_boot[0] == f"stop {UNIT}", after_boot  # before the load was redone
+    restored = digests(target)
+    assert {t: restored[t] for t in original} == original  # the backup, exactly
+    assert systemd.get(UNIT) == "active"
+
+
+def test_crash_before_the_bridge_is_started_again(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """A reset interrupted before its backup was verified is rolled back; recovery itself is
+    then killed while `systemctl start` runs. The next recovery must still start the bridge:
+    a manifest is only final once the unit is as the admin had it."""
+    host = deploy(tmp_path, pg, "postgres")
+    backups = tmp_path / "backups"
+    rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "backup"})
+    assert rc == 137 and systemd.get(UNIT) == "inactive"
+    systemd.hang_start(UNIT)
+    code = "import asyncio, sys; from bridgedoctor.reset import recover; "
+    code += f"asyncio.run(recover(__import__('pathlib').Path({str(backups)!r})))"
+    p = subprocess.Popen([sys.executable, "-c", code], env=outside.cli_env(),
+                         start_new_session=True, text=True)  # fmt: skip
+    outside.wait_until(lambda: f"start {UNIT}" in systemd.calls(), what="the start")
+    outside.kill_group(p)
+    systemd.hang_start(UNIT, on=False)
+    assert systemd.get(UNIT) == "inactive"
+
+    asyncio.run(recover(backups))
+
+    (m,) = all_for(backups / BRIDGE)
+    assert m.state == "rolled_back"
+    assert systemd.get(UNIT) == "active"
+
+
+def test_listing_backups_finishes_an_interrupted_reset(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """On a host without the helper, `bridgedoctor backups` is a moment that brings the bridge
+    back: it recovers, then lists."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "apply"})
+    assert rc == 137 and systemd.get(UNIT) == "inactive"
+    rc, text = outside.run("backups", BRIDGE, *args(host, backups))
+    assert rc == 0, text
+    assert "was finished: done" in text and "Traceback" not in text
+    (m,) = all_for(backups / BRIDGE)
+    assert m.state in FINAL and m.state == "done"
+    assert systemd.get(UNIT) == "active"
+    assert all(digests(target)[t][0] == 0 for t in CRYPTO_GONE)
+    rc, text = outside.run("backups", BRIDGE, *args(host, backups))
+    assert rc == 0 and "was finished" not in text  # nothing left to do: a plain list
