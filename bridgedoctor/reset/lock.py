@@ -9,6 +9,7 @@ it holds the holder's PID for people reading it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -28,7 +29,14 @@ def held(bridge_dir: Path) -> Iterator[None]:
     bridge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths.private_dir(bridge_dir)
     path = bridge_dir / NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise
+        # A file system gone read-only (a failing disk) still takes an flock on a read-only
+        # descriptor: recovery then gets as far as it can and says what is left.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
