@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bridgedoctor.reset import recover
 from bridgedoctor.reset.manifest import FINAL, all_for
+from bridgedoctor.reset.recover import recover
 from bridgedoctor.reset.target import resolve
 from tests.support import outside
 from tests.support.judge import digests, standin_in_backups, standin_present
@@ -152,7 +152,7 @@ def test_crash_before_the_bridge_is_started_again(
     rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "backup"})
     assert rc == 137 and systemd.get(UNIT) == "inactive"
     systemd.hang_start(UNIT)
-    code = "import asyncio, sys; from bridgedoctor.reset import recover; "
+    code = "import asyncio, sys; from bridgedoctor.reset.recover import recover; "
     code += f"asyncio.run(recover(__import__('pathlib').Path({str(backups)!r})))"
     p = subprocess.Popen([sys.executable, "-c", code], env=outside.cli_env(),
                          start_new_session=True, text=True)  # fmt: skip
