@@ -5,12 +5,15 @@ on the way to disk is refused before anything is removed. Real PostgreSQL and SQ
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bridgedoctor.reset import backup, full
+from bridgedoctor.reset import full, lock
 from bridgedoctor.reset.dbio import open_db
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.target import resolve
@@ -19,47 +22,66 @@ from tests.support.fleet import Host
 from tests.support.reset_env import Systemd, options, state
 from tests.test_reset import BRIDGE, engine, host
 
+HOLD = (
+    "import fcntl, os, sys, time; "
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
+    "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(300)"
+)
+BUSY = "another reset or restore of this bridge is running"
+
+
+def hold(bridge_dir: Path) -> subprocess.Popen[str]:
+    """Another process (the 'other' reset) holding the bridge's lock until it is killed."""
+    bridge_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(bridge_dir / lock.NAME)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
 
 @pytest.fixture
-def live_pid() -> int:
-    """A process that is alive for the whole test (the 'other' reset holding the lock)."""
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc.pid
+def holder(tmp_path: Path) -> Iterator[Path]:
+    """The bridge directory of a backup root, its lock held by a live process."""
+    bridge_dir = tmp_path / "backups" / BRIDGE
+    proc = hold(bridge_dir)
+    yield bridge_dir
     proc.kill()
     proc.wait()
 
 
-def test_lock_held_by_a_live_process_is_respected(tmp_path: Path, live_pid: int) -> None:
-    bridge_dir = tmp_path / "gmessages"
-    bridge_dir.mkdir()
-    lock = bridge_dir / backup.LOCK
-    lock.write_text(str(live_pid))
-    busy = "another reset or restore of this bridge is running"
-    with pytest.raises(ResetError, match=busy), backup.lock(bridge_dir):
+def test_lock_held_by_a_live_process_is_respected(holder: Path) -> None:
+    with pytest.raises(ResetError, match=BUSY), lock.held(holder):
         pytest.fail("entered a lock another live process holds")
-    assert lock.read_text() == str(live_pid)  # not broken, not removed
+    assert lock.is_held(holder)  # still theirs
 
 
-def test_lock_left_by_a_dead_process_is_broken(tmp_path: Path) -> None:
-    proc = subprocess.Popen(["true"])
-    proc.wait()  # reaped: its pid names no process now
+def test_lock_of_a_killed_process_does_not_block(tmp_path: Path) -> None:
+    """SIGKILL, as a crash or a reboot would: the kernel releases the lock with the process.
+    The PID left in the file names a live process here (after a reboot PIDs are reused): it
+    must not matter."""
     bridge_dir = tmp_path / "gmessages"
-    bridge_dir.mkdir()
-    (bridge_dir / backup.LOCK).write_text(str(proc.pid))
-    with backup.lock(bridge_dir):
-        assert (bridge_dir / backup.LOCK).read_text() != str(proc.pid)
-    assert not (bridge_dir / backup.LOCK).exists()
+    proc = hold(bridge_dir)
+    proc.kill()
+    proc.wait()
+    (bridge_dir / lock.NAME).write_text(str(os.getpid()))  # a live, unrelated PID
+    assert not lock.is_held(bridge_dir)
+    with lock.held(bridge_dir):
+        assert lock.is_held(bridge_dir)
+        with pytest.raises(ResetError, match=BUSY), lock.held(bridge_dir):
+            pytest.fail("a second holder in the same process")
+    assert not lock.is_held(bridge_dir)
 
 
 def test_cli_reset_while_another_holds_the_lock_touches_nothing(
-    tmp_path: Path, host: Host, systemd: Systemd, live_pid: int, capsys
+    host: Host, systemd: Systemd, holder: Path, capsys
 ) -> None:
-    backups = tmp_path / "backups"
-    (backups / BRIDGE).mkdir(parents=True)
-    (backups / BRIDGE / backup.LOCK).write_text(str(live_pid))
     before = state(host, BRIDGE)
-    code, out = run(capsys, "reset", BRIDGE, "--yes", *host.args(), "--backup-dir", str(backups))
-    assert code == 1 and "another reset or restore of this bridge is running" in out
+    argv = ["reset", BRIDGE, "--yes", *host.args(), "--backup-dir", str(holder.parent)]
+    code, out = run(capsys, *argv)
+    assert code == 1 and BUSY in out
     assert not [c for c in systemd.calls() if c.startswith(("stop", "start"))]
     assert state(host, BRIDGE) == before
 

@@ -28,6 +28,43 @@ def digests(target: PgTarget | SqliteTarget) -> Digests:
     return asyncio.run(_pg_digests(target))
 
 
+def where_digest(target: PgTarget | SqliteTarget, table: str, where: str) -> tuple[int, str]:
+    """(rows, sha256) of the rows of `table` matching `where`, the stand-in's left out."""
+    cond = f"({where})"
+    if table == STANDIN_TABLE:
+        cond += f" AND session_id NOT LIKE '{TAG}%'"
+    if isinstance(target, SqliteTarget):
+        if not target.path.is_file():
+            return (0, "")
+        conn = sqlite3.connect(f"file:{target.path}?mode=ro", uri=True)
+        try:
+            if not _sqlite_has(conn, table):
+                return (0, "")
+            rows = sorted(repr(r) for r in conn.execute(f'SELECT * FROM "{table}" WHERE {cond}'))
+        finally:
+            conn.close()
+        return len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+    async def go() -> tuple[int, str]:
+        conn = await _pg(target)
+        try:
+            if await conn.fetchval("SELECT to_regclass($1)", f'"{table}"') is None:
+                return (0, "")
+            h = hashlib.sha256()
+
+            async def sink(chunk: bytes) -> None:
+                h.update(chunk)
+
+            sql = f'SELECT t::text FROM "{table}" t WHERE {cond} ORDER BY 1'
+            await conn.copy_from_query(sql, output=sink)
+            n = await conn.fetchval(f'SELECT count(*) FROM "{table}" WHERE {cond}')
+            return int(n), h.hexdigest()
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
 def standin_present(target: PgTarget | SqliteTarget) -> set[str]:
     sql = f"SELECT session_id FROM {STANDIN_TABLE} WHERE session_id LIKE '{TAG}%'"
     if isinstance(target, SqliteTarget):

@@ -34,13 +34,17 @@ class Systemd:
     bin: Path
     state: Path
     log: Path
+    bridge: str = ""  # FAKE_SYSTEMCTL_BRIDGE for the processes this harness starts itself
 
     def env(self) -> dict[str, str]:
-        return {
+        out = {
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "FAKE_SYSTEMCTL_STATE": str(self.state),
             "FAKE_SYSTEMCTL_LOG": str(self.log),
         }
+        if self.bridge:
+            out["FAKE_SYSTEMCTL_BRIDGE"] = self.bridge
+        return out
 
     def set(self, unit: str, state: str) -> None:
         (self.state / unit).write_text(state + "\n")
