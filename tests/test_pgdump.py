@@ -70,7 +70,7 @@ def test_full_reset_dumps_inside_matrix_postgres_without_a_host_pg_dump(
         assert c[:6] == ["exec", "-e", "PGPASSWORD", "-e", "PGSSLMODE", "matrix-postgres"]
         assert c[6] == "pg_dump" and c[7:9] == ["-h", "matrix-postgres"]
         assert not any(DB_PASSWORD in a for a in c)
-    backup = next((tmp_path / "backups" / RESET_BRIDGE).iterdir())
+    (backup,) = (p.parent for p in (tmp_path / "backups" / RESET_BRIDGE).glob("*/manifest.json"))
     assert "CREATE TABLE" in (backup / "schema-pre.sql").read_text()
     assert state(pg_host, RESET_BRIDGE)["tables"] == {}
     ident = backup.name

@@ -78,7 +78,10 @@ class Helper:
             log.error("could not recover interrupted resets in %s: %s", root, e)
             return
         for r in done:
-            (log.warning if r.finished else log.error)("recovery: %s", r.sentence)
+            if r.finished:
+                log.warning("recovered: %s", r.sentence)
+            else:
+                log.error("not recovered yet: %s", r.sentence)
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), remove the socket."""
