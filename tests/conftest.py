@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +12,7 @@ from hypothesis import settings
 
 from tests.support.nspawn import Machine, MachineError, require
 from tests.support.pg import PgServer, TempCluster, from_env
-from tests.support.reset_env import RESET_UNIT, Systemd, fake_systemd
+from tests.support.reset_env import RESET_UNIT, Systemd, fake_systemd, harness_processes
 
 # No example database, ever: every run (local, CI, mutation testing) finds its failing examples
 # from scratch, so a property test cannot look stronger than it is thanks to examples that an
@@ -36,14 +39,30 @@ def pg() -> Iterator[PgServer]:
         cluster.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_bridge_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The session fails if a unit's process (a stand-in bridge) started under its temporary
+    directory outlives it: a harness that forgot to stop one is a bug, not noise."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    left = harness_processes(base, exact=False, units_only=True)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    assert not left, f"stand-in bridges left running by the tests: {left}"
+
+
 @pytest.fixture
-def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Systemd:
-    """A fake systemctl first on PATH (systemd cannot run here), the reset tests' unit running."""
+def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Systemd]:
+    """A fake systemctl first on PATH (systemd cannot run here), the reset tests' unit running.
+    Afterwards every process started under it is killed (stand-in bridges of units left
+    active, CLIs a test gave up on); one that survives fails the test."""
     sd = fake_systemd(tmp_path)
     for k, v in sd.env().items():
         monkeypatch.setenv(k, v)
     sd.set(RESET_UNIT, "active")
-    return sd
+    yield sd
+    sd.kill()
 
 
 @pytest.fixture

@@ -187,3 +187,17 @@ def test_listing_backups_finishes_an_interrupted_reset(
     assert all(digests(target)[t][0] == 0 for t in CRYPTO_GONE)
     rc, text = outside.run("backups", BRIDGE, *args(host, backups))
     assert rc == 0 and "was finished" not in text  # nothing left to do: a plain list
+
+
+def test_no_bridge_outlives_the_harness(systemd: Systemd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness finds a unit's processes by what they inherit, not by its pid file (a race
+    can lose that), and its teardown kills them: no stand-in bridge is left running."""
+    monkeypatch.setenv("FAKE_SYSTEMCTL_BRIDGE", "sleep 600 & exec sleep 600")
+    systemd.reboot([UNIT])
+    pidfile = systemd.state / f"{UNIT}.pid"
+    leader = int(pidfile.read_text())
+    pidfile.unlink()
+    found = systemd.processes(units_only=True)
+    assert leader in found and len(found) == 2, found  # the unit's process and its child
+    assert set(systemd.kill()) >= set(found)
+    assert systemd.processes() == []

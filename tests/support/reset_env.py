@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +74,33 @@ class Systemd:
         hook.write_text(f"#!/bin/sh\n{script} >>{self.state}/hook.log 2>&1\n")
         hook.chmod(0o755)
 
+    def processes(self, units_only: bool = False) -> list[int]:
+        """Every live process started under this harness (its FAKE_SYSTEMCTL_STATE is in their
+        environment): CLIs, systemctl clients and jobs, and the units' processes (stand-in
+        bridges), or only the latter. Found in /proc, so no pid file has to be right."""
+        return harness_processes(str(self.state), exact=True, units_only=units_only)
+
+    def kill(self, units_only: bool = False, timeout: float = 10.0) -> list[int]:
+        """SIGKILL every process (group) `processes` finds, until none is left; returns the PIDs
+        found at first. Raises if some survive (a test must not leave a bridge running)."""
+        first = self.processes(units_only)
+        deadline = time.monotonic() + timeout
+        while left := self.processes(units_only):
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)  # a stand-in leads its own group
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes of {self.state} survive SIGKILL: {left}")
+            time.sleep(0.02)
+        return first
+
     def reboot(self, enabled: Iterable[str]) -> None:
         """The host restarts: every unit's process dies at once (SIGKILL, no stop), then the
         enabled units start by themselves, stand-in bridges included (FAKE_SYSTEMCTL_BRIDGE)."""
+        self.kill(units_only=True)
         for pidfile in self.state.glob("*.pid"):
-            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-                os.killpg(int(pidfile.read_text().strip()), signal.SIGKILL)
             pidfile.unlink()
         for unit in self.state.iterdir():
             if unit.is_file() and unit.name.endswith(".service"):
@@ -95,6 +117,27 @@ class Systemd:
         calls = self.calls()
         marks = [i for i, c in enumerate(calls) if c == "# reboot"]
         return calls[marks[-1] + 1 :] if marks else calls
+
+
+def harness_processes(state: str, exact: bool, units_only: bool = False) -> list[int]:
+    """Live processes whose FAKE_SYSTEMCTL_STATE is `state` (or, not `exact`, under it)."""
+    mark = f"FAKE_SYSTEMCTL_STATE={state}".encode()
+    mine = {os.getpid(), os.getppid()}
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in mine:
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            continue  # dead, waiting for its parent to reap it
+        ours = any(e == mark if exact else e.startswith(mark) for e in env)
+        if ours and (not units_only or any(e.startswith(b"FAKE_SYSTEMCTL_UNIT=") for e in env)):
+            found.append(int(proc.name))
+    return found
 
 
 def fake_systemd(tmp: Path) -> Systemd:
