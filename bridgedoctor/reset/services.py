@@ -66,9 +66,11 @@ def restart(unit: str) -> None:
 
 def settle(unit: str, was_active: bool) -> None:
     """Leave the unit as the admin had it before the reset or restore: running if it ran,
-    stopped if it did not (a reboot in between may have started an enabled unit)."""
+    stopped if it did not (a reboot in between may have started an enabled unit). A unit
+    already running is left alone (a refusal after the stop may have started it again)."""
     if was_active:
-        start(unit)
+        if state(unit) != "active":
+            start(unit)
     elif is_active(unit):
         try:
             stop(unit)
