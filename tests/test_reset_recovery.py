@@ -197,7 +197,11 @@ def test_no_bridge_outlives_the_harness(systemd: Systemd, monkeypatch: pytest.Mo
     pidfile = systemd.state / f"{UNIT}.pid"
     leader = int(pidfile.read_text())
     pidfile.unlink()
-    found = systemd.processes(units_only=True)
-    assert leader in found and len(found) == 2, found  # the unit's process and its child
+    # The unit's process and its child (forked a moment after the start returned).
+    found = outside.wait_until(
+        lambda: f if len(f := systemd.processes(units_only=True)) == 2 else None,
+        timeout=10, what="the unit's two processes",
+    )  # fmt: skip
+    assert leader in found, found
     assert set(systemd.kill()) >= set(found)
     assert systemd.processes() == []
