@@ -3,7 +3,7 @@ never after it expired (the timer that announces expiry may run late; `take` mus
 
 from __future__ import annotations
 
-from bridgedoctor_maubot.pending import Registry
+from bridgedoctor_maubot.pending import Busy, Registry
 
 ADMIN, OTHER, ROOM, ELSEWHERE = "@admin:x", "@other:x", "!room:x", "!elsewhere:x"
 
@@ -51,3 +51,29 @@ def test_wrong_code_takes_nothing() -> None:
     code = plan(reg)
     assert reg.take("zzzzzz" if code != "zzzzzz" else "yyyyyy", ADMIN, ROOM) is None
     assert [p.code for p in reg.waiting()] == [code]
+
+
+def test_a_busy_bridge_says_what_it_is_busy_with() -> None:
+    reg, _ = registry()
+    reg.claim("gmessages", "a reset plan is being prepared")
+    try:
+        reg.claim("gmessages", "a restore plan is being prepared")
+    except Busy as b:
+        assert str(b) == "gmessages is busy: a reset plan is being prepared."
+    else:
+        raise AssertionError("claimed a busy bridge twice")
+    reg.claim("whatsapp", "another bridge is free")
+
+
+def test_dropping_a_plan_frees_its_bridge_and_unknown_things_are_no_error() -> None:
+    reg, _ = registry()
+    reg.claim("gmessages", "a reset plan is being prepared")
+    code = plan(reg)
+    assert reg.by_event("$nothing") is None
+    dropped = reg.drop(code)
+    assert dropped is not None and dropped.code == code
+    reg.claim("gmessages", "free again")  # would raise Busy if the drop kept it
+    assert reg.drop(code) is None and reg.drop("zzzzzz") is None
+    reg.release("never-claimed")
+    reg.release("gmessages")
+    reg.claim("gmessages", "free after release")
