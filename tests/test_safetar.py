@@ -7,7 +7,7 @@ import io
 import os
 import stat
 import subprocess
-import sysconfig
+import sys
 import tarfile
 from pathlib import Path
 
@@ -89,7 +89,8 @@ def test_round_trip_on_debian_python_without_tarfile_filter(data: Path, tmp_path
     before = tree(data)
     out = tmp_path / "restored"
     out.mkdir()
-    site = sysconfig.get_paths()["purelib"]
+    # Every site-packages this interpreter imports from (a venv's own, or one a .pth adds).
+    site = os.pathsep.join(p for p in sys.path if os.path.basename(p) == "site-packages")
     code = (
         "import sys, tarfile, inspect; from pathlib import Path;"
         "from bridgedoctor.reset.backup import untar_into;"
