@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from bridgedoctor.helper.config import KEYS, ConfigError, load, parse
+from bridgedoctor.helper.config import KEYS, MIN_TOKEN_CHARS, ConfigError, load, parse
 from bridgedoctor.protocol import decode_response
 
 SCRIPT = Path(sys.executable).parent / "bridgedoctor-helper"
@@ -140,6 +140,54 @@ def test_short_token_is_refused(site: Path) -> None:
     (site / "token").write_text("short\n")
     with pytest.raises(ConfigError, match="openssl rand -hex 32"):
         load(write(site, ""))
+
+
+def test_token_of_exactly_the_minimum_length_is_accepted(site: Path) -> None:
+    (site / "token").write_text("a" * MIN_TOKEN_CHARS + "\n")
+    assert load(write(site, "")).token == "a" * MIN_TOKEN_CHARS
+    (site / "token").write_text("a" * (MIN_TOKEN_CHARS - 1) + "\n")
+    with pytest.raises(ConfigError, match="at least 16 printable"):
+        load(write(site, ""))
+
+
+@pytest.mark.parametrize("token", [TOKEN[:8] + " " + TOKEN[8:], TOKEN + "\x07", TOKEN + "\u00a0x"])
+def test_token_with_space_or_control_characters_is_refused(site: Path, token: str) -> None:
+    # A token with a space in it is a pasted sentence, not a secret a client sends byte for byte.
+    (site / "token").write_text(token + "\n")
+    with pytest.raises(ConfigError, match="must hold one token of at least"):
+        load(write(site, ""))
+
+
+@pytest.mark.parametrize("mode", [0o604, 0o602, 0o644])
+def test_token_readable_or_writable_by_all_is_refused(site: Path, mode: int) -> None:
+    (site / "token").chmod(mode)
+    with pytest.raises(ConfigError) as e:
+        load(write(site, ""))
+    assert str(e.value) == (
+        f"token_file {site / 'token'} is accessible to all users (mode {mode:04o}); "
+        "run chmod 0640 on it."
+    )
+
+
+def test_token_file_that_cannot_be_read_says_why(site: Path) -> None:
+    (site / "token").unlink()
+    with pytest.raises(ConfigError) as e:
+        load(write(site, ""))
+    assert str(e.value) == f"cannot read token_file {site / 'token'}: No such file or directory."
+    (site / "token").mkdir()
+    with pytest.raises(ConfigError) as e:
+        load(write(site, ""))
+    assert str(e.value) == f"token_file {site / 'token'} is not a regular file."
+    (site / "token").rmdir()
+    (site / "token").write_bytes(b"\xff" * 32)
+    (site / "token").chmod(0o640)
+    with pytest.raises(ConfigError) as e:
+        load(write(site, ""))
+    assert str(e.value) == f"cannot read token_file {site / 'token'}: UnicodeDecodeError."
+
+
+def test_uid_zero_may_be_allowed(site: Path) -> None:
+    assert load(write(site, "allowed_uids: [0]\n")).allowed_uids == frozenset({0})
 
 
 def test_missing_root_is_refused(site: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import struct
 
 import olm
@@ -113,6 +115,23 @@ def test_mac_ok_but_unknown_version_is_bad_plaintext(account: olm.Account) -> No
     resealed = seal(plain, b"k")
     assert p.verify_account(p.decode(resealed), b"k")[0] is p.Verdict.OPENS
     assert vodozemac_opens(resealed, "k") == account.identity_keys["ed25519"]
+
+
+def test_mac_ok_but_padding_broken_is_bad_plaintext_not_wrong_key() -> None:
+    """The right key with damaged content is not "key lost": the MAC is checked on its own when
+    decryption fails, so a store libolm cannot unpad is reported as such, never as a wrong key."""
+    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(b"k")
+    enc = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:80])).encryptor()
+    ct = enc.update(bytes(16 * 11)) + enc.finalize()  # ends in 0x00: no valid PKCS#7 padding
+    mac = hmac.new(okm[32:64], ct, hashlib.sha256).digest()[:8]
+    env = p.decode(base64.b64encode(ct + mac))
+    assert p.decrypt(env, b"k") is None
+    assert p.mac_matches(env, b"k") is True
+    assert p.mac_matches(env, b"other") is False
+    assert p.verify_account(env, b"k") == (p.Verdict.BAD_PLAINTEXT, None)
+    assert p.verify_account(env, b"other") == (p.Verdict.WRONG_KEY, None)
+    assert p.verify_session(env, b"k", "olm") is p.Verdict.BAD_PLAINTEXT
+    assert p.verify_session(env, b"other", "olm") is p.Verdict.WRONG_KEY
 
 
 def test_garbage_that_passes_mac_is_not_an_account() -> None:

@@ -21,6 +21,7 @@ from bridgedoctor.facts import BridgeFacts, ConfigFacts, DbFacts, StoredAccount,
 from bridgedoctor.findings import BridgeReport, Finding, exit_code
 from bridgedoctor.knowledge import load
 from bridgedoctor.naming import decide
+from bridgedoctor.proof import in_force_key
 from bridgedoctor.rules import RuleContext, evaluate
 from tests.test_pickle import seal
 
@@ -139,3 +140,17 @@ def test_a_broken_bridge_beside_an_unknown_one_exits_1() -> None:
     unknown = BridgeReport("b", [Finding("y", "unknown", "s.")])
     assert exit_code([unknown, broken]) == exit_code([broken, unknown]) == 1
     assert exit_code([unknown]) == 2 and exit_code([]) == 2
+
+
+def test_the_key_in_force_follows_the_binary_not_the_file() -> None:
+    """A bridge that compiles its key in ignores whatever config.yaml says; 'generate' means a
+    key only the bridge knows (so none we can name); otherwise the configured key is in force."""
+    kb = load()
+    discord, gmessages = kb.get("discord"), kb.get("gmessages")
+    assert discord is not None and gmessages is not None
+    assert discord.key_setting == "none" and discord.compiled_key
+    for configured in (None, "generate", "a key the binary never reads"):
+        assert in_force_key(discord, configured) == discord.compiled_key
+    assert in_force_key(gmessages, "generate") is None
+    assert in_force_key(gmessages, "the configured key") == "the configured key"
+    assert in_force_key(gmessages, None) == gmessages.compiled_key
