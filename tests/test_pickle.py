@@ -120,11 +120,7 @@ def test_mac_ok_but_unknown_version_is_bad_plaintext(account: olm.Account) -> No
 def test_mac_ok_but_padding_broken_is_bad_plaintext_not_wrong_key() -> None:
     """The right key with damaged content is not "key lost": the MAC is checked on its own when
     decryption fails, so a store libolm cannot unpad is reported as such, never as a wrong key."""
-    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(b"k")
-    enc = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:80])).encryptor()
-    ct = enc.update(bytes(16 * 11)) + enc.finalize()  # ends in 0x00: no valid PKCS#7 padding
-    mac = hmac.new(okm[32:64], ct, hashlib.sha256).digest()[:8]
-    env = p.decode(base64.b64encode(ct + mac))
+    env = sealed_unpadded(bytes(16 * 11), b"k")  # ends in 0x00: no valid PKCS#7 padding
     assert p.decrypt(env, b"k") is None
     assert p.mac_matches(env, b"k") is True
     assert p.mac_matches(env, b"other") is False
@@ -132,6 +128,31 @@ def test_mac_ok_but_padding_broken_is_bad_plaintext_not_wrong_key() -> None:
     assert p.verify_account(env, b"other") == (p.Verdict.WRONG_KEY, None)
     assert p.verify_session(env, b"k", "olm") is p.Verdict.BAD_PLAINTEXT
     assert p.verify_session(env, b"other", "olm") is p.Verdict.WRONG_KEY
+
+
+def sealed_unpadded(padded: bytes, key: bytes) -> p.Envelope:
+    """A libolm envelope around `padded` as given, with a valid MAC: the padding is ours."""
+    okm = HKDF(algorithm=SHA256(), length=80, salt=None, info=b"Pickle").derive(key)
+    enc = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:80])).encryptor()
+    ct = enc.update(padded) + enc.finalize()
+    return p.decode(base64.b64encode(ct + hmac.new(okm[32:64], ct, hashlib.sha256).digest()[:8]))
+
+
+@pytest.mark.parametrize("length", range(0, 34))
+def test_padding_of_every_length_comes_off_exactly(length: int) -> None:
+    """PKCS#7 pads 1 to 16 bytes: a plaintext of each length comes back byte for byte."""
+    plain = bytes((7 * i + length) % 251 for i in range(length))
+    assert p.decrypt(p.decode(seal(plain, b"k")), b"k") == plain
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\x00", b"\x11", b"\x00\x00\x03", b"\x02\x03\x03", b"\x01" * 15 + b"\x10"]
+)
+def test_padding_that_is_not_pkcs7_is_refused(tail: bytes) -> None:
+    padded = bytes(32 - len(tail)) + tail
+    env = sealed_unpadded(padded, b"k")
+    assert p.decrypt(env, b"k") is None
+    assert p.verify_account(env, b"k") == (p.Verdict.BAD_PLAINTEXT, None)
 
 
 def test_garbage_that_passes_mac_is_not_an_account() -> None:
