@@ -189,3 +189,41 @@ def test_malformed_pickles_raise_clear_errors(stored: bytes | str, needle: str) 
 def test_fingerprint_is_short_and_hides_the_key() -> None:
     fp = p.fingerprint("s3cr3t-key-value")
     assert fp.startswith("sha256:") and len(fp) == 17 and "s3cr3t" not in fp
+
+
+def account_plain(otk_count: int, otk_bytes: int | None = None, version: int = 4) -> bytes:
+    """A libolm account's plaintext as parse_account reads it: version, ed25519 public (4:36),
+    ed25519 private, Curve25519 public (100:132) and private (132:164), the one-time key count
+    (164:168), then 69 bytes per one-time key (`otk_bytes` of them in all, if given)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    priv = bytes(range(1, 33))
+    pub = X25519PrivateKey.from_private_bytes(priv).public_key().public_bytes_raw()
+    head = struct.pack(">I", version) + b"E" * 32 + b"e" * 64 + pub + priv
+    tail = bytes(69 * otk_count if otk_bytes is None else otk_bytes)
+    return head + struct.pack(">I", otk_count) + tail
+
+
+@pytest.mark.parametrize("count", [0, 2, 5, 1000])
+def test_account_with_exactly_its_one_time_keys_is_read(count: int) -> None:
+    info = p.parse_account(account_plain(count))
+    assert info is not None and (info.version, info.one_time_keys) == (4, count)
+    assert len(account_plain(0)) == 168  # the shortest account: no one-time keys
+
+
+@pytest.mark.parametrize(
+    ("count", "otk_bytes"),
+    [(1, 68), (2, 137), (5, 69 * 5 - 1), (1001, 69 * 1001), (0xFFFFFFFF, 69 * 3), (0x80000001, 0)],
+)
+def test_account_whose_one_time_keys_do_not_fit_is_not_an_account(
+    count: int, otk_bytes: int
+) -> None:
+    """More keys than the plaintext holds, more than libolm keeps (1000), or a count that is
+    negative as a signed number: garbage that passed the MAC, not the bridge's identity."""
+    assert p.parse_account(account_plain(count, otk_bytes)) is None
+
+
+@pytest.mark.parametrize("version", [1, 5, 0x80000004])
+def test_account_of_an_unknown_version_is_not_read(version: int) -> None:
+    assert p.parse_account(account_plain(0, version=version)) is None
+    assert p.parse_account(account_plain(0)[:167]) is None

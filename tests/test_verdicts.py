@@ -21,7 +21,7 @@ from bridgedoctor.facts import BridgeFacts, ConfigFacts, DbFacts, StoredAccount,
 from bridgedoctor.findings import BridgeReport, Finding, exit_code
 from bridgedoctor.knowledge import load
 from bridgedoctor.naming import decide
-from bridgedoctor.proof import in_force_key
+from bridgedoctor.proof import Candidate, in_force_key, prove
 from bridgedoctor.rules import RuleContext, evaluate
 from tests.test_pickle import seal
 
@@ -154,3 +154,10 @@ def test_the_key_in_force_follows_the_binary_not_the_file() -> None:
     assert in_force_key(gmessages, "generate") is None
     assert in_force_key(gmessages, "the configured key") == "the configured key"
     assert in_force_key(gmessages, None) == gmessages.compiled_key
+
+
+def test_a_stored_value_that_is_no_pickle_is_corrupt_and_tried_with_no_key() -> None:
+    proof = prove(b"this is not base64 at all!", [Candidate("k", "configured")])
+    assert proof.corrupt == "the stored pickle is not valid base64"
+    assert proof.attempts == () and proof.mac_only == ()
+    assert proof.opened_by is None and proof.account is None
