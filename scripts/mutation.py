@@ -70,7 +70,6 @@ CI_FUNCTIONS = (
     "bridgedoctor.findings.x_exit_code",
     "bridgedoctor.helper.config.x__uids",
     "bridgedoctor.helper.config.x__read_token",
-    "bridgedoctor.reset.backup.x__holder_alive",
     "bridgedoctor.reset.crypto.x_verify",
     "bridgedoctor_maubot.pending.xǁRegistryǁtake",
     "bridgedoctor_maubot.config.xǁSettingsǁmay_use",
