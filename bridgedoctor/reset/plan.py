@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -78,7 +78,7 @@ def digest_of(data: object) -> str:
 
 
 def new_id(bridge_dir: Path, mode: str) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     base, n = f"{stamp}-{mode}", 1
     cand = base
     while (bridge_dir / cand).exists():
