@@ -84,6 +84,10 @@ async def run(
                 size += len(chunk)
             if truncated:
                 _kill(proc)
+                # asyncio's wait() returns only once every pipe is closed, and a stdout paused
+                # with a full buffer never reads its EOF: drain what the killed tool left.
+                while await proc.stdout.read(65536):
+                    pass
             await proc.wait()
             # A child that outlived it may hold stderr open: do not wait for its end.
             done, _ = await asyncio.wait({err_task}, timeout=1.0)
