@@ -21,6 +21,7 @@ from bridgedoctor.reset.backup import dir_digest
 from bridgedoctor.reset.dbio import open_db, snapshot
 from bridgedoctor.reset.target import resolve
 
+from . import outside
 from .fleet import Host
 
 FAKE = Path(__file__).with_name("fake_systemctl")
@@ -96,10 +97,18 @@ class Systemd:
             time.sleep(0.02)
         return first
 
+    def settle_jobs(self, timeout: float = 60.0) -> None:
+        """Wait for the jobs a killed systemctl client left to finish, as systemd would finish
+        them, before anything else talks to the units (the fake does not queue jobs)."""
+        outside.wait_until(
+            lambda: set(self.processes()) <= set(self.processes(units_only=True)) or None,
+            timeout=timeout, what="systemctl jobs to finish",
+        )  # fmt: skip
+
     def reboot(self, enabled: Iterable[str]) -> None:
         """The host restarts: every unit's process dies at once (SIGKILL, no stop), then the
         enabled units start by themselves, stand-in bridges included (FAKE_SYSTEMCTL_BRIDGE)."""
-        self.kill(units_only=True)
+        self.kill()  # everything: the units, and any job a killed client left running
         for pidfile in self.state.glob("*.pid"):
             pidfile.unlink()
         for unit in self.state.iterdir():
