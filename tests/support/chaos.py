@@ -369,7 +369,7 @@ class World:
                 assert rc == 0, text
                 self.set_unit(t.active)
             n0 = len(standin_rows(self.log))
-            filler = self.fill_moment(t, backups, rng, stack)
+            filler = self.fill_moment(t, backups, rng)
             op = stack.enter_context(contextlib.closing(Op(self, t, backups)))
             killed = self.kill(op, t, bridge_dir, rng)
             if killed is None:
@@ -414,9 +414,9 @@ class World:
         """A tmpfs the reset's space check accepts, with a few MiB to spare."""
         return f"{self.disk_kib + 4096}k"
 
-    def fill_moment(
-        self, t: Trial, backups: Path, rng: random.Random, stack: contextlib.ExitStack
-    ) -> threading.Thread | None:
+    def fill_moment(self, t: Trial, backups: Path, rng: random.Random) -> threading.Thread | None:
+        """Another program takes every free byte of the backup disk: now, right after the
+        unit's stop, or (a thread) at a random moment of the operation."""
         if t.disk == "full-at-start":
             disks.fill(backups, leave=rng.choice((0, 4096, 200_000)))
         elif t.disk == "full-at-stop":
