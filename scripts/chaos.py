@@ -59,7 +59,10 @@ def engine_run(engine: str, args: argparse.Namespace, pg: object, tmp: Path) -> 
         trials = plan(rng, every_step=every, random_trials=args.trials, helper_steps=every)
         out = []
         for i, t in enumerate(trials, 1):
-            r = world.trial(t, rng)
+            try:
+                r = world.trial(t, rng)
+            except Exception as e:  # noqa: BLE001 - the run goes on to print its figures
+                r = Result(t, outcome="(the trial itself failed)", problems=[repr(e)[-600:]])
             out.append(r)
             mark = "ok " if not r.problems else "BAD"
             extras = [x for x, on in (("reboot", t.reboot), ("unit stopped", not t.active),
@@ -73,6 +76,8 @@ def engine_run(engine: str, args: argparse.Namespace, pg: object, tmp: Path) -> 
             )
             for p in r.problems:
                 print(f"      {p}")
+            if r.outcome == "(the trial itself failed)":
+                break  # the store is in no known state: later trials would judge nothing
         return out
     finally:
         sd.kill()

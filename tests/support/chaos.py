@@ -396,6 +396,8 @@ class World:
             if not r.problems:
                 self.back_to_before(r, backups)
             r.bridge_rows = len(standin_rows(self.log)) - n0
+        # A disk trial whose operation never reached the stop leaves its hook armed.
+        (self.sd.state / f"{UNIT}.after-stop-once").unlink(missing_ok=True)
         if not r.problems:
             shutil.rmtree(backups, ignore_errors=True)
         r.seconds = time.monotonic() - t0
