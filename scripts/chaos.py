@@ -74,6 +74,8 @@ def engine_run(engine: str, args: argparse.Namespace, pg: object, tmp: Path) -> 
                 + ", ".join(extras),
                 flush=True,
             )
+            if r.said and label(r) in ("untouched", "not restored"):  # why it changed nothing
+                print(f"      it said: {r.said}")
             for p in r.problems:
                 print(f"      {p}")
             if r.outcome == "(the trial itself failed)":

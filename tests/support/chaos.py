@@ -85,6 +85,7 @@ class Result:
     killed_after: str = ""  # the last step on record when the kill came ("": before any)
     seconds: float = 0.0
     bridge_rows: int = 0  # rows the stand-in bridge wrote during the trial
+    said: str = ""  # what an operation that ended by itself said last
     problems: list[str] = field(default_factory=list)
 
 
@@ -375,6 +376,7 @@ class World:
             if killed is None:
                 op.finish()
                 self.no_traceback(r, "the operation", op.text)
+                r.said = op.text.strip().splitlines()[-1][:300] if op.text.strip() else ""
                 r.killed_after = "(ran to its end)"
             else:
                 r.killed_after = killed or "(before its manifest)"
