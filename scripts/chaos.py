@@ -98,7 +98,7 @@ def figures(engine: str, results: list[Result]) -> None:
         "none lost" if not any("lost" in p for r in results for p in r.problems) else "SOME LOST"
     )
     print(
-        f"   killed mid-operation {killed}, through the helper "
+        f"   killed mid-operation {killed}; trials through the helper "
         f"{sum(r.trial.via == 'helper' for r in results)}, reboots "
         f"{sum(r.trial.reboot for r in results)}, full disks "
         f"{sum(r.trial.disk != 'ok' for r in results)}, recovery killed "
