@@ -98,8 +98,13 @@ def test_apply_from_the_room_then_undo(
     )  # fmt: skip
     m = h.m
     # MDAD's unit, but restarting after 1 s instead of 30; the stand-in starts only with the key
-    # that opens its store, as the real bridge does.
-    m.put(f"/etc/systemd/system/{UNIT}.d/fast.conf", "[Service]\nRestartSec=1\n")
+    # that opens its store, as the real bridge does. No start limit: at 30 s MDAD's loop never
+    # reaches systemd's default (5 starts in 10 s), and a unit turning "failed" between the plan
+    # and the confirmation would rightly refuse it (the plan said "restart", not "start").
+    m.put(
+        f"/etc/systemd/system/{UNIT}.d/fast.conf",
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestartSec=1\n",
+    )
     m.systemctl("daemon-reload")
     m.standin(
         "matrix-mautrix-gmessages",
