@@ -320,6 +320,9 @@ def test_check_all_is_one_line_each_with_a_pin_block(host: Host, prefix: str, ca
         "whatsapp": "ok",
     }
     assert "pin" in fleet and fleet["pin"]["vars_yml"]
+    # docs/json.md: `pin` is the snippet and the steps that apply it, in order.
+    assert set(fleet["pin"]) == {"vars_yml", "steps"}
+    assert fleet["pin"]["steps"] and all(isinstance(s, str) and s for s in fleet["pin"]["steps"])
 
 
 def test_unit_paths_are_rerooted(tmp_path: Path, capsys) -> None:

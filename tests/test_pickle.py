@@ -227,3 +227,13 @@ def test_account_whose_one_time_keys_do_not_fit_is_not_an_account(
 def test_account_of_an_unknown_version_is_not_read(version: int) -> None:
     assert p.parse_account(account_plain(0, version=version)) is None
     assert p.parse_account(account_plain(0)[:167]) is None
+
+
+@pytest.mark.parametrize(("kind", "version"), [("olm_session", 0x80000001), ("megolm_inbound", 2)])
+def test_a_session_that_is_only_its_version_opens(kind: str, version: int) -> None:
+    """4 bytes, the version alone, is the shortest plaintext a session check reads."""
+    assert p.verify_session(p.decode(seal(struct.pack(">I", version), b"k")), b"k", kind) is (
+        p.Verdict.OPENS
+    )
+    short = p.decode(seal(struct.pack(">I", version)[:3], b"k"))
+    assert p.verify_session(short, b"k", kind) is p.Verdict.BAD_PLAINTEXT
