@@ -10,9 +10,11 @@ written by the bridge's container, so it is read here and nowhere else, by these
   a file elsewhere), owned by the bridge directory's owner or by root;
 - at most `max_bytes` are read, counted while reading from the descriptor (st_size can lie:
   /proc files, a growing file);
-- YAML is first walked as parser events (libyaml's parser is a loop, not a recursion) with caps on
-  nesting and on the node count with aliases expanded, and only then composed: a deeply nested
-  document or an alias bomb is refused before anything recursive or exponential runs.
+- YAML is walked as parser events (libyaml's parser is a loop, not a recursion) with caps on
+  nesting and on the node count with aliases expanded; the document is built from the events
+  that passed the caps (probes/yamlbuild.py), and the rare one that needs ruamel's own load is
+  composed only after the whole walk: a deeply nested document or an alias bomb is refused
+  before anything recursive or exponential runs.
 
 Every refusal is a `ProbeError` with one sentence; nothing here raises on bad input.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,14 +207,31 @@ def load_bridge_yaml(
 
 
 def parse_yaml(text: str) -> Any:
-    """Safe-load one YAML document after checking its shape from parser events."""
+    """Safe-load one YAML document, checking its shape from parser events as they come. The
+    document is built from those same events (probes/yamlbuild.py) unless it uses something
+    only ruamel's own load reproduces; then that load runs, after the whole walk."""
     from ruamel.yaml import YAML  # not at the top: the SQLite reader's child needs no YAML
 
-    _check_events(text, YAML)
+    from .yamlbuild import Builder, Unusual
+
+    yaml = YAML(typ="safe")
+    builder: Builder | None = Builder(yaml)
+    for ev in _checked_events(text, yaml):
+        if builder is not None:
+            try:
+                builder.see(ev)
+            except Unusual:
+                builder = None
+    if builder is not None:
+        try:
+            return builder.value()
+        except Unusual:
+            pass
     return YAML(typ="safe").load(text)
 
 
-def _check_events(text: str, yaml: type) -> None:
+def _checked_events(text: str, yaml: Any) -> Iterator[Any]:
+    """The parser's events, refused (Refused) past the nesting and node caps."""
     from ruamel.yaml.events import (
         AliasEvent,
         CollectionEndEvent,
@@ -224,7 +244,7 @@ def _check_events(text: str, yaml: type) -> None:
     counts = [0]
     anchored: dict[str, int] = {}
     anchors: list[str | None] = []
-    for ev in yaml(typ="safe").parse(text):
+    for ev in yaml.parse(text):
         if isinstance(ev, CollectionStartEvent):
             depth += 1
             if depth > MAX_YAML_DEPTH:
@@ -233,6 +253,7 @@ def _check_events(text: str, yaml: type) -> None:
                 )
             counts.append(1)
             anchors.append(ev.anchor)
+            yield ev
             continue
         if isinstance(ev, CollectionEndEvent):
             depth -= 1
@@ -252,6 +273,7 @@ def _check_events(text: str, yaml: type) -> None:
                 "refused",
                 f"holds more than {MAX_YAML_NODES} values (aliases expanded); it was not parsed.",
             )
+        yield ev
 
 
 def _reason(e: OSError) -> str:
