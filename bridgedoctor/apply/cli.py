@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..diagnose import Options
 from ..reset.cli import EXIT_OK, ask, refused
 from ..reset.errors import ResetError
-from ..reset.run import RestorePlan
-from .plan import ApplyPlan
+
+if TYPE_CHECKING:  # the reset machinery (asyncpg included) loads only when a command runs
+    from ..reset.run import RestorePlan
+    from .plan import ApplyPlan
 
 FOLLOW = 30.0  # seconds the unit is followed after a change, as the helper's verify_seconds
 

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import __version__, logs
+from .. import __version__
 from ..apply import cli as apply_cli
 from ..diagnose import Options, check, check_all, inventory
 from ..facts import ProbeError
@@ -153,6 +153,8 @@ async def _run_check(args: argparse.Namespace) -> int:
 
 
 async def _run_logs(args: argparse.Namespace) -> int:
+    from .. import logs  # only this command reads logs
+
     report = await logs.recent(args.name, Options(root=args.root, systemd_dir=args.systemd_dir))
     print(json.dumps(report.to_dict(), indent=2) if args.json else text.logs(report))
     return {"ok": 0, "errors": 1}.get(report.status, 2)

@@ -26,9 +26,10 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..facts import ProbeError
+if TYPE_CHECKING:  # the SQLite reader's child imports this module, and needs no facts classes
+    from ..facts import ProbeError
 
 MAX_YAML_BYTES = 1024 * 1024  # MDAD's biggest config.yaml is about 20 KiB
 MAX_YAML_DEPTH = 64  # MDAD's configs nest 5 levels deep
@@ -175,6 +176,8 @@ def read_bridge_file(
     """`read_bytes` as a probe result: the bytes, or ProbeError(f"{what}_missing" |
     f"{what}_unreadable" | f"{what}_refused", one sentence). `base` defaults to the file's
     own directory (then only the file itself is checked)."""
+    from ..facts import ProbeError
+
     try:
         return read_bytes(path, base or path.parent, max_bytes)
     except Refused as r:
@@ -187,6 +190,8 @@ def load_bridge_yaml(
     """A bridge-written YAML file parsed safely: the document, or ProbeError (as above, plus
     f"{what}_unreadable" for text that is not UTF-8 or not YAML, and f"{what}_refused" for
     a document nested or aliased past the caps)."""
+    from ..facts import ProbeError
+
     data = read_bridge_file(path, base, what=what, max_bytes=max_bytes)
     if isinstance(data, ProbeError):
         return data

@@ -14,10 +14,12 @@ imports this and little else.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..facts import DbFacts, StoredAccount
 from ..render.neutral import one_line
+
+if TYPE_CHECKING:  # the SQLite reader's child sends `parts_of` and never builds these classes
+    from ..facts import DbFacts
 
 SAMPLE = 5
 MAX_TABLES = 2000
@@ -88,12 +90,14 @@ def batch_sql(tables: frozenset[str], blob: str) -> str | None:
     return "\nUNION ALL\n".join(parts) or None
 
 
-def facts_of(
-    kind: str, location: str, tables: frozenset[str], rows: list[tuple[Any, ...]]
-) -> DbFacts:
+Parts = tuple[dict[str, int], "str | None", list[tuple[str, str, bytes]], dict[str, list[bytes]]]
+
+
+def parts_of(tables: frozenset[str], rows: list[tuple[Any, ...]]) -> Parts:
+    """The batched query's rows as (versions, owner, accounts, samples), bounded and plain."""
     versions: dict[str, int] = {}
     owner = None
-    accounts: list[StoredAccount] = []
+    accounts: list[tuple[str, str, bytes]] = []
     samples: dict[str, list[bytes]] = {k: [] for k, (t, _) in PICKLED.items() if t in tables}
     for what, a, b, blob in rows:
         if what in VERSION_TABLES:
@@ -103,16 +107,25 @@ def facts_of(
         elif what == "owner":
             owner = None if a is None else _text(a)
         elif what == "account":
-            accounts.append(StoredAccount(_text(a), _text(b), as_bytes(blob)))
+            accounts.append((_text(a), _text(b), as_bytes(blob)))
         elif what in samples:
             samples[what].append(as_bytes(blob))
+    return versions, owner, accounts, samples
+
+
+def facts_of(
+    kind: str, location: str, tables: frozenset[str], rows: list[tuple[Any, ...]]
+) -> DbFacts:
+    from ..facts import DbFacts, StoredAccount
+
+    versions, owner, accounts, samples = parts_of(tables, rows)
     return DbFacts(
         kind=kind,  # type: ignore[arg-type]
         location=location,
         tables=tables,
         versions=versions,
         owner=owner,
-        accounts=tuple(accounts),
+        accounts=tuple(StoredAccount(*a) for a in accounts),
         samples={k: tuple(v) for k, v in samples.items()},
     )
 

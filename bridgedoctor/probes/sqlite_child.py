@@ -1,5 +1,6 @@
 """The child side of probes/sqlite_read.py: one SQLite store read under limits, answered as one
-JSON object on stdout. Imports no event loop and nothing heavy: it starts once per read."""
+JSON object on stdout. Imports no event loop and nothing heavy (no YAML, no dataclasses, not the
+facts classes): it starts once per read, or once per fleet check as the fork server."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ import os
 import sqlite3
 import stat
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..facts import DbFacts
 from . import bridgefile
-from .collect import PICKLED, SQLITE_TABLES_SQL, batch_sql, facts_of, table_names
+from .collect import PICKLED, SQLITE_TABLES_SQL, Parts, batch_sql, parts_of, table_names
 
 SCAN_ROWS = 2000
 _LIMITS_MB = 1024
@@ -24,16 +23,20 @@ _CPU_SECONDS = 30
 _SCAN_CPU_SECONDS = 900
 
 
-def _encode(f: DbFacts) -> dict[str, Any]:
-    d = asdict(f)
-    d["tables"] = sorted(f.tables)
-    d["accounts"] = [
-        {"account_id": a.account_id, "device_id": a.device_id,
-         "pickle": base64.b64encode(a.pickle).decode()}
-        for a in f.accounts
-    ]  # fmt: skip
-    d["samples"] = {k: [base64.b64encode(x).decode() for x in v] for k, v in f.samples.items()}
-    return d
+def _encode(path: Path, tables: frozenset[str], parts: Parts) -> dict[str, Any]:
+    """The wire form sqlite_read._decode turns back into DbFacts."""
+    versions, owner, accounts, samples = parts
+    b64 = base64.b64encode
+    return {
+        "location": str(path),
+        "tables": sorted(tables),
+        "versions": versions,
+        "owner": owner,
+        "accounts": [
+            {"account_id": a, "device_id": d, "pickle": b64(p).decode()} for a, d, p in accounts
+        ],
+        "samples": {k: [b64(x).decode() for x in v] for k, v in samples.items()},
+    }
 
 
 def _limit(cpu: int) -> None:
@@ -116,12 +119,14 @@ def _facts(path: Path) -> dict[str, Any]:
         sql = batch_sql(tables, "BLOB")
         rows = conn.execute(sql).fetchall() if sql else []
         _opened_only(_HELD, path)  # while SQLite still holds its descriptors
-        return _encode(facts_of("sqlite", str(path), tables, rows))
+        return _encode(path, tables, parts_of(tables, rows))
     finally:
         conn.close()
 
 
 def _scan(path: Path) -> dict[str, Any]:
+    from dataclasses import asdict
+
     from ..bulk_verify import BulkVerifier, Tally
 
     verifier = BulkVerifier(json.loads(sys.stdin.read()))

@@ -138,7 +138,7 @@ class _Forker:
             )
             try:
                 self.proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-I", "-c", code, cwd="/", stdin=theirs.fileno(),
+                    sys.executable, *_FLAGS, "-c", code, cwd="/", stdin=theirs.fileno(),
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
             except OSError:
@@ -248,12 +248,10 @@ def _answer(path: Path, out: bytes, status: int | None) -> dict[str, Any] | Prob
 async def _child(
     path: Path, base: Path, timeout: float, job: str, stdin: bytes
 ) -> dict[str, Any] | ProbeError:
-    # -I: no environment, no user site, no current directory on the path (it could be a
-    # bridge's data directory); our own import path is handed over explicitly instead.
     code = f"import sys; sys.path[:0] = {_import_path()!r}; from {CHILD} import main; main()"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-I",
+        *_FLAGS,
         "-c",
         code,
         str(base),
@@ -279,9 +277,17 @@ async def _child(
     return _answer(path, out, proc.returncode)
 
 
+# -I: no environment, no user site, no current directory on the path (it could be a bridge's
+# data directory). -S: no site module either (no .pth files run, and a fleet check waits for
+# this start); the directories to import from are handed over explicitly instead.
+_FLAGS = ("-I", "-S")
+
+
 def _import_path() -> list[str]:
-    """The directories this process imports from (absolute only), for the child."""
-    return [p for p in sys.path if os.path.isabs(p)]
+    """The directories this process imports from (absolute only), and the one holding our own
+    package (an editable install finds it through a .pth hook, which -S does not run)."""
+    ours = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return [ours] + [p for p in sys.path if os.path.isabs(p) and p != ours]
 
 
 async def _read_all(stream: asyncio.StreamReader) -> bytes:
