@@ -183,6 +183,7 @@ def zygote() -> None:
     and answers into the pipe, and its pid goes back on stdout. `["reap", pid]` kills and reaps
     it (a pid is never reused while we have not reaped it, so the parent's kill cannot hit
     another process). At end of input every child still here is killed before we exit."""
+    import resource  # noqa: F401 - imported once here rather than in every fork (`_limit`)
     import signal
     import socket
 
