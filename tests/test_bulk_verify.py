@@ -145,3 +145,52 @@ def test_batch_counts_and_key_order_adapt() -> None:
     v.feed("megolm_inbound", rows[:17], t)
     v.feed("megolm_inbound", rows[17:], t)
     assert (t.rows, t.opened, t.unknown, t.corrupt) == (32, {0: 15, 1: 15}, 1, 1)
+
+
+def one_row_tally(kind: str, rows: list[bytes]) -> Tally:
+    """The one-row verifier (pickle.decode, verify_session) summed: the reference."""
+    t = Tally(rows=len(rows))
+    for stored in rows:
+        try:
+            env = pickle.decode(stored)
+        except pickle.PickleError:
+            t.corrupt += 1
+            continue
+        slow = [pickle.verify_session(env, k.encode(), kind) for k in KEYS]
+        hit = next((i for i, s in enumerate(slow) if s is not pickle.Verdict.WRONG_KEY), None)
+        if hit is None:
+            t.unknown += 1
+        else:
+            into = t.opened if slow[hit] is pickle.Verdict.OPENS else t.bad_plaintext
+            into[hit] = into.get(hit, 0) + 1
+    return t
+
+
+EDITS = st.one_of(
+    st.tuples(st.just("set"), st.integers(min_value=0), st.sampled_from(b"=\n -_*\x00\xffA")),
+    st.tuples(st.just("cut"), st.integers(min_value=1, max_value=5), st.just(0)),
+    st.tuples(st.just("pad"), st.integers(min_value=1, max_value=3), st.just(0)),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(kind=KINDS, edits=st.lists(EDITS, min_size=1, max_size=3), size=st.integers(2, 6))
+def test_a_batch_with_malformed_rows_counts_as_row_by_row(
+    kind: str, edits: list[tuple[str, int, int]], size: int
+) -> None:
+    """Whatever the fast batch decoder accepts or hands to the per-row path (a stray `=`,
+    whitespace, a byte outside the alphabet, a cut or padded row), the batch's counts are the
+    one-row verifier's, row for row."""
+    rows = [make(kind, KEYS[i % len(KEYS)]) for i in range(size)]
+    for n, (how, at, byte) in enumerate(edits):
+        row = bytearray(rows[n % size])
+        if how == "set":
+            row[at % len(row)] = byte
+        elif how == "cut":
+            del row[-at:]
+        else:
+            row += b"=" * at
+        rows[n % size] = bytes(row)
+    got = Tally()
+    BulkVerifier(KEYS).feed(kind, list(rows), got)
+    assert got == one_row_tally(kind, rows)
