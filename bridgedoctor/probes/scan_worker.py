@@ -6,8 +6,8 @@ only slows everyone down), once a scan has seen WORKER_AFTER rows (a small store
 process start), one worker takes every other batch while this process fetches and verifies the
 rest. The worker is a fresh interpreter (`python -I`, our own import path handed over, like the
 SQLite reader's child), fed over its stdin: the keys as the first line, then each batch as a
-header line and length-prefixed rows; it answers one JSON line of counts per batch. At most
-IN_FLIGHT batches wait for it, so memory stays bounded. If it fails in any way, its batches are
+header line, the rows' lengths as one array and the rows joined; it answers one JSON line of
+counts per batch. At most IN_FLIGHT batches wait for it, so memory stays bounded. If it fails in any way, its batches are
 verified here and the scan goes on with this process alone: the same verdicts either way.
 """
 
@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import struct
 import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from ..bulk_verify import BulkVerifier, Tally
 
@@ -29,7 +30,7 @@ IN_FLIGHT = 2
 # finds it set dies on its first batch, so the scan must finish without it.
 CRASH_ENV = "BRIDGEDOCTOR_SCAN_WORKER_CRASH"
 WORKER_ENV = "BRIDGEDOCTOR_DEEP_WORKER"
-_LEN = struct.Struct(">I")
+_LEN_TYPE = "I"  # row lengths, native order: both ends are this machine
 
 
 class WorkerGone(Exception):
@@ -67,9 +68,13 @@ class _Worker:
 
     async def send(self, kind: str, batch: list[bytes]) -> asyncio.Future[Tally]:
         assert self.proc.stdin is not None
-        frame = [json.dumps({"kind": kind, "n": len(batch)}).encode() + b"\n"]
-        for row in batch:
-            frame += (_LEN.pack(len(row)), row)
+        # Header line, the rows' lengths as one array, the rows joined: no Python per row.
+        lengths = array(_LEN_TYPE, map(len, batch))
+        frame = (
+            json.dumps({"kind": kind, "n": len(batch), "bytes": sum(lengths)}).encode() + b"\n",
+            lengths.tobytes(),
+            b"".join(batch),
+        )
         # Waiting before it is written: the answer may come back before drain() returns.
         future: asyncio.Future[Tally] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
@@ -130,7 +135,7 @@ class Spread:
         self.seen += len(batch)
         await self._collect(block=len(self._sent) >= IN_FLIGHT)
         self._turn = not self._turn
-        if self._turn and len(self._sent) < IN_FLIGHT and all(type(v) is bytes for v in batch):
+        if self._turn and len(self._sent) < IN_FLIGHT and set(map(type, batch)) == {bytes}:
             worker = await self._get_worker()
             if worker is not None:
                 rows: list[bytes] = batch  # type: ignore[assignment]
@@ -203,10 +208,13 @@ def serve() -> None:
         if os.environ.get(CRASH_ENV):
             os._exit(70)
         h = json.loads(header)
-        rows: list[object] = []
-        for _ in range(int(h["n"])):
-            (size,) = _LEN.unpack(stdin.read(_LEN.size))
-            rows.append(stdin.read(size))
+        lengths = array(_LEN_TYPE)
+        lengths.frombytes(stdin.read(int(h["n"]) * lengths.itemsize))
+        data = stdin.read(int(h["bytes"]))
+        if len(lengths) != int(h["n"]) or len(data) != int(h["bytes"]):
+            return  # cut short: the parent is gone, or verifies this batch itself
+        ends = list(accumulate(lengths))
+        rows: list[object] = list(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
         tally = Tally()
         verifier.feed(str(h["kind"]), rows, tally)
         stdout.write(
