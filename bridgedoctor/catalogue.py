@@ -13,9 +13,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Literal
 
-from ruamel.yaml import YAML
-
 from .facts import LogLine
+from .probes.bridgefile import parse_yaml
 
 Family = Literal["keys", "config", "registration", "service", "database"]
 FAMILIES: tuple[Family, ...] = ("keys", "config", "registration", "service", "database")
@@ -119,7 +118,7 @@ def _entry(code: str, raw: dict) -> Entry:
 @lru_cache(maxsize=1)
 def load() -> Catalogue:
     text = resources.files("bridgedoctor").joinpath("data/failures.yaml").read_text("utf-8")
-    raw = YAML(typ="safe").load(text)
+    raw = parse_yaml(text)  # the same safe load as a bridge's file, built from events: faster
     return Catalogue(
         entries={code: _entry(code, e) for code, e in raw["codes"].items()},
         exit_meanings={

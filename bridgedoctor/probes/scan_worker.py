@@ -7,8 +7,9 @@ process start), one worker takes every other batch while this process fetches an
 rest. The worker is a fresh interpreter (`python -I`, our own import path handed over, like the
 SQLite reader's child), fed over its stdin: the keys as the first line, then each batch as a
 header line, the rows' lengths as one array and the rows joined; it answers one JSON line of
-counts per batch. At most IN_FLIGHT batches wait for it, so memory stays bounded. If it fails in any way, its batches are
-verified here and the scan goes on with this process alone: the same verdicts either way.
+counts per batch. At most IN_FLIGHT batches wait for it, so memory stays bounded. If it fails in
+any way, its batches are verified here and the scan goes on with this process alone: the same
+verdicts either way.
 """
 
 from __future__ import annotations
