@@ -25,7 +25,9 @@ class Entry:
     code: str
     family: Family
     severity: Literal["error", "warning"]
-    lines: tuple[re.Pattern[str], ...]
+    # Regular expressions, compiled at their first use (re's own cache): a check whose bridges
+    # logged nothing compiles none of them.
+    lines: tuple[str, ...]
     summary: str
     source: str
     frameworks: frozenset[str] | None = None  # None: every framework
@@ -45,7 +47,7 @@ class Entry:
         """The named groups of the first pattern found in the line (or its traceback)."""
         haystack = "\n".join((line.message, *line.detail))
         for pattern in self.lines:
-            m = pattern.search(haystack)
+            m = re.search(pattern, haystack)
             if m is not None:
                 return {k: v for k, v in m.groupdict().items() if v is not None}
         return None
@@ -100,7 +102,7 @@ def _entry(code: str, raw: dict) -> Entry:
         code=code,
         family=raw["family"],
         severity=raw["severity"],
-        lines=tuple(re.compile(p) for p in raw.get("lines") or ()),
+        lines=tuple(str(p) for p in raw.get("lines") or ()),
         summary=" ".join(str(raw["summary"]).split()),
         source=str(raw["source"]),
         frameworks=frozenset(raw["frameworks"]) if raw.get("frameworks") else None,

@@ -356,6 +356,8 @@ def test_the_table_is_consistent() -> None:
     )
     for e in cat.entries.values():
         assert e.lines and e.summary and e.source, e.code
+        for pattern in e.lines:  # compiled only when a line is matched: each must compile
+            assert re.compile(pattern).groupindex is not None, (e.code, pattern)
         assert set(e.explains) <= known and set(e.corroborates) <= known, e.code
     for code, effects in cat.explains.items():
         assert effects <= known, code
