@@ -15,6 +15,7 @@ verdicts either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -111,6 +112,12 @@ class _Worker:
             self.proc.kill()
         await self.proc.wait()
         await asyncio.gather(self.reader, return_exceptions=True)
+        if self.proc.stdin is not None:
+            # A worker that died mid-batch broke its pipe. Waiting for the close takes that
+            # error: Python 3.11.2 (Debian 12) would otherwise log it when the loop is collected.
+            self.proc.stdin.close()
+            with contextlib.suppress(Exception):
+                await self.proc.stdin.wait_closed()
 
 
 @dataclass
