@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import asyncpg  # noqa: E402
 
 from bench import bulk, floors  # noqa: E402
-from bench.fleet import BIG, Fleet, build_one, build_pg, build_sqlite  # noqa: E402
+from bench.fleet import BIG, Fleet, build_one, build_pg, build_sqlite, key_of  # noqa: E402
 from bench.measure import Figure, load, machine, median, paired, run_child  # noqa: E402
 from bridgedoctor.diagnose import check, check_all  # noqa: E402
 from bridgedoctor.probes.store_scan import FETCH_ROWS  # noqa: E402
@@ -159,6 +159,7 @@ def bench_deep(pg: Fleet, rounds: int) -> list[Figure]:
         asyncio.run(go())
 
     a, b = paired(rounds, ours, floor, warmup=0)
+    say(deep_costs(pg, rows / median(b)))
     return [
         Figure(
             f"check {BIG} --deep, {rows:,} rows",
@@ -170,6 +171,47 @@ def bench_deep(pg: Fleet, rounds: int) -> list[Figure]:
             note="floor = fetching the same rows (server-side cursor)",
         )  # fmt: skip
     ]
+
+
+def deep_costs(pg: Fleet, fetch_rate: float) -> str:
+    """Where a row's verification goes, on one core, against what fetching it costs: one batch
+    of the big store's inbound sessions, verified over and over in this process (no fetch)."""
+    import binascii
+
+    from bridgedoctor import bulk_verify
+
+    async def one_batch() -> list[bytes]:
+        conn = await connect(pg)
+        try:
+            got = await conn.fetch(
+                "SELECT session FROM crypto_megolm_inbound_session LIMIT $1", FETCH_ROWS
+            )
+            return [bytes(r[0]) for r in got]
+        finally:
+            await conn.close()
+
+    batch = asyncio.run(one_batch())
+    verifier = bulk_verify.BulkVerifier([key_of(BIG)])
+    padded = [v + b"=" * (-len(v) % 4) for v in batch]
+    cts = [binascii.a2b_base64(v)[:-8] for v in padded]
+    key = verifier.keys[0]
+
+    def per_row(fn: Callable[[], object], repeat: int = 100) -> float:
+        fn()
+        t = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        return (time.perf_counter() - t) / repeat / len(batch) * 1e6
+
+    whole = per_row(lambda: verifier.feed("megolm_inbound", batch, bulk_verify.Tally()))
+    b64 = per_row(lambda: list(map(binascii.a2b_base64, padded)))
+    mac = per_row(lambda: list(key.tags(cts)))
+    aes = per_row(lambda: key.first_and_last_blocks(cts))
+    return (
+        f"deep, per row on one core: verifying {whole:.2f} us (base64 decoding alone {b64:.2f}, "
+        f"HMAC {mac:.2f}, first and last AES blocks {aes:.2f}); fetching {1e6 / fetch_rate:.2f} us "
+        f"(the floor); half the fetch rate leaves {2e6 / fetch_rate:.2f} us for both"
+    )
 
 
 # --- reset and restore ---------------------------------------------------------------------
