@@ -27,9 +27,8 @@ from .findings import BridgeReport, Finding, FleetReport
 from .knowledge import NAME_RE, BridgeSpec, Knowledge, load
 from .naming import Preference, decide
 from .pin import fleet_pin
-from .probes import database, host, journal, service, sqlite_read, store_scan
+from .probes import database, host, journal, service, sqlite_read
 from .probes.config import read_config
-from .probes.inventory import read_inventory
 from .probes.registration import SYNAPSE_UNIT, read_homeserver, read_registration
 from .proof import candidates
 from .rules import RuleContext, evaluate
@@ -167,6 +166,8 @@ async def gather(
         db = await database.probe(target, base)
         scan: Scan = None
         if opts.deep and isinstance(db, DbFacts) and db.has_crypto_store:
+            from .probes import store_scan  # --deep only: its worker and verifier load here
+
             keys = candidates(spec, cfg.pickle_key, list(opts.try_keys), kb or load())
             scan = await store_scan.scan(target, keys, base)
         return db, scan
@@ -212,6 +213,8 @@ def _pinned(
 async def inventory(opts: Options) -> Inventory:
     if opts.inventory is None:
         return None
+    from .probes.inventory import read_inventory  # only with --inventory
+
     return await asyncio.to_thread(read_inventory, opts.inventory)
 
 

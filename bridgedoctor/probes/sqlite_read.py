@@ -34,10 +34,12 @@ import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..bulk_verify import Tally
 from ..facts import DbFacts, ProbeError, StoredAccount
+
+if TYPE_CHECKING:  # the verifier loads with --deep only
+    from ..bulk_verify import Tally
 
 TIMEOUT = 20.0
 SCAN_TIMEOUT = 900.0  # --deep reads every row; the caller's own deadline usually comes first
@@ -58,6 +60,8 @@ async def scan(
 ) -> dict[str, Tally] | ProbeError:
     """`check --deep` on SQLite: every pickled row through the bulk verifier, in the child.
     The keys go through the child's stdin (never its argv, which every local user can read)."""
+    from ..bulk_verify import Tally
+
     out = await _run(path, base, timeout, "scan", json.dumps(list(keys)).encode())
     if isinstance(out, ProbeError):
         return out

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING
 
 from ..findings import BridgeReport, Fix, FleetReport
-from ..logs import LogsReport
 from .common import PIN_TITLE, STATUS_WORD, first_sentence, ordered, verdict
 from .neutral import neutral
+
+if TYPE_CHECKING:  # the logs command loads it
+    from ..logs import LogsReport
 
 WIDTH = 100
 

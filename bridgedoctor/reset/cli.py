@@ -8,15 +8,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dbpin import DbPin, parse_pins
 from ..diagnose import Options
 from ..render.neutral import neutral
-from . import lock
 from .errors import ResetError
-from .manifest import all_for
-from .plan import DEFAULT_BACKUP_ROOT, Plan
+from .plan import DEFAULT_BACKUP_ROOT
+
+if TYPE_CHECKING:  # the reset machinery loads when a reset command runs, not for `check`
+    from .plan import Plan
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -171,6 +172,8 @@ def _backups(name: str, root: Path, as_json: bool) -> int:
     from ..diagnose import lookup
     from ..findings import Finding
     from ..knowledge import load
+    from . import lock
+    from .manifest import all_for
     from .recover import recover
 
     spec = lookup(name, load())
