@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,12 @@ CI_FUNCTIONS = (
     "bridgedoctor_maubot.pending.xǁRegistryǁtake",
     "bridgedoctor_maubot.config.xǁSettingsǁmay_use",
 )
+# Decorators that only wrap what a function returns (no registration, same signature). mutmut
+# leaves every decorated function alone, which would leave most of render/ unmutated; in the
+# scratch copy these are applied by an assignment at the end of the module instead (the same
+# function at run time, since no module calls them while it is being imported), so the bodies
+# are mutated too.
+PLAIN_WRAPPERS = ("neutral_message",)
 CI_TESTS = (
     "tests/test_pickle.py",
     "tests/test_verdicts.py",
@@ -266,10 +273,29 @@ def write_mutmut_config(where: Path, modules: tuple[str, ...], tests: tuple[str,
     pyproject.write_text(pyproject.read_text("utf-8") + section, "utf-8")
 
 
+def unwrap_decorators(where: Path, modules: tuple[str, ...]) -> None:
+    """`@wrapper def f` as `def f` plus `f = wrapper(f)` at the end of the module, for
+    PLAIN_WRAPPERS only, in the scratch copy (see PLAIN_WRAPPERS)."""
+    for glob in modules:
+        for path in sorted(where.glob(glob)):
+            text = path.read_text("utf-8")
+            after = []
+            for wrapper in PLAIN_WRAPPERS:
+                decorated = re.compile(rf"^@{wrapper}\n((?:async )?def (\w+)\()", re.M)
+                after += [
+                    f"{m.group(2)} = {wrapper}({m.group(2)})" for m in decorated.finditer(text)
+                ]
+                text = decorated.sub(r"\1", text)
+            if after:
+                note = "# scripts/mutation: the decorators, applied here so that mutmut mutates the bodies"
+                path.write_text(text + f"\n\n{note}\n" + "\n".join(after) + "\n", "utf-8")
+
+
 def run_mutmut(
     where: Path, modules: tuple[str, ...], tests: tuple[str, ...], names: list[str], children: int
 ) -> list[dict[str, str]]:
     if "[tool.mutmut]" not in (where / "pyproject.toml").read_text("utf-8"):
+        unwrap_decorators(where, modules)
         write_mutmut_config(where, modules, tests)
     (where / "mutants").mkdir(exist_ok=True)
     (where / "mutants" / "_fastest_first.py").write_text(FASTEST_FIRST, "utf-8")
@@ -413,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse a copy kept by an earlier run (--keep): its mutants and mutmut's record of "
         "which tests reach which function stay, the tests are refreshed from the working tree",
     )
+    r.add_argument(
+        "--survivors",
+        action="store_true",
+        help="with --scratch: run again only the mutants of these modules that the copy's last "
+        "run left undetected and not judged equivalent (after adding tests)",
+    )
     c = sub.add_parser("ci", help="the bounded run of .ci/run (guards, then guard functions)")
     for sp in (r, c):
         sp.add_argument("--children", type=int, default=2, help="mutants run at once (default 2)")
@@ -439,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                 # choose which of them run.
                 chosen = tuple(args.modules) or SAFETY_CRITICAL
                 names = [module_names(g) for g in args.modules]
+                if args.survivors:
+                    names = survivors(where, chosen)
                 tests = tuple(args.tests)
                 results = run_mutmut(where, SAFETY_CRITICAL, tests, names, args.children)
                 results = [x for x in results if any(fnmatch(x["module"], g) for g in chosen)]
@@ -458,6 +492,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scratch copy kept: {where}")
         else:
             shutil.rmtree(where, ignore_errors=True)
+
+
+def survivors(where: Path, chosen: tuple[str, ...]) -> list[str]:
+    """The mutants of `chosen` a kept copy's last run left undetected and not judged equivalent."""
+    try:
+        last = json.loads((where / "mutation-results.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        raise SystemExit(f"mutation: {where} has no results of an earlier run.") from None
+    equivalent = load_equivalent()
+    names = [
+        r["name"]
+        for r in last
+        if r["status"] in UNDETECTED
+        and any(fnmatch(r["module"], g) for g in chosen)
+        and mutant_key(r) not in equivalent
+    ]
+    if not names:
+        raise SystemExit("mutation: no undetected mutant left in these modules.")
+    return names
 
 
 def module_names(glob: str) -> str:
