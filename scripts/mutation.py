@@ -264,7 +264,7 @@ def write_mutmut_config(where: Path, modules: tuple[str, ...], tests: tuple[str,
         "\n[tool.mutmut]\n"
         f"source_paths = {arr(sources)}\n"
         f"only_mutate = {arr(modules)}\n"
-        f"pytest_add_cli_args_test_selection = {arr((*tests, *DESELECT))}\n"
+        f"{selection_line(tests)}\n"
         f"pytest_add_cli_args = {arr(('-p', 'no:cacheprovider', '-p', '_fastest_first'))}\n"
         f"also_copy = {arr(also)}\n"
         "use_git_change_detection = false\n"
@@ -291,12 +291,26 @@ def unwrap_decorators(where: Path, modules: tuple[str, ...]) -> None:
                 path.write_text(text + f"\n\n{note}\n" + "\n".join(after) + "\n", "utf-8")
 
 
+SELECTION = "pytest_add_cli_args_test_selection = "
+
+
+def selection_line(tests: tuple[str, ...]) -> str:
+    return SELECTION + "[" + ", ".join(f'"{x}"' for x in (*tests, *DESELECT)) + "]"
+
+
 def run_mutmut(
     where: Path, modules: tuple[str, ...], tests: tuple[str, ...], names: list[str], children: int
 ) -> list[dict[str, str]]:
-    if "[tool.mutmut]" not in (where / "pyproject.toml").read_text("utf-8"):
+    pyproject = where / "pyproject.toml"
+    if "[tool.mutmut]" not in pyproject.read_text("utf-8"):
         unwrap_decorators(where, modules)
-        write_mutmut_config(where, modules, tests)
+        write_mutmut_config(where, modules, tests or ("tests",))
+    elif tests:
+        # A kept copy given other tests: mutmut sees its selection change, drops its results and
+        # measures the tests' reach again (new test files are run only when selected).
+        text = pyproject.read_text("utf-8")
+        line = next(x for x in text.splitlines() if x.startswith(SELECTION))
+        pyproject.write_text(text.replace(line, selection_line(tests)), "utf-8")
     (where / "mutants").mkdir(exist_ok=True)
     (where / "mutants" / "_fastest_first.py").write_text(FASTEST_FIRST, "utf-8")
     # Subprocesses started by tests (the CLI, the SQLite reader) must import the mutants too.
@@ -429,9 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--tests",
         nargs="+",
-        default=["tests"],
         help="only these tests (files or node ids; default all but the slow suites): quicker, "
-        "and a lower bound, since a mutant only other tests would kill counts as surviving",
+        "and a lower bound, since a mutant only other tests would kill counts as surviving; "
+        "with --scratch, a new selection (mutmut then measures that copy again)",
     )
     r.add_argument(
         "--scratch",
@@ -473,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                 names = [module_names(g) for g in args.modules]
                 if args.survivors:
                     names = survivors(where, chosen)
-                tests = tuple(args.tests)
+                tests = tuple(args.tests or ())
                 results = run_mutmut(where, SAFETY_CRITICAL, tests, names, args.children)
                 results = [x for x in results if any(fnmatch(x["module"], g) for g in chosen)]
                 return 0 if report(results, args.show) else 1
