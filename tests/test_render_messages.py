@@ -1,6 +1,6 @@
 """Every message, byte for byte: the room's (plain body, HTML) pairs and the terminal's text,
-for a complete answer and for one with its fields missing (each shown as "?", never "None", and
-nothing raised: an older helper may leave a field out).
+for a complete answer and for one with its fields missing (an older helper may leave a field out:
+the message still comes, with "?" where the renderer has a placeholder).
 
 The expected text was read line by line when it was written down; a change to any message shows
 here as a diff to read, which is the point: what the admin reads is the product."""
@@ -104,7 +104,10 @@ CASES = {
         (
             {
                 "bridges": [OK, BROKEN, UNKNOWN, WARNED, "junk"],
-                "pin": {"vars_yml": "a: b", "steps": ["just setup-all"]},
+                "pin": {
+                    "vars_yml": "a: b",
+                    "steps": ["just setup-all", "Then `bridgedoctor check all`"],
+                },
             },
         ),
         {},
@@ -377,7 +380,7 @@ CASES = {
                 "unit": "u.service",
                 "location": "/b/ID1",
                 "vars_yml": "k: v",
-                "pin_steps": ["just setup-all"],
+                "pin_steps": ["just setup-all", "Then `bridgedoctor check whatsapp`"],
             },
             "!bd",
         ),
@@ -387,6 +390,11 @@ CASES = {
     "verified/up": (
         matrix_apply.verified,
         ({"bridge": "whatsapp", "state": "up", "seconds": 12.5}, "!bd"),
+        {},
+    ),
+    "verified/up_whole_seconds": (
+        matrix_apply.verified,
+        ({"bridge": "whatsapp", "state": "up", "seconds": 30.0},),
         {},
     ),
     "verified/up_no_seconds": (matrix_apply.verified, ({"state": "up"},), {}),
@@ -427,6 +435,31 @@ CASES = {
         {"helper_back": True},
     ),
     "changes/none_helper_back": (matrix_watch.changes, ([],), {"helper_back": True}),
+    # ok after ok is no news of its own; "unknown" before is worded as the status line words it.
+    "changes/ok_after_ok_and_unknown": (
+        matrix_watch.changes,
+        ([(OK, "ok"), ({**OK, "bridge": "s2"}, "unknown")],),
+        {},
+    ),
+    "backups/restorable_default_command": (
+        matrix_reset.backups,
+        (
+            {
+                "bridge": "w",
+                "backups": [
+                    {
+                        "id": "ID1",
+                        "mode": "crypto",
+                        "state": "done",
+                        "requested_by": "@a:x",
+                        "location": "/b/ID1",
+                        "steps": ["verify"],
+                    }
+                ],
+            },
+        ),
+        {},
+    ),
     "changes/empty_report": (matrix_watch.changes, ([({}, "ok")],), {}),
     "helper_lost": (matrix_watch.helper_lost, ("The socket is gone.",), {}),
 }
@@ -527,8 +560,8 @@ EXPECTED: dict[str, Any] = {
         "<p>⬜ <b>x</b>: could not check — no problem found.</p>",
     ),
     "fleet_report/four": (
-        "🟥 4 bridges checked: 1 broken, 1 could not check, 1 warning, 1 ok.\n🟩 signal: ok — The key opens it.\n🟥 whatsapp: broken — Pickle key mismatch.\n⬜ slack: could not check — No database.\n🟨 discord: warning — Careful.\n\nPin these keys in vars.yml before the next playbook run:\n```yaml\na: b\n```\n1. just setup-all\n\nDetails and fixes: !bridge check whatsapp | !bridge check slack | !bridge check discord",
-        '<p>🟥 4 bridges checked: 1 broken, 1 could not check, 1 warning, 1 ok.</p><ul><li>🟩 <b>signal</b>: ok — The key opens it.</li><li>🟥 <b>whatsapp</b>: broken — Pickle key mismatch.</li><li>⬜ <b>slack</b>: could not check — No database.</li><li>🟨 <b>discord</b>: warning — Careful.</li></ul><p><b>Pin these keys in vars.yml before the next playbook run:</b></p><pre><code class="language-yaml">a: b\n</code></pre><ol><li><code>just setup-all</code></li></ol><p>Details and fixes: <code>!bridge check whatsapp</code> | <code>!bridge check slack</code> | <code>!bridge check discord</code></p>',
+        "🟥 4 bridges checked: 1 broken, 1 could not check, 1 warning, 1 ok.\n🟩 signal: ok — The key opens it.\n🟥 whatsapp: broken — Pickle key mismatch.\n⬜ slack: could not check — No database.\n🟨 discord: warning — Careful.\n\nPin these keys in vars.yml before the next playbook run:\n```yaml\na: b\n```\n1. just setup-all\n2. Then `!bridge check all`\n\nDetails and fixes: !bridge check whatsapp | !bridge check slack | !bridge check discord",
+        '<p>🟥 4 bridges checked: 1 broken, 1 could not check, 1 warning, 1 ok.</p><ul><li>🟩 <b>signal</b>: ok — The key opens it.</li><li>🟥 <b>whatsapp</b>: broken — Pickle key mismatch.</li><li>⬜ <b>slack</b>: could not check — No database.</li><li>🟨 <b>discord</b>: warning — Careful.</li></ul><p><b>Pin these keys in vars.yml before the next playbook run:</b></p><pre><code class="language-yaml">a: b\n</code></pre><ol><li><code>just setup-all</code></li><li>Then <code>!bridge check all</code></li></ol><p>Details and fixes: <code>!bridge check whatsapp</code> | <code>!bridge check slack</code> | <code>!bridge check discord</code></p>',
     ),
     "fleet_report/one_ok": (
         "🟩 1 bridge checked: 1 ok.\n🟩 signal: ok — The key opens it.",
@@ -640,8 +673,8 @@ EXPECTED: dict[str, Any] = {
         "<p><b>⚠️ Write the proven key into the config.yaml of ?? Nothing happens until you confirm.</b></p><p>Then, now:</p><ol><li>back up ? to ? and verify the copy</li><li>change encryption.pickle_key from ? to ? (?); nothing else in the file changes</li><li>start (it is not running now) ? and follow it, then say how it runs</li></ol><p>Undo: <code>!bridge restore ? ?</code></p><p><b>Confirm within 5 minutes</b>: react ✅ to this message, or send <code>!bridge confirm abc234</code>. ❌ cancels. Only you can confirm.</p>",
     ),
     "apply_done/full": (
-        '✅ whatsapp: config.yaml now holds the proven key "new"; u.service restarted. Following it now.\nMake it last: pin the key in vars.yml (the next playbook run renders config.yaml again):\n```yaml\nk: v\n```\n1. just setup-all\nBackup ID1 in /b/ID1.\nUndo: !bd restore whatsapp ID1',
-        '<p><b>✅ whatsapp: config.yaml now holds the proven key "new"; u.service restarted. Following it now.</b></p><p><b>Make it last: pin the key in vars.yml (the next playbook run renders config.yaml again):</b></p><pre><code class="language-yaml">k: v\n</code></pre><ol><li><code>just setup-all</code></li></ol><p>Backup ID1 in /b/ID1. Undo: <code>!bd restore whatsapp ID1</code></p>',
+        '✅ whatsapp: config.yaml now holds the proven key "new"; u.service restarted. Following it now.\nMake it last: pin the key in vars.yml (the next playbook run renders config.yaml again):\n```yaml\nk: v\n```\n1. just setup-all\n2. Then `!bd check whatsapp`\nBackup ID1 in /b/ID1.\nUndo: !bd restore whatsapp ID1',
+        '<p><b>✅ whatsapp: config.yaml now holds the proven key "new"; u.service restarted. Following it now.</b></p><p><b>Make it last: pin the key in vars.yml (the next playbook run renders config.yaml again):</b></p><pre><code class="language-yaml">k: v\n</code></pre><ol><li><code>just setup-all</code></li><li>Then <code>!bd check whatsapp</code></li></ol><p>Backup ID1 in /b/ID1. Undo: <code>!bd restore whatsapp ID1</code></p>',
     ),
     "apply_done/empty": (
         "✅ ?: config.yaml now holds the proven key ?; ? restarted. Following it now.\nBackup ? in ?.\nUndo: !bridge restore ? ?",
@@ -650,6 +683,10 @@ EXPECTED: dict[str, Any] = {
     "verified/up": (
         "🟩 whatsapp is up: running for 12.5 s, no fatal line.",
         "<p>🟩 whatsapp is up: running for 12.5 s, no fatal line.</p>",
+    ),
+    "verified/up_whole_seconds": (
+        "🟩 whatsapp is up: running for 30 s, no fatal line.",
+        "<p>🟩 whatsapp is up: running for 30 s, no fatal line.</p>",
     ),
     "verified/up_no_seconds": (
         "🟩 ? is up: running for 0 s, no fatal line.",
@@ -690,6 +727,14 @@ EXPECTED: dict[str, Any] = {
     "changes/none_helper_back": (
         "The bridgedoctor helper answers again.",
         "<p>The bridgedoctor helper answers again.</p>",
+    ),
+    "changes/ok_after_ok_and_unknown": (
+        "🟩 2 bridges changed: 1 ok, 1 healthy again.\n🟩 signal: ok — The key opens it. (was ok)\n🟩 s2: healthy again — The key opens it. (was could not check)\nDetails: !bridge check signal | !bridge check s2",
+        "<p>🟩 2 bridges changed: 1 ok, 1 healthy again.</p><ul><li>🟩 <b>signal</b>: ok — The key opens it. (was ok)</li><li>🟩 <b>s2</b>: healthy again — The key opens it. (was could not check)</li></ul><p>Details: <code>!bridge check signal</code> | <code>!bridge check s2</code></p>",
+    ),
+    "backups/restorable_default_command": (
+        "Reset backups of w (1):\n- ID1 — crypto, done, by @a:x, in /b/ID1\nPut one back with !bridge restore w <id>.",
+        "<p>Reset backups of <b>w</b> (1):</p><ul><li>ID1 — crypto, done, by @a:x, in /b/ID1</li></ul><p>Put one back with !bridge restore w &lt;id&gt;.</p>",
     ),
     "changes/empty_report": (
         "⬜ ?: could not check — no problem found. (was ok)\nDetails: !bridge check ?",
