@@ -94,6 +94,17 @@ CASES = {
     "bridge_report/ok_leads_with_the_key": (matrix.bridge_report, (OK,), {}),
     "bridge_report/status_out_of_step": (matrix.bridge_report, ({**OK, "status": "broken"},), {}),
     "bridge_report/empty": (matrix.bridge_report, ({},), {}),
+    "bridge_report/finding_without_code": (
+        matrix.bridge_report,
+        (
+            {
+                "bridge": "x",
+                "status": "broken",
+                "findings": [{"severity": "error", "summary": "S.", "evidence": ["e"]}],
+            },
+        ),
+        {},
+    ),
     "bridge_report/strange_status": (
         matrix.bridge_report,
         ({"bridge": "x", "status": "on fire", "findings": ["junk"]},),
@@ -554,6 +565,10 @@ EXPECTED: dict[str, Any] = {
     "bridge_report/empty": (
         "⬜ ?: could not check — no problem found.",
         "<p>⬜ <b>?</b>: could not check — no problem found.</p>",
+    ),
+    "bridge_report/finding_without_code": (
+        "🟥 x: broken — S.\n\nEvidence (?):\n  - e",
+        "<p>🟥 <b>x</b>: broken — S.</p><details><summary>Evidence</summary><p><b>?</b></p><ul><li>e</li></ul></details>",
     ),
     "bridge_report/strange_status": (
         "⬜ x: could not check — no problem found.",
