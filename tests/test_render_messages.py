@@ -32,7 +32,14 @@ BROKEN = {
             "code": "x_warn",
             "severity": "warning",
             "summary": "A warning. Its second sentence.",
-            "fix": {"vars_yml": "", "steps": ["Run bridgedoctor check whatsapp --deep"]},
+            "fix": {
+                "vars_yml": "",
+                "steps": [
+                    "Run bridgedoctor check whatsapp --deep",
+                    # Only backticked spans are room commands; the host command stays as it is.
+                    "In the room `bridgedoctor check whatsapp`, on the host bridgedoctor check whatsapp --deep",
+                ],
+            },
         },
         {
             "code": "pickle_key_mismatch",
@@ -94,13 +101,37 @@ CASES = {
     "bridge_report/ok_leads_with_the_key": (matrix.bridge_report, (OK,), {}),
     "bridge_report/status_out_of_step": (matrix.bridge_report, ({**OK, "status": "broken"},), {}),
     "bridge_report/empty": (matrix.bridge_report, ({},), {}),
-    "bridge_report/finding_without_code": (
+    "bridge_report/findings_without_code_or_summary": (
         matrix.bridge_report,
         (
             {
                 "bridge": "x",
                 "status": "broken",
-                "findings": [{"severity": "error", "summary": "S.", "evidence": ["e"]}],
+                "findings": [
+                    {"severity": "error", "summary": "S.", "evidence": ["e"]},
+                    {"severity": "warning", "fix": {"vars_yml": "k: v", "steps": []}},
+                ],
+            },
+        ),
+        {},
+    ),
+    # The evidence gives way, never the fix.
+    "bridge_report/too_long": (
+        matrix.bridge_report,
+        (
+            {
+                "bridge": "whatsapp",
+                "status": "broken",
+                "findings": [
+                    {
+                        "code": "c",
+                        "severity": "error",
+                        "summary": "S.",
+                        "evidence": [f"candidate {i}: " + "x" * 200 for i in range(400)],
+                        "fix": {"vars_yml": "k: v", "steps": ["just setup-all"]},
+                    },
+                    {"code": "d", "severity": "warning", "summary": "W."},
+                ],
             },
         ),
         {},
@@ -547,12 +578,12 @@ TEXT = {
 
 EXPECTED: dict[str, Any] = {
     "bridge_report/broken": (
-        '🟥 whatsapp: broken — Pickle key mismatch. The bridge fails. It says so.\n↳ It follows.\n⬜ Of a severity this plugin predates.\n🟨 A warning. Its second sentence.\nℹ️ For your information.\n\nEvidence (pickle_key_mismatch):\n  - candidate a: MAC mismatch\n  - candidate b: opens\nEvidence (x_follows):\n  - seen\nFacts:\n  - config: /matrix/mautrix-whatsapp/config/config.yaml\n  - device: DEV1\n\nFix:\n```yaml\nmatrix_mautrix_whatsapp_bridge_encryption_pickle_key: "k"\n```\n1. Add it, then: just install-service mautrix-whatsapp  (or: ansible-playbook setup.yml)\n2. Or reset: `!bridge reset whatsapp` (undo: `!bridge restore whatsapp <id>`)\n\nFix:\n1. Run bridgedoctor check whatsapp --deep',
-        '<p>🟥 <b>whatsapp</b>: broken — Pickle key mismatch. The bridge fails. It says so.</p><ul><li>↳ It follows.</li><li>⬜ Of a severity this plugin predates.</li><li>🟨 A warning. Its second sentence.</li><li>ℹ️ For your information.</li></ul><details><summary>Evidence</summary><p><b>pickle_key_mismatch</b></p><ul><li>candidate a: MAC mismatch</li><li>candidate b: opens</li></ul><p><b>x_follows</b></p><ul><li>seen</li></ul><p><b>Facts</b></p><ul><li><b>config</b>: /matrix/mautrix-whatsapp/config/config.yaml</li><li><b>device</b>: DEV1</li></ul></details><p><b>Fix:</b></p><pre><code class="language-yaml">matrix_mautrix_whatsapp_bridge_encryption_pickle_key: "k"\n</code></pre><ol><li>Add it, then: <code>just install-service mautrix-whatsapp</code>  (or: <code>ansible-playbook setup.yml</code>)</li><li>Or reset: <code>!bridge reset whatsapp</code> (undo: <code>!bridge restore whatsapp &lt;id&gt;</code>)</li></ol><p><b>Fix:</b></p><ol><li>Run <code>bridgedoctor check whatsapp --deep</code></li></ol>',
+        '🟥 whatsapp: broken — Pickle key mismatch. The bridge fails. It says so.\n↳ It follows.\n⬜ Of a severity this plugin predates.\n🟨 A warning. Its second sentence.\nℹ️ For your information.\n\nEvidence (pickle_key_mismatch):\n  - candidate a: MAC mismatch\n  - candidate b: opens\nEvidence (x_follows):\n  - seen\nFacts:\n  - config: /matrix/mautrix-whatsapp/config/config.yaml\n  - device: DEV1\n\nFix:\n```yaml\nmatrix_mautrix_whatsapp_bridge_encryption_pickle_key: "k"\n```\n1. Add it, then: just install-service mautrix-whatsapp  (or: ansible-playbook setup.yml)\n2. Or reset: `!bridge reset whatsapp` (undo: `!bridge restore whatsapp <id>`)\n\nFix:\n1. Run bridgedoctor check whatsapp --deep\n2. In the room `!bridge check whatsapp`, on the host bridgedoctor check whatsapp --deep',
+        '<p>🟥 <b>whatsapp</b>: broken — Pickle key mismatch. The bridge fails. It says so.</p><ul><li>↳ It follows.</li><li>⬜ Of a severity this plugin predates.</li><li>🟨 A warning. Its second sentence.</li><li>ℹ️ For your information.</li></ul><details><summary>Evidence</summary><p><b>pickle_key_mismatch</b></p><ul><li>candidate a: MAC mismatch</li><li>candidate b: opens</li></ul><p><b>x_follows</b></p><ul><li>seen</li></ul><p><b>Facts</b></p><ul><li><b>config</b>: /matrix/mautrix-whatsapp/config/config.yaml</li><li><b>device</b>: DEV1</li></ul></details><p><b>Fix:</b></p><pre><code class="language-yaml">matrix_mautrix_whatsapp_bridge_encryption_pickle_key: "k"\n</code></pre><ol><li>Add it, then: <code>just install-service mautrix-whatsapp</code>  (or: <code>ansible-playbook setup.yml</code>)</li><li>Or reset: <code>!bridge reset whatsapp</code> (undo: <code>!bridge restore whatsapp &lt;id&gt;</code>)</li></ol><p><b>Fix:</b></p><ol><li>Run <code>bridgedoctor check whatsapp --deep</code></li><li>In the room <code>!bridge check whatsapp</code>, on the host <code>bridgedoctor check whatsapp --deep</code></li></ol>',
     ),
     "bridge_report/other_command": (
-        '🟥 whatsapp: broken — Pickle key mismatch. The bridge fails. It says so.\n↳ It follows.\n⬜ Of a severity this plugin predates.\n🟨 A warning. Its second sentence.\nℹ️ For your information.\n\nEvidence (pickle_key_mismatch):\n  - candidate a: MAC mismatch\n  - candidate b: opens\nEvidence (x_follows):\n  - seen\nFacts:\n  - config: /matrix/mautrix-whatsapp/config/config.yaml\n  - device: DEV1\n\nFix:\n```yaml\nmatrix_mautrix_whatsapp_bridge_encryption_pickle_key: "k"\n```\n1. Add it, then: just install-service mautrix-whatsapp  (or: ansible-playbook setup.yml)\n2. Or reset: `!bd reset whatsapp` (undo: `!bd restore whatsapp <id>`)\n\nFix:\n1. Run bridgedoctor check whatsapp --deep',
-        '<p>🟥 <b>whatsapp</b>: broken — Pickle key mismatch. The bridge fails. It says so.</p><ul><li>↳ It follows.</li><li>⬜ Of a severity this plugin predates.</li><li>🟨 A warning. Its second sentence.</li><li>ℹ️ For your information.</li></ul><details><summary>Evidence</summary><p><b>pickle_key_mismatch</b></p><ul><li>candidate a: MAC mismatch</li><li>candidate b: opens</li></ul><p><b>x_follows</b></p><ul><li>seen</li></ul><p><b>Facts</b></p><ul><li><b>config</b>: /matrix/mautrix-whatsapp/config/config.yaml</li><li><b>device</b>: DEV1</li></ul></details><p><b>Fix:</b></p><pre><code class="language-yaml">matrix_mautrix_whatsapp_bridge_encryption_pickle_key: "k"\n</code></pre><ol><li>Add it, then: <code>just install-service mautrix-whatsapp</code>  (or: <code>ansible-playbook setup.yml</code>)</li><li>Or reset: <code>!bd reset whatsapp</code> (undo: <code>!bd restore whatsapp &lt;id&gt;</code>)</li></ol><p><b>Fix:</b></p><ol><li>Run <code>bridgedoctor check whatsapp --deep</code></li></ol>',
+        '🟥 whatsapp: broken — Pickle key mismatch. The bridge fails. It says so.\n↳ It follows.\n⬜ Of a severity this plugin predates.\n🟨 A warning. Its second sentence.\nℹ️ For your information.\n\nEvidence (pickle_key_mismatch):\n  - candidate a: MAC mismatch\n  - candidate b: opens\nEvidence (x_follows):\n  - seen\nFacts:\n  - config: /matrix/mautrix-whatsapp/config/config.yaml\n  - device: DEV1\n\nFix:\n```yaml\nmatrix_mautrix_whatsapp_bridge_encryption_pickle_key: "k"\n```\n1. Add it, then: just install-service mautrix-whatsapp  (or: ansible-playbook setup.yml)\n2. Or reset: `!bd reset whatsapp` (undo: `!bd restore whatsapp <id>`)\n\nFix:\n1. Run bridgedoctor check whatsapp --deep\n2. In the room `!bd check whatsapp`, on the host bridgedoctor check whatsapp --deep',
+        '<p>🟥 <b>whatsapp</b>: broken — Pickle key mismatch. The bridge fails. It says so.</p><ul><li>↳ It follows.</li><li>⬜ Of a severity this plugin predates.</li><li>🟨 A warning. Its second sentence.</li><li>ℹ️ For your information.</li></ul><details><summary>Evidence</summary><p><b>pickle_key_mismatch</b></p><ul><li>candidate a: MAC mismatch</li><li>candidate b: opens</li></ul><p><b>x_follows</b></p><ul><li>seen</li></ul><p><b>Facts</b></p><ul><li><b>config</b>: /matrix/mautrix-whatsapp/config/config.yaml</li><li><b>device</b>: DEV1</li></ul></details><p><b>Fix:</b></p><pre><code class="language-yaml">matrix_mautrix_whatsapp_bridge_encryption_pickle_key: "k"\n</code></pre><ol><li>Add it, then: <code>just install-service mautrix-whatsapp</code>  (or: <code>ansible-playbook setup.yml</code>)</li><li>Or reset: <code>!bd reset whatsapp</code> (undo: <code>!bd restore whatsapp &lt;id&gt;</code>)</li></ol><p><b>Fix:</b></p><ol><li>Run <code>bridgedoctor check whatsapp --deep</code></li><li>In the room <code>!bd check whatsapp</code>, on the host <code>bridgedoctor check whatsapp --deep</code></li></ol>',
     ),
     "bridge_report/ok_leads_with_the_key": (
         "🟩 signal: ok — The key opens it. MAC verified.\nℹ️ A note first.",
@@ -566,9 +597,13 @@ EXPECTED: dict[str, Any] = {
         "⬜ ?: could not check — no problem found.",
         "<p>⬜ <b>?</b>: could not check — no problem found.</p>",
     ),
-    "bridge_report/finding_without_code": (
-        "🟥 x: broken — S.\n\nEvidence (?):\n  - e",
-        "<p>🟥 <b>x</b>: broken — S.</p><details><summary>Evidence</summary><p><b>?</b></p><ul><li>e</li></ul></details>",
+    "bridge_report/findings_without_code_or_summary": (
+        "🟥 x: broken — S.\n🟨 \n\nEvidence (?):\n  - e\n\nFix:\n```yaml\nk: v\n```",
+        '<p>🟥 <b>x</b>: broken — S.</p><ul><li>🟨 </li></ul><details><summary>Evidence</summary><p><b>?</b></p><ul><li>e</li></ul></details><p><b>Fix:</b></p><pre><code class="language-yaml">k: v\n</code></pre>',
+    ),
+    "bridge_report/too_long": (
+        "🟥 whatsapp: broken — S.\n🟨 W.\n\nThe evidence is too long for one message; run bridgedoctor check whatsapp on the host.\n\nFix:\n```yaml\nk: v\n```\n1. just setup-all",
+        '<p>🟥 <b>whatsapp</b>: broken — S.</p><ul><li>🟨 W.</li></ul><p>The evidence is too long for one message; run bridgedoctor check whatsapp on the host.</p><p><b>Fix:</b></p><pre><code class="language-yaml">k: v\n</code></pre><ol><li><code>just setup-all</code></li></ol>',
     ),
     "bridge_report/strange_status": (
         "⬜ x: could not check — no problem found.",
