@@ -429,6 +429,20 @@ CASES = {
         {},
     ),
     "apply_done/empty": (matrix_apply.apply_done, ({},), {}),
+    "apply_done/pin_without_steps": (
+        matrix_apply.apply_done,
+        (
+            {
+                "bridge": "w",
+                "id": "ID1",
+                "key_to": "k",
+                "unit": "u",
+                "location": "/b",
+                "vars_yml": "k: v",
+            },
+        ),
+        {},
+    ),
     "verified/up": (
         matrix_apply.verified,
         ({"bridge": "whatsapp", "state": "up", "seconds": 12.5}, "!bd"),
@@ -730,6 +744,10 @@ EXPECTED: dict[str, Any] = {
         "✅ ?: config.yaml now holds the proven key ?; ? restarted. Following it now.\nBackup ? in ?.\nUndo: !bridge restore ? ?",
         "<p><b>✅ ?: config.yaml now holds the proven key ?; ? restarted. Following it now.</b></p><p>Backup ? in ?. Undo: <code>!bridge restore ? ?</code></p>",
     ),
+    "apply_done/pin_without_steps": (
+        "✅ w: config.yaml now holds the proven key k; u restarted. Following it now.\nMake it last: pin the key in vars.yml (the next playbook run renders config.yaml again):\n```yaml\nk: v\n```\nBackup ID1 in /b.\nUndo: !bridge restore w ID1",
+        '<p><b>✅ w: config.yaml now holds the proven key k; u restarted. Following it now.</b></p><p><b>Make it last: pin the key in vars.yml (the next playbook run renders config.yaml again):</b></p><pre><code class="language-yaml">k: v\n</code></pre><p>Backup ID1 in /b. Undo: <code>!bridge restore w ID1</code></p>',
+    ),
     "verified/up": (
         "🟩 whatsapp is up: running for 12.5 s, no fatal line.",
         "<p>🟩 whatsapp is up: running for 12.5 s, no fatal line.</p>",
@@ -830,3 +848,39 @@ def test_logs_keep_the_newest_lines_that_fit(count: int, size: int, kept: int) -
     plain, _ = matrix.logs_report({"bridge": "slack", "unit": "u.service", "lines": lines})
     assert _block(plain) == lines[-kept:]
     assert "Older lines are left out to fit one message." in plain
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (1, "1 second"),
+        (90, "90 seconds"),
+        (60, "1 minute"),
+        (300, "5 minutes"),
+        (3600, "60 minutes"),
+    ],
+)
+def test_durations(seconds: int, words: str) -> None:
+    assert matrix_reset.duration(seconds) == words
+
+
+def test_a_message_of_exactly_the_largest_size_keeps_its_evidence() -> None:
+    """Each evidence character counts twice (plain and HTML), a '<' five times (&lt;): some mix
+    makes the message exactly MAX_CONTENT_BYTES, which still fits; one byte more does not."""
+
+    def message(n: int, k: int) -> tuple[str, str]:
+        finding = {"code": "c", "severity": "error", "summary": "S.",
+                   "evidence": ["x" * n + "<" * k]}  # fmt: skip
+        return matrix.bridge_report({"bridge": "w", "status": "broken", "findings": [finding]})
+
+    def size(msg: tuple[str, str]) -> int:
+        return len(msg[0].encode()) + len(msg[1].encode())
+
+    base = size(message(0, 0))
+    k = (matrix.MAX_CONTENT_BYTES - base) % 2  # one '<' (5 bytes) fixes the parity
+    n = (matrix.MAX_CONTENT_BYTES - base - 5 * k) // 2
+    exact = message(n, k)
+    assert size(exact) == matrix.MAX_CONTENT_BYTES
+    assert "<details>" in exact[1] and "evidence is too long" not in exact[0]
+    over = message(n + 1, k)
+    assert "<details>" not in over[1] and "evidence is too long" in over[0]
