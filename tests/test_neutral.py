@@ -87,3 +87,24 @@ def test_plan_names_the_database_and_data_dir_outside_the_fold() -> None:
     assert "Data directory: /matrix/mautrix-x/data (emptied)" in plain
     plain, html = matrix_reset.restore_plan({**plan, "backup": "b", "mode": "crypto"}, "1", 60)
     assert "postgres://r@h:5432/db" in html and "(not touched)" in plain
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("\x1f \x20 \x7e", "\\x1f   ~"),  # the last control before the space; space and ~ are text
+        ("\x7f\x80\x9f\xa0", "\\x7f\\x80\\x9f\xa0"),  # DEL and C1 escaped; no-break space is text
+        ("soft\xadhyphen", "soft\\xadhyphen"),  # format character below U+0100: \x
+        ("tag\U000e0001", "tag\\U000e0001"),  # format character above U+FFFF: \U, eight digits
+        ("ÿ Ā 𝔘", "ÿ Ā 𝔘"),  # letters on either side of those bounds are text
+    ],
+)
+def test_escapes_at_the_bounds(raw: str, shown: str) -> None:
+    assert neutral(raw) == shown
+
+
+def test_one_line_is_bounded_at_200_by_default() -> None:
+    assert one_line("x" * 200) == "x" * 200
+    assert one_line("x" * 201) == "x" * 197 + "..."
+    assert one_line("a\tb", 10) == "a\\x09b"
+    assert neutral("a\nb", keep_newlines=False) == "a\\x0ab" and neutral("a\nb") == "a\nb"
