@@ -101,6 +101,38 @@ CASES = {
     "bridge_report/ok_leads_with_the_key": (matrix.bridge_report, (OK,), {}),
     "bridge_report/status_out_of_step": (matrix.bridge_report, ({**OK, "status": "broken"},), {}),
     "bridge_report/empty": (matrix.bridge_report, ({},), {}),
+    # A severity this plugin predates ranks as unknown: after an error, before a warning.
+    "bridge_report/novel_severity_ranks_as_unknown": (
+        matrix.bridge_report,
+        (
+            {
+                "bridge": "x",
+                "status": "broken",
+                "findings": [
+                    {"code": "w", "severity": "warning", "summary": "W."},
+                    {"code": "n", "severity": "novel", "summary": "N."},
+                    {"code": "e", "severity": "error", "summary": "E."},
+                ],
+            },
+        ),
+        {},
+    ),
+    "bridge_report/head_without_summary": (
+        matrix.bridge_report,
+        ({"bridge": "x", "status": "broken", "findings": [{"severity": "error"}]},),
+        {},
+    ),
+    "bridge_report/ok_without_key_finding": (
+        matrix.bridge_report,
+        (
+            {
+                "bridge": "x",
+                "status": "ok",
+                "findings": [{"severity": "info"}, {"severity": "info", "summary": "I."}],
+            },
+        ),
+        {},
+    ),
     "bridge_report/findings_without_code_or_summary": (
         matrix.bridge_report,
         (
@@ -610,6 +642,18 @@ EXPECTED: dict[str, Any] = {
     "bridge_report/empty": (
         "⬜ ?: could not check — no problem found.",
         "<p>⬜ <b>?</b>: could not check — no problem found.</p>",
+    ),
+    "bridge_report/novel_severity_ranks_as_unknown": (
+        "🟥 x: broken — E.\n⬜ N.\n🟨 W.",
+        "<p>🟥 <b>x</b>: broken — E.</p><ul><li>⬜ N.</li><li>🟨 W.</li></ul>",
+    ),
+    "bridge_report/head_without_summary": (
+        "🟥 x: broken — \n🟥 ",
+        "<p>🟥 <b>x</b>: broken — </p><ul><li>🟥 </li></ul>",
+    ),
+    "bridge_report/ok_without_key_finding": (
+        "🟩 x: ok — \nℹ️ \nℹ️ I.",
+        "<p>🟩 <b>x</b>: ok — </p><ul><li>ℹ️ </li><li>ℹ️ I.</li></ul>",
     ),
     "bridge_report/findings_without_code_or_summary": (
         "🟥 x: broken — S.\n🟨 \n\nEvidence (?):\n  - e\n\nFix:\n```yaml\nk: v\n```",
