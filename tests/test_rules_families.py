@@ -40,6 +40,12 @@ KEY_LINE = (
         (F.service(state="failed"), "failed"),
         (F.service(state="stopped"), "stopped"),
         (F.service(load_state="not-found"), "unknown"),
+        (F.service(active_state="maintenance"), "unknown"),  # a state this code predates
+        (F.service(active_state="deactivating", sub_state="stop-sigterm"), "stopped"),
+        (F.service(active_state="reloading", sub_state="reload", age=3600.0), "up"),
+        (F.service(state="crash_loop", restarts=0), "crash_loop"),  # auto-restart says it
+        (F.service(state="running", age=60.0, restarts=3), "up"),  # up once it ran UP_AFTER
+        (F.service(state="running", age=59.9, restarts=3), "crash_loop"),
     ],
 )
 def test_unit_states(svc, state: str) -> None:
@@ -323,3 +329,41 @@ def test_a_proven_cause_explains_the_loop_when_the_journal_is_silent() -> None:
     soft = replace(mismatch, severity="warning")
     out = verdict.settle([loop, soft], [], F.ctx())
     assert [f.explained_by for f in out] == [None, None] and out[0].code == "service_crash_loop"
+
+
+def test_evidence_keeps_the_end_of_a_traceback() -> None:
+    from bridgedoctor import logline
+    from bridgedoctor.rules import logs as log_rules
+
+    raw = [
+        "ERR Unhandled error",
+        "Traceback (most recent call last):",
+        "  a",
+        "  b",
+        "  c",
+        "Boom: d",
+    ]
+    (line,) = logline.group(logline.parse(x) for x in raw)
+    assert log_rules.evidence(line) == ("journal: ERR Unhandled error", "  b", "  c", "  Boom: d")
+
+
+def test_corroborating_lines_are_merged_by_what_they_say_after_the_label() -> None:
+    found = Finding(
+        "pickle_key_mismatch", "error", "S.", evidence=("journal (current run): ERR a: x",)
+    )
+    heard = Finding("pickle_key_mismatch", "error", "H.", evidence=(
+        "journal (previous run): ERR a: x",  # said again: kept once
+        "journal (previous run): ERR b: x",  # says something else, ending alike: kept
+    ))  # fmt: skip
+    (out,) = verdict.settle([found], [heard], F.ctx())
+    assert out.evidence == ("journal (current run): ERR a: x", "journal (previous run): ERR b: x")
+
+
+def test_the_last_words_point_at_a_cause_only_if_it_explains_the_loop() -> None:
+    """The bridge's last words name a warning (which explains nothing): the loop's cause is
+    then the proven error, not what was said last."""
+    mismatch = Finding("pickle_key_mismatch", "error", "Pickle key mismatch.")
+    loop = Finding("service_crash_loop", "error", "x keeps restarting: 3 automatic restarts.")
+    said = Finding("double_puppet_shared_secret", "warning", "Double puppeting fails.")
+    out = verdict.settle([loop, mismatch], [said], F.ctx())
+    assert {f.code: f.explained_by for f in out}["service_crash_loop"] == "pickle_key_mismatch"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridgedoctor.facts import DbFacts, ProbeError, UnitFacts
+from bridgedoctor.facts import DbFacts, JournalFacts, ProbeError, UnitFacts
 from bridgedoctor.findings import BridgeReport
 from bridgedoctor.rules import evaluate
 from tests.support import facts as F
@@ -60,6 +60,23 @@ UNIT = UnitFacts(
     tag="v0.2608.0",
 )
 CRYPTO = ("crypto_account", "crypto_olm_session", "portal")
+
+ELSEWHERE = F.config(path=Path("/srv/matrix/mautrix-whatsapp/config/config.yaml"))
+LOGIN_LINE = (
+    GO + 'FTL Failed to start bridge error="failed to get supported login flows: M_UNRECOGNIZED"'
+)
+UNREACHABLE_LINE = GO + "ERR Failed to connect to homeserver, retrying in 10 seconds"
+
+
+def at_mono_zero(*lines: str) -> JournalFacts:
+    """A journal whose lines carry no timestamp (mono 0): their age is unknown."""
+    j = F.journal(*lines)
+    return replace(j, lines=tuple(replace(x, mono=0) for x in j.lines))
+
+
+def in_naming(naming: str, **kw: object) -> BridgeReport:
+    return evaluate(F.facts(**kw), F.ctx(naming))  # type: ignore[arg-type]
+
 
 SCENARIOS: dict[str, Callable[[], BridgeReport]] = {
     "healthy_running": lambda: F.report(svc=F.service(state="running"), lines=F.journal()),
@@ -146,6 +163,56 @@ SCENARIOS: dict[str, Callable[[], BridgeReport]] = {
         cfg=F.config(encryption_allow=False), db=db("portal")
     ),
     "no_crypto_account": lambda: F.report(db=db("portal", "crypto_account")),
+    # Bounds of the unit's age, its restarts and what systemd remembers of the last exit.
+    "running_exactly_a_day": lambda: F.report(svc=F.service(state="running", age=86_400.0)),
+    "running_exactly_a_minute_after_restarts": lambda: F.report(
+        svc=F.service(state="running", age=60.0, restarts=3)
+    ),
+    "crash_loop_one_restart_no_exit": lambda: F.report(
+        svc=F.service(state="crash_loop", restarts=1, exit_code="", exit_status=None),
+        lines=F.journal(),
+    ),
+    "failed_no_exit": lambda: F.report(
+        svc=F.service(state="failed", exit_code="", exit_status=None), lines=F.journal()
+    ),
+    "stopped_no_exit": lambda: F.report(svc=F.service(state="stopped"), lines=F.journal()),
+    "deactivating": lambda: F.report(
+        svc=F.service(active_state="deactivating", sub_state="stop-sigterm"), lines=F.journal()
+    ),
+    "exit_forgotten_but_status_zero": lambda: F.report(
+        svc=F.service(state="crash_loop", exit_code="", exit_status=0),
+        lines=F.journal(last_exit=("exited", 16)),
+    ),
+    "failed_killed_by_signal_16": lambda: F.report(
+        svc=F.service(state="failed", exit_code="killed", exit_status=16), lines=F.journal()
+    ),
+    # Catalogue lines: a snippet's fix, {config_dir} from where config.yaml is, freshness bounds.
+    "login_flows_line_naming_both": lambda: in_naming(
+        "both", cfg=ELSEWHERE, svc=F.service(state="crash_loop"), lines=F.journal(LOGIN_LINE)
+    ),
+    "token_line_config_elsewhere": lambda: F.report(
+        cfg=ELSEWHERE,
+        svc=F.service(state="crash_loop", exit_status=16),
+        lines=F.journal(AS_TOKEN_LINE),
+    ),
+    "unreachable_exactly_60s_ago": lambda: F.report(
+        svc=F.service(), lines=F.journal(UNREACHABLE_LINE, ago=60.0)
+    ),
+    "unreachable_just_over_60s_ago": lambda: F.report(
+        svc=F.service(), lines=F.journal(UNREACHABLE_LINE, ago=60.00001)
+    ),
+    "unreachable_at_an_unknown_time": lambda: F.report(
+        svc=F.service(), lines=at_mono_zero(UNREACHABLE_LINE)
+    ),
+    "mounted_elsewhere": lambda: F.report(
+        reg=F.registration(),
+        hs=F.homeserver(
+            mounts={"/matrix-mautrix-whatsapp-registration.yaml": Path("/srv/other.yaml")}
+        ),
+    ),
+    "not_listed_naming_both": lambda: in_naming(
+        "both", reg=F.registration(), hs=F.homeserver(bridges=("signal",))
+    ),
     "foreign_tables": lambda: F.report(
         db=db("portal", "state_groups_state", "events", "crypto_account")
     ),

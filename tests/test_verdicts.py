@@ -161,3 +161,44 @@ def test_a_stored_value_that_is_no_pickle_is_corrupt_and_tried_with_no_key() -> 
     assert proof.corrupt == "the stored pickle is not valid base64"
     assert proof.attempts == () and proof.mac_only == ()
     assert proof.opened_by is None and proof.account is None
+
+
+LOST_STEPS = (
+    "If you have an old config.yaml backup, look for encryption.pickle_key there and try it on "
+    "the host: bridgedoctor check gmessages --try-key '<old key>'",
+    "Otherwise reset the crypto store: `bridgedoctor reset gmessages` (it backs up and verifies "
+    "first; portals, logins and messages stay, the bridge creates a new device; "
+    "`bridgedoctor restore gmessages <id>` undoes it).",
+)
+PIN = 'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "mautrix.bridge.e2ee"'
+
+
+def test_a_key_lost_to_generate_says_why_and_pins_a_stable_key_before_the_reset() -> None:
+    account = olm.Account().pickle("a key nobody wrote down")
+    lost = report(facts(pickle_key="generate", account=account))
+    (f,) = [f for f in lost.findings if f.code == "pickle_key_unknown"]
+    assert f.severity == "error"
+    assert f.summary == (
+        "No known key opens the gmessages crypto account (10 candidates tried): the key is lost. "
+        "Likely cause: the config says 'generate', so the key that encrypted the account was "
+        "random and never saved. The way out is a crypto reset (clear the crypto tables, keep "
+        "portals and logins); nothing is changed until you ask for it. If you know the old key, "
+        "retry with --try-key."
+    )
+    assert f.fix is not None and f.fix.vars_yml == PIN
+    assert f.fix.steps == (
+        *LOST_STEPS,
+        "Before the reset, pin a stable key with the snippet, so this cannot recur.",
+        "Re-render the config and restart the bridge: just install-service mautrix-gmessages  "
+        "(or: ansible-playbook -i inventory/hosts setup.yml --tags=install-mautrix-gmessages,start)",
+    )
+    assert [(v.naming, v.vars_yml) for v in f.fix.variants] == [("current", PIN)]
+    # Another configured key: lost all the same, but nothing to pin and no 'generate' story.
+    other = report(facts(pickle_key="something-else", account=account))
+    (f,) = [f for f in other.findings if f.code == "pickle_key_unknown"]
+    assert "Likely cause" not in f.summary and "(11 candidates tried)" in f.summary
+    assert f.fix is not None and (f.fix.vars_yml, f.fix.steps, f.fix.variants) == (
+        "",
+        LOST_STEPS,
+        (),
+    )
