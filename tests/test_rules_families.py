@@ -367,3 +367,75 @@ def test_the_last_words_point_at_a_cause_only_if_it_explains_the_loop() -> None:
     said = Finding("double_puppet_shared_secret", "warning", "Double puppeting fails.")
     out = verdict.settle([loop, mismatch], [said], F.ctx())
     assert {f.code: f.explained_by for f in out}["service_crash_loop"] == "pickle_key_mismatch"
+
+
+# ---- prevention: which host_vars file speaks for this server, and what it pins ----------------
+def _vars(name: str, values: dict[str, tuple[str, str]], domain: str | None = None):
+    from bridgedoctor.facts import VarsFile, VarsValue
+
+    return VarsFile(
+        path=F.ROOT / "inventory" / "host_vars" / name / "vars.yml",
+        domain=VarsValue("literal", domain, 1) if domain else None,
+        values={k: VarsValue(kind, text, 7) for k, (kind, text) in values.items()},
+        eras=frozenset(),
+    )
+
+
+def _judge(era: str, *files: object, domain: str | None = "example.com", key: str = "k1"):
+    from bridgedoctor.facts import InventoryFacts
+    from bridgedoctor.rules import prevention
+
+    inv = InventoryFacts(path=F.ROOT / "inventory", files=files)  # type: ignore[arg-type]
+    return prevention.judge(F.facts().spec, key, inv, domain, era)
+
+
+CURRENT = "matrix_bridge_mautrix_whatsapp_bridge_encryption_pickle_key"
+LEGACY = "matrix_mautrix_whatsapp_bridge_encryption_pickle_key"
+
+
+def test_without_a_domain_only_a_single_host_can_be_judged() -> None:
+    one = _vars("a", {CURRENT: ("literal", "k1")})
+    pin = _judge("current", one, domain=None)
+    assert (pin.state, pin.note) == ("pinned", "")
+    pin = _judge("current", one, _vars("b", {}), domain=None)
+    assert (pin.state, pin.note) == (
+        "cannot_judge",
+        "the inventory has 2 hosts and none sets matrix_domain to this server's domain (unknown)",
+    )
+
+
+def test_each_naming_era_reads_its_own_variables() -> None:
+    legacy = _vars("a", {LEGACY: ("literal", "k1")})
+    assert _judge("both", legacy).state == "pinned"
+    assert _judge("legacy", legacy).state == "pinned"
+    stray = _judge("current", legacy)
+    assert (stray.state, stray.note) == (
+        "absent",
+        f"{legacy.path} line 7: {LEGACY} uses the other MDAD naming, which your checkout "
+        "(from 2026-07-16 on) does not read",
+    )
+    current = _judge("legacy", _vars("a", {CURRENT: ("literal", "k1")}))
+    assert current.state == "absent" and "(before 2026-07-16)" in current.note
+    nothing = _judge("current", _vars("a", {}))
+    assert (nothing.state, nothing.where, nothing.value, nothing.note) == ("absent", "", None, "")
+
+
+def test_every_file_of_the_server_is_read() -> None:
+    first = _vars("a", {CURRENT: ("literal", "k1")}, domain="example.com")
+    second = _vars("b", {}, domain="example.com")
+    pin = _judge("current", first, second)
+    assert (pin.state, pin.where, pin.note) == ("pinned", f"{first.path} line 7: {CURRENT}", "")
+    other = _vars("b", {CURRENT: ("literal", "k2")}, domain="example.com")
+    conflict = _judge("current", first, other)
+    assert (conflict.state, conflict.note) == (
+        "cannot_judge",
+        "the inventory sets it more than once, differently "
+        f"({first.path} line 7: {CURRENT}; {other.path} line 7: {CURRENT})",
+    )
+
+
+def test_a_pin_that_is_no_literal_says_what_it_is() -> None:
+    pin = _judge("current", _vars("a", {CURRENT: ("template", "{{ k }}")}))
+    assert (pin.state, pin.note) == ("cannot_judge", "it is a Jinja expression, not a literal")
+    pin = _judge("current", _vars("a", {CURRENT: ("literal", "k2")}))
+    assert (pin.state, pin.note) == ("other", "")

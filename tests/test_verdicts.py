@@ -202,3 +202,21 @@ def test_a_key_lost_to_generate_says_why_and_pins_a_stable_key_before_the_reset(
         LOST_STEPS,
         (),
     )
+
+
+def test_a_mismatch_names_what_the_config_has_and_the_key_that_opens_it() -> None:
+    account = olm.Account().pickle("mautrix.bridge.e2ee")
+    generate = report(facts(pickle_key="generate", account=account))
+    (f,) = [f for f in generate.findings if f.code == "pickle_key_mismatch"]
+    assert f.summary == (
+        "Pickle key mismatch: the config has 'generate', but the crypto account was encrypted "
+        'with "mautrix.bridge.e2ee" (MDAD default). The bridge fails with \'the supplied account '
+        "key is invalid'."
+    )
+    off = report(facts(pickle_key="some-other-key", account=account, encryption=False))
+    (f,) = [f for f in off.findings if f.code == "pickle_key_mismatch"]
+    assert f.severity == "warning" and f.summary == (
+        "Pickle key mismatch: the config has <secret key sha256:bb2c17c581>, but the crypto "
+        'account was encrypted with "mautrix.bridge.e2ee" (MDAD default). Encryption is off '
+        "now; enabling it would fail until the key is set."
+    )
