@@ -16,6 +16,9 @@ from bridgedoctor.rules import verdict
 from tests.support import facts as F
 
 GO = "2026-08-22T10:00:00.123Z "
+ELSEWHERE = F.config(
+    path=F.ROOT.parent / "srv" / "matrix" / "mautrix-whatsapp" / "config" / "config.yaml"
+)
 AS_TOKEN_LINE = (
     GO
     + "FTL The as_token was not accepted. Is the registration file installed in your homeserver correctly?"
@@ -439,3 +442,33 @@ def test_a_pin_that_is_no_literal_says_what_it_is() -> None:
     assert (pin.state, pin.note) == ("cannot_judge", "it is a Jinja expression, not a literal")
     pin = _judge("current", _vars("a", {CURRENT: ("literal", "k2")}))
     assert (pin.state, pin.note) == ("other", "")
+
+
+def test_a_catalogue_fix_with_a_snippet_and_no_steps() -> None:
+    """Any entry of data/failures.yaml: each snippet line filled (naming, names, what the line
+    said) and joined; the snippet alone still makes a fix, led by how to apply it."""
+    from bridgedoctor.catalogue import Entry
+    from bridgedoctor.rules import logs as log_rules
+
+    entry = Entry(code="x", family="registration", severity="error", lines=(), summary="S.",
+                  source="", vars=("a_{var:enabled}: {what}", "b: {config_dir}"))  # fmt: skip
+    fix = log_rules.entry_fix(entry, F.facts(cfg=ELSEWHERE), F.ctx("both"), {"what": "said"})
+    assert fix is not None and fix.vars_yml == (
+        "a_matrix_bridge_mautrix_whatsapp_enabled (MDAD checkouts before 2026-07-16: "
+        "matrix_mautrix_whatsapp_enabled): said\nb: /srv/matrix/mautrix-whatsapp/config"
+    )
+    assert fix.steps == ("Add the snippet to inventory/host_vars/<your matrix domain>/vars.yml.",)
+    empty = Entry(
+        code="x", family="registration", severity="error", lines=(), summary="S.", source=""
+    )
+    assert log_rules.entry_fix(empty, F.facts(), F.ctx(), {}) is None
+
+
+def test_a_pin_for_either_naming_says_to_use_the_checkouts_form() -> None:
+    from bridgedoctor.rules import prevention
+
+    found, pin = prevention.prevention_findings(F.facts().spec, "k1", "example.com", F.ctx("both"))
+    (f,) = found
+    assert pin and f.code == "pickle_key_unpinned" and f.fix is not None
+    assert f.fix.steps[0] == "Use the form for your MDAD checkout (test)."
+    assert len(f.fix.steps) == 2 and [v.naming for v in f.fix.variants] == ["current", "legacy"]

@@ -204,6 +204,11 @@ SCENARIOS: dict[str, Callable[[], BridgeReport]] = {
     "unreachable_at_an_unknown_time": lambda: F.report(
         svc=F.service(), lines=at_mono_zero(UNREACHABLE_LINE)
     ),
+    "config_unreadable_with_a_token_line": lambda: F.report(
+        cfg=ProbeError("config_missing", "no config.yaml"),
+        svc=F.service(state="crash_loop", exit_status=16),
+        lines=F.journal(AS_TOKEN_LINE),
+    ),
     "mounted_elsewhere": lambda: F.report(
         reg=F.registration(),
         hs=F.homeserver(

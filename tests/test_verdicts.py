@@ -7,6 +7,7 @@ unknown version, sealed in a correct envelope (tests/test_pickle.py's `seal`).""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import struct
 from pathlib import Path
@@ -219,4 +220,50 @@ def test_a_mismatch_names_what_the_config_has_and_the_key_that_opens_it() -> Non
         "Pickle key mismatch: the config has <secret key sha256:bb2c17c581>, but the crypto "
         'account was encrypted with "mautrix.bridge.e2ee" (MDAD default). Encryption is off '
         "now; enabling it would fail until the key is set."
+    )
+
+
+def test_sessions_under_another_key_are_counted() -> None:
+    key = "mautrix.bridge.e2ee"
+    account = olm.Account()
+
+    def session(pickle_key: str) -> bytes:
+        other = olm.Account()
+        other.generate_one_time_keys(1)
+        (otk,) = other.one_time_keys["curve25519"].values()
+        return olm.OutboundSession(account, other.identity_keys["curve25519"], otk).pickle(
+            pickle_key
+        )
+
+    f = facts(pickle_key=key, account=account.pickle(key))
+    samples = {"olm_session": (session(key), session(key), session("another key"))}
+    f = dataclasses.replace(f, db=dataclasses.replace(f.db, samples=samples))
+    (found,) = [x for x in report(f).findings if x.code == "sessions_other_key"]
+    assert found.summary == (
+        'The account opens with "mautrix.bridge.e2ee", but 1 of 3 sampled Olm sessions do not: '
+        "part of the store was written with another key and cannot be decrypted."
+    )
+
+
+def test_a_bridge_without_a_default_key_is_pinned_to_mdads_generic_one() -> None:
+    f = facts(pickle_key="generate", account=olm.Account().pickle("a key nobody wrote down"))
+    f = dataclasses.replace(f, spec=dataclasses.replace(GMESSAGES, default_key=None))
+    (lost,) = [x for x in report(f).findings if x.code == "pickle_key_unknown"]
+    assert lost.fix is not None and lost.fix.vars_yml == PIN
+
+
+def test_a_mismatch_on_a_compiled_in_key_says_mdad_cannot_set_it() -> None:
+    from bridgedoctor.facts import DbFacts, StoredAccount
+    from tests.support import facts as F
+
+    account = StoredAccount("", "DEV", olm.Account().pickle("mautrix.bridge.e2ee"))
+    db = DbFacts(kind="postgres", location="h/db", tables=CRYPTO_TABLES, versions={},
+                 owner=None, accounts=(account,), samples={})  # fmt: skip
+    (f,) = F.report("discord", db=db).findings
+    assert (f.code, f.severity, f.fix) == ("pickle_key_mismatch", "error", None)
+    assert f.summary == (
+        "Pickle key mismatch: the config has None, but the crypto account was encrypted with "
+        '"mautrix.bridge.e2ee" (known mautrix key). The bridge fails with \'the supplied account '
+        "key is invalid'. MDAD cannot set the key of discord (it is compiled into the bridge), so "
+        "this store was written by a different build; restore the matching image or reset crypto."
     )
