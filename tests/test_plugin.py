@@ -603,3 +603,20 @@ async def test_config_update_applies_without_restart(
     plugin.on_external_config_update()
     await say(maubot_test_bot, "!bridge check gmessages")
     assert only_notice(maubot_test_bot).body == REFUSAL
+
+
+def test_configuration_mistakes_are_each_named() -> None:
+    from bridgedoctor_maubot.config import Settings
+
+    wrong = Settings(token="", admins=frozenset({"@a:x"}), watch=True, watch_room="!other:x",
+                     allowed_rooms=frozenset({"#alias:x", "!id:x"}))  # fmt: skip
+    assert wrong.problems() == [
+        "token is empty: the helper will refuse every request",
+        "allowed_rooms must hold room IDs (!id:server), not aliases: #alias:x",
+        "watch is on but watch.room is not one of allowed_rooms: the watch stays off",
+    ]
+    right = Settings(token="t", admins=frozenset({"@a:x"}), allowed_rooms=frozenset({"!id:x"}))
+    assert right.problems() == []
+    # Only non-empty strings are ids: a number or a blank entry is dropped, not an error.
+    raw = {"admins": [" @a:x ", "", "   ", 5, None]}
+    assert Settings.load(raw.get).admins == frozenset({"@a:x"})
