@@ -20,7 +20,7 @@ from .knowledge import Knowledge, load
 from .probes import host
 from .probes.config import read_config
 from .rules.logs import speaking
-from .rules.service import last_exit
+from .rules.service import last_exit, plural
 
 # Lines shown: the newest ones. A crash loop says what matters in its last few lines.
 MAX_LINES = 20
@@ -76,7 +76,7 @@ def shown(lines: tuple[LogLine, ...], limit: int = MAX_LINES) -> tuple[list[str]
 def state_words(svc: ServiceFacts, journal: JournalFacts | ProbeError | None) -> str:
     text = f"{svc.active_state} ({svc.sub_state})"
     if svc.restarts:
-        text += f", {svc.restarts} automatic restarts"
+        text += f", {plural(svc.restarts, 'automatic restart')}"
     ended = last_exit(svc, journal)
     if ended is not None and not svc.running:
         text += f", last {exit_text(*ended)}"

@@ -472,3 +472,18 @@ def test_a_pin_for_either_naming_says_to_use_the_checkouts_form() -> None:
     assert pin and f.code == "pickle_key_unpinned" and f.fix is not None
     assert f.fix.steps[0] == "Use the form for your MDAD checkout (test)."
     assert len(f.fix.steps) == 2 and [v.naming for v in f.fix.variants] == ["current", "legacy"]
+
+
+def test_one_restart_is_said_in_the_singular() -> None:
+    """The unit-state fact, the crash-loop finding and the logs command say "1 automatic
+    restart", and "2 automatic restarts"."""
+    from bridgedoctor.logs import state_words
+
+    for n, words in ((1, "1 automatic restart"), (2, "2 automatic restarts")):
+        svc = F.service(state="crash_loop", restarts=n)
+        report = F.report(svc=svc, lines=F.journal())
+        fact = report.facts["unit state"]
+        assert f", {words} since it was last started" in fact, fact
+        assert f", {words}," in state_words(svc, None) + ","
+        loop = next(f for f in report.findings if f.code == "service_crash_loop")
+        assert f"keeps restarting: {words}," in loop.summary, loop.summary

@@ -25,7 +25,7 @@ def _service_fact(facts: BridgeFacts) -> str | None:
     if svc.running and svc.age is not None:
         text += f" for {_age(svc.age)}"
     if svc.restarts:
-        text += f", {svc.restarts} automatic restarts since it was last started"
+        text += f", {service.plural(svc.restarts, 'automatic restart')} since it was last started"
     return text
 
 

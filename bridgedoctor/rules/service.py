@@ -51,7 +51,7 @@ def state(svc: ServiceFacts) -> State:
     return "unknown"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -81,7 +81,7 @@ def sentence(svc: ServiceFacts, framework: str, ctx: RuleContext, journal: objec
     last = exit_words(ended, framework, ctx)
     if s == "crash_loop":
         return (
-            f"{svc.unit} keeps restarting: {_plural(svc.restarts, 'automatic restart')}"
+            f"{svc.unit} keeps restarting: {plural(svc.restarts, 'automatic restart')}"
             + (f", {last}" if last else "")
             + "."
         )
