@@ -345,6 +345,11 @@ CASES = {
         {},
     ),
     "backups/empty": (matrix_reset.backups, ({},), {}),
+    "backups/fields_missing": (
+        matrix_reset.backups,
+        ({"bridge": "whatsapp", "backups": [{"id": "ID3", "mode": None}]},),
+        {},
+    ),
     "ended": (matrix_reset.ended, ("the reset plan", "whatsapp", "expired unconfirmed"), {}),
     "progress/rows_about": (
         matrix_reset.progress,
@@ -745,6 +750,10 @@ EXPECTED: dict[str, Any] = {
     "backups/none_restorable": (
         "Reset backups of whatsapp (1):\n- ID2 — full, failed, by @a:x, in /b/ID2\nNone of them completed a verified backup, so none can be restored.",
         "<p>Reset backups of <b>whatsapp</b> (1):</p><ul><li>ID2 — full, failed, by @a:x, in /b/ID2</li></ul><p>None of them completed a verified backup, so none can be restored.</p>",
+    ),
+    "backups/fields_missing": (
+        "Reset backups of whatsapp (1):\n- ID3 — ?, ?, by ?, in ?\nNone of them completed a verified backup, so none can be restored.",
+        "<p>Reset backups of <b>whatsapp</b> (1):</p><ul><li>ID3 — ?, ?, by ?, in ?</li></ul><p>None of them completed a verified backup, so none can be restored.</p>",
     ),
     "backups/empty": (
         "No reset backups of ? on this host.",

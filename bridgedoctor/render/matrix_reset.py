@@ -135,6 +135,9 @@ def restore_done(result: Data, command: str = "!bridge") -> Message:
     )
 
 
+_BACKUP_FIELDS = ("id", "mode", "state", "requested_by", "location")
+
+
 @neutral_message
 def backups(answer: Data, command: str = "!bridge") -> Message:
     name = answer.get("bridge", "?")
@@ -143,10 +146,9 @@ def backups(answer: Data, command: str = "!bridge") -> Message:
         return info(f"No reset backups of {name} on this host.")
     lines = []
     for b in items:
-        line = (
-            f"{b.get('id')} — {b.get('mode')}, {b.get('state')}, by {b.get('requested_by')}, "
-            f"in {b.get('location')}"
-        )
+        # An older helper may leave a field out: "?" then, never "None".
+        f = {k: b.get(k) if b.get(k) is not None else "?" for k in _BACKUP_FIELDS}
+        line = f"{f['id']} — {f['mode']}, {f['state']}, by {f['requested_by']}, in {f['location']}"
         if b.get("error"):
             line += f" ({b.get('error')})"
         lines.append(line)
