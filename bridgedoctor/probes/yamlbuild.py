@@ -64,7 +64,6 @@ class Builder:
         self._stack: list[Any] = []  # open collections
         self._keys: list[Any] = []  # per open collection: a mapping's pending key
         self._anchors: dict[str, Any] = {}  # closed anchors: what an alias may name
-        self._pending: dict[str, Any] = {}  # anchors of collections still open
         self._open: list[str | None] = []  # the anchor of each open collection
         self._docs = 0
         self._root: Any = None
@@ -87,14 +86,15 @@ class Builder:
             self._keys.append(_NO_KEY)
             self._open.append(ev.anchor)
         elif kind is MappingEndEvent or kind is SequenceEndEvent:
-            self._stack.pop()
+            closed = self._stack.pop()
             if self._keys.pop() is not _NO_KEY:
                 raise Unusual("a key without a value")
             anchor = self._open.pop()
             if anchor is not None:
-                self._anchors[anchor] = self._pending.pop(anchor)
+                self._anchors[anchor] = closed
         elif kind is AliasEvent:
-            if ev.anchor not in self._anchors or ev.anchor in self._open:
+            # An open collection's anchor is not in _anchors yet: an alias to it is recursive.
+            if ev.anchor not in self._anchors:
                 raise Unusual("an alias to an unknown or open anchor")
             self._add(self._anchors[ev.anchor], None)
         elif kind is DocumentStartEvent:
@@ -131,11 +131,9 @@ class Builder:
 
     def _add(self, value: Any, anchor: str | None, container: bool = False) -> None:
         if anchor is not None:
-            if anchor in self._pending or anchor in self._anchors:
+            if anchor in self._open or anchor in self._anchors:
                 raise Unusual("an anchor defined twice")  # ruamel warns, or refuses
-            if container:
-                self._pending[anchor] = value
-            else:
+            if not container:  # a collection's anchor names it once it is closed
                 self._anchors[anchor] = value
         if not self._stack:
             self._root = value
