@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from ..bulk_verify import BulkVerifier, Tally
+from ..bulk_verify import BulkVerifier, Tally, all_bytes
 
 WORKER_AFTER = 100_000
 IN_FLIGHT = 2
@@ -143,7 +143,7 @@ class Spread:
         self.seen += len(batch)
         await self._collect(block=len(self._sent) >= IN_FLIGHT)
         self._turn = not self._turn
-        if self._turn and len(self._sent) < IN_FLIGHT and set(map(type, batch)) == {bytes}:
+        if self._turn and len(self._sent) < IN_FLIGHT and all_bytes(batch):
             worker = await self._get_worker()
             if worker is not None:
                 rows: list[bytes] = batch  # type: ignore[assignment]
