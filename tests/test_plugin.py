@@ -8,6 +8,7 @@ fake event IDs, plugin stopped after each test).
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import itertools
 import logging
@@ -25,10 +26,12 @@ from maubot import testing as mtest
 from maubot.matrix import MaubotMessageEvent
 from mautrix.types import EventType, MessageEvent, MessageType
 from mautrix.util.async_db import UpgradeTable
+from mautrix.util.config import RecursiveDict
+from ruamel.yaml import YAML
 
 from bridgedoctor import protocol
 from bridgedoctor_maubot import BridgeDoctorPlugin
-from bridgedoctor_maubot.config import Config
+from bridgedoctor_maubot.config import DEFAULT_SOCKET, KEYS, Config, Settings
 from bridgedoctor_maubot.helper_client import HelperClient, HelperError
 from bridgedoctor_maubot.migrations import upgrade_table
 from bridgedoctor_maubot.replies import REFUSAL, UNEXPECTED
@@ -413,8 +416,6 @@ async def test_refusal_is_uniform(
 async def test_empty_lists_allow_nobody(
     maubot_plugin_config_overrides: dict[str, Any], key: str
 ) -> None:
-    from bridgedoctor_maubot.config import Settings
-
     raw = {**maubot_plugin_config_overrides, key: []}
     settings = Settings.load(lambda k: _dotted(raw, k))
     assert not settings.may_use(ADMIN, ROOM)
@@ -606,8 +607,6 @@ async def test_config_update_applies_without_restart(
 
 
 def test_configuration_mistakes_are_each_named() -> None:
-    from bridgedoctor_maubot.config import Settings
-
     wrong = Settings(token="", admins=frozenset({"@a:x"}), watch=True, watch_room="!other:x",
                      allowed_rooms=frozenset({"#alias:x", "!id:x"}))  # fmt: skip
     assert wrong.problems() == [
@@ -620,3 +619,179 @@ def test_configuration_mistakes_are_each_named() -> None:
     # Only non-empty strings are ids: a number or a blank entry is dropped, not an error.
     raw = {"admins": [" @a:x ", "", "   ", 5, None]}
     assert Settings.load(raw.get).admins == frozenset({"@a:x"})
+
+
+# --- settings (config.py): every key read from its own place, every mistake a safe value ---
+
+# A stored instance config with every key set to a value unlike base-config.yaml's.
+STORED: dict[str, Any] = {
+    "socket_path": "/srv/helper.sock",
+    "token": "stored-token",
+    "admins": ["@alice:example.org"],
+    "allowed_rooms": ["!ops:example.org"],
+    "timeouts": {"check": 11, "deep": 22, "working_after": 4, "confirm": 55, "reset": 666},
+    "watch": {"enabled": True, "interval": 77, "room": "!ops:example.org"},
+}
+
+
+def _base() -> RecursiveDict:
+    with (REPO / "base-config.yaml").open() as fh:
+        return RecursiveDict(YAML().load(fh))
+
+
+def _updated(stored: dict[str, Any]) -> Config:
+    """maubot's own path: the stored config updated onto base-config.yaml (Config.do_update)."""
+    saved: list[Any] = []
+    config = Config(load=lambda: copy.deepcopy(stored), load_base=_base, save=saved.append)
+    config.load_and_update()
+    assert saved, "maubot saves the updated config"
+    return config
+
+
+def test_every_key_survives_the_update() -> None:
+    config = _updated(STORED)
+    for key in KEYS:
+        assert config[key] == _dotted(STORED, key), key
+    assert set(KEYS) == {k for k in _leaves(_base()._data)}, "KEYS lists base-config.yaml's keys"
+
+
+def _leaves(d: Any, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _leaves(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def test_each_setting_comes_from_its_own_key() -> None:
+    settings = Settings.load(_updated(STORED).__getitem__)
+    assert settings == Settings(
+        socket_path="/srv/helper.sock",
+        token="stored-token",
+        admins=frozenset({"@alice:example.org"}),
+        allowed_rooms=frozenset({"!ops:example.org"}),
+        check_timeout=11.0,
+        deep_timeout=22.0,
+        working_after=4.0,
+        confirm_timeout=55.0,
+        reset_timeout=666.0,
+        watch=True,
+        watch_interval=77.0,
+        watch_room="!ops:example.org",
+    )
+    assert settings.token == "stored-token"  # compare=True, but say it: the token is read
+    assert settings.watch_target() == "!ops:example.org"
+
+
+def test_base_config_gives_the_defaults() -> None:
+    settings = Settings.load(_updated({}).__getitem__)
+    assert settings == Settings()
+    assert settings.socket_path == DEFAULT_SOCKET == "/run/bridgedoctor/helper.sock"
+    assert (settings.check_timeout, settings.deep_timeout, settings.working_after) == (90, 960, 3)
+    assert (settings.confirm_timeout, settings.reset_timeout, settings.watch_interval) == (
+        300,
+        3600,
+        300,
+    )
+    assert settings.watch is False and settings.watch_target() is None
+
+
+def test_surrounding_blanks_are_trimmed() -> None:
+    raw = {"socket_path": "  /srv/h.sock\n", "token": " t0k \n", "watch": {"room": " !r:x "}}
+    settings = Settings.load(lambda k: _dotted(raw, k))
+    assert (settings.socket_path, settings.token, settings.watch_room) == (
+        "/srv/h.sock",
+        "t0k",
+        "!r:x",
+    )
+
+
+@pytest.mark.parametrize("socket_path", ["", "   ", None, 5, ["/x"]])
+def test_a_blank_or_mistyped_socket_path_is_the_default(socket_path: Any) -> None:
+    assert Settings.load({"socket_path": socket_path}.get).socket_path == DEFAULT_SOCKET
+
+
+@pytest.mark.parametrize("value", [None, 5, ["t"], {"t": 1}])
+def test_a_mistyped_token_or_room_is_empty(value: Any) -> None:
+    settings = Settings.load({"token": value, "watch.room": value}.get)
+    assert (settings.token, settings.watch_room) == ("", "")
+
+
+def test_ids_come_from_a_list_or_tuple_of_strings_only() -> None:
+    assert Settings.load({"admins": ("@a:x", "@b:x")}.get).admins == frozenset({"@a:x", "@b:x"})
+    assert Settings.load({"allowed_rooms": [" !r:x", 7]}.get).allowed_rooms == frozenset({"!r:x"})
+    for not_a_list in ("@a:x", {"@a:x": 1}, None, 3):
+        assert Settings.load({"admins": not_a_list}.get).admins == frozenset()
+
+
+# The key each timeout is read from, the field it fills, its default and its floor.
+TIMEOUTS = [
+    ("timeouts.check", "check_timeout", 90.0, 1.0),
+    ("timeouts.deep", "deep_timeout", 960.0, 1.0),
+    ("timeouts.working_after", "working_after", 3.0, 0.0),
+    ("timeouts.confirm", "confirm_timeout", 300.0, 1.0),
+    ("timeouts.reset", "reset_timeout", 3600.0, 60.0),
+    ("watch.interval", "watch_interval", 300.0, 1.0),
+]
+
+
+@pytest.mark.parametrize(("key", "name", "default", "floor"), TIMEOUTS)
+def test_a_timeout_is_a_number_no_lower_than_its_floor(
+    key: str, name: str, default: float, floor: float
+) -> None:
+    def value(raw: Any) -> float:
+        return getattr(Settings.load({key: raw}.get), name)
+
+    assert value("75.5") == 75.5  # a numeric string is read (every floor is lower)
+    assert value(floor) == floor
+    assert value(floor + 0.5) == floor + 0.5
+    assert value(floor - 0.5) == floor
+    assert value(-100) == floor
+    for mistyped in (None, "soon", [1], {"s": 1}):
+        assert value(mistyped) == default
+
+
+@pytest.mark.parametrize("enabled", [False, None, "true", "yes", 1, [True]])
+def test_only_true_turns_the_watch_on(enabled: Any) -> None:
+    raw = {"watch.enabled": enabled, "watch.room": "!r:x", "allowed_rooms": ["!r:x"]}
+    settings = Settings.load(raw.get)
+    assert settings.watch is False
+    assert settings.watch_target() is None
+    assert Settings.load({**raw, "watch.enabled": True}.get).watch_target() == "!r:x"
+
+
+def test_the_watch_posts_only_to_an_allowed_room() -> None:
+    on = Settings(watch=True, watch_room="!r:x", allowed_rooms=frozenset({"!r:x"}))
+    assert on.watch_target() == "!r:x"
+    assert (
+        Settings(
+            watch=True, watch_room="!other:x", allowed_rooms=frozenset({"!r:x"})
+        ).watch_target()
+        is None
+    )
+    assert (
+        Settings(watch=False, watch_room="!r:x", allowed_rooms=frozenset({"!r:x"})).watch_target()
+        is None
+    )
+
+
+def test_use_needs_both_an_admin_and_an_allowed_room() -> None:
+    s = Settings(admins=frozenset({"@a:x"}), allowed_rooms=frozenset({"!r:x"}))
+    assert s.may_use("@a:x", "!r:x")
+    assert not s.may_use("@a:x", "!other:x")
+    assert not s.may_use("@b:x", "!r:x")
+    assert not s.may_use("@b:x", "!other:x")
+
+
+def test_every_empty_setting_is_named() -> None:
+    assert Settings().problems() == [
+        "token is empty: the helper will refuse every request",
+        "admins is empty: every command will be refused",
+        "allowed_rooms is empty: every command will be refused",
+    ]
+
+
+def test_the_token_is_never_in_the_repr() -> None:
+    assert "stored-token" not in repr(Settings(token="stored-token"))
