@@ -194,6 +194,7 @@ class FakeHelper:
     requests: list[protocol.Request] = field(default_factory=list)
     server: asyncio.AbstractServer | None = None
     progress: list[dict[str, Any]] = field(default_factory=list)  # sent before a reset's answer
+    fail_after_progress: protocol.ProtocolError | None = None  # instead of the answer
 
     def result(self, req: protocol.Request) -> dict[str, Any]:
         if req.op in RESET_ANSWERS:
@@ -231,6 +232,8 @@ class FakeHelper:
                 writer.write(protocol.encode_progress(state))
                 await writer.drain()
                 await asyncio.sleep(0.05)  # reports arrive over time, as a real reset's do
+            if req.progress and self.fail_after_progress:
+                raise self.fail_after_progress
             writer.write(protocol.encode_response(self.result(req)))
         except protocol.ProtocolError as err:
             writer.write(protocol.encode_response(error=err))
@@ -303,14 +306,20 @@ async def maubot_test_bot() -> AsyncIterator[mtest.TestBot]:
     record = bot.client.send_message_event
     bot.redacted = []  # type: ignore[attr-defined]
     bot.ids = []  # type: ignore[attr-defined]  # event ids, in step with bot.responded
+    bot.redacted_in = []  # type: ignore[attr-defined]  # the room of each redaction
+    bot.refuse_sends = 0  # type: ignore[attr-defined]  # a test makes the next N sends fail
 
     async def send(room_id: str, event_type: EventType, content: Any, **kw: Any) -> str:
+        if bot.refuse_sends:  # type: ignore[attr-defined]
+            bot.refuse_sends -= 1  # type: ignore[attr-defined]
+            raise ConnectionError("the homeserver did not take the event")
         await record(room_id, event_type, content, **kw)
         bot.ids.append(f"$ev{next(ids)}")  # type: ignore[attr-defined]
         return bot.ids[-1]  # type: ignore[attr-defined]  # the stock recorder returns None
 
     async def redact(room_id: str, event_id: str, **kw: Any) -> str:
         bot.redacted.append(event_id)  # type: ignore[attr-defined]
+        bot.redacted_in.append(room_id)  # type: ignore[attr-defined]
         return f"$ev{next(ids)}"
 
     bot.client.send_message_event = send  # type: ignore[method-assign]

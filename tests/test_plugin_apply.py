@@ -185,3 +185,14 @@ def helper_answers() -> dict[str, Any]:
     from tests import test_plugin
 
     return test_plugin.RESET_ANSWERS
+
+
+async def test_an_apply_is_followed_even_when_the_unit_was_stopped(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apply always restarts the unit (unlike a reset, which leaves a stopped one stopped),
+    so it is followed whatever the plan says the unit was doing."""
+    monkeypatch.setitem(helper_answers(), "apply_plan", {**APPLY_PLAN, "was_active": False})
+    _, posted = await confirmed(plugin, maubot_test_bot, "!bridge apply gmessages")
+    assert ops(helper)[-1] == "verify"
+    assert posted[-1].body == "🟩 gmessages is up: running for 30 s, no fatal line."

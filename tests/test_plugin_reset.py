@@ -4,6 +4,8 @@ helper of tests/test_plugin.py (which speaks the real protocol over a Unix socke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from typing import Any
 
 import pytest
@@ -11,10 +13,14 @@ from maubot import testing as mtest
 from mautrix.types import EventType, MessageType, ReactionEvent
 
 from bridgedoctor import protocol
-from bridgedoctor_maubot.replies import REFUSAL
+from bridgedoctor_maubot.replies import REFUSAL, UNEXPECTED
+from bridgedoctor_maubot.resets import _ProgressNotice
+from bridgedoctor_maubot.store import Store
 from tests.test_plugin import (
     ADMIN,
+    DONE,
     PLAN,
+    RESET_ANSWERS,
     ROOM,
     STRANGER,
     FakeHelper,
@@ -362,3 +368,258 @@ async def test_unknown_bridge(
     )
     await say(maubot_test_bot, "!bridge reset slack")  # released after the failure
     assert ops(helper) == ["reset_plan", "reset_plan"]
+
+
+# --- where things go, what is said, what is remembered ------------------------------------------
+
+
+async def test_a_confirmed_reset_posts_only_to_its_room_and_remembers_its_state(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every message, reaction, edit and redaction of a reset lands in the room it was asked
+    in; the plan is stored as waiting, then running, then forgotten; each progress report
+    edits the first line (never an edit of an edit); the confirmation is logged."""
+    monkeypatch.setattr(_ProgressNotice, "EDIT_EVERY", 0.0)  # every report, not every 5 s
+    bot = maubot_test_bot
+    helper.progress = [
+        {"step": "stop", "doing": "stopping the bridge", "index": 1, "steps": 5},
+        {"step": "backup", "doing": "backing up", "index": 2, "steps": 5},
+        {"step": "verify", "doing": "verifying the backup", "index": 3, "steps": 5},
+        {"step": "start", "doing": "starting the bridge", "index": 5, "steps": 5},
+    ]
+    await say(bot, "!bridge reset gmessages")
+    event_id, _, _ = plan_event(bot)
+    (row,) = await Store(plugin.database).open_plans()
+    assert (row.state, row.kind, row.bridge, row.room_id, row.event_id) == (
+        "waiting", "reset", "gmessages", ROOM, event_id,
+    )  # fmt: skip
+    before = len(bot.responded)
+    with caplog.at_level(logging.INFO):
+        await react(bot, event_id, "✅")
+        await plugin.commands.resets.idle()
+    assert f"reset of gmessages ({PLAN['id']}) confirmed by {ADMIN}" in caplog.text
+    assert {r.room_id for r in bot.responded} == {ROOM}
+    assert bot.redacted_in == [ROOM]  # the ⏳ on the plan, removed when done
+    (marker,) = [
+        bot.ids[i]
+        for i, r in enumerate(bot.responded)
+        if r.event_type == EventType.REACTION and r.content.relates_to.key == "⏳"
+    ]
+    assert bot.redacted == [marker]
+    lines = [r for r in bot.responded[before:] if r.event_type == EventType.ROOM_MESSAGE]
+    first, *edits = [r for r in lines if "Reset of gmessages, step" in r.content.body]
+    first_id = bot.ids[bot.responded.index(first)]
+    assert len(edits) >= 2  # reports edit the line as they arrive, and once more at the end
+    assert {e.content.relates_to.event_id for e in edits} == {first_id}
+    assert edits[-1].content.serialize()["m.new_content"]["body"] == (
+        "✔️ Reset of gmessages, step 5 of 5: starting the bridge (finished)"
+    )
+    assert await Store(plugin.database).open_plans() == []
+
+
+async def test_the_mode_run_is_the_mode_the_plan_showed(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper
+) -> None:
+    """Asked for `full`, shown a crypto plan (the helper decides): the confirmation runs the
+    crypto reset that was shown."""
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages full")
+    _, code, _ = plan_event(bot)
+    await say(bot, f"!bridge confirm {code}")
+    (reset,) = [r for r in helper.requests if r.op == "reset"]
+    assert reset.mode == PLAN["mode"] == "crypto"
+
+
+async def test_busy_while_a_plan_is_prepared_and_while_it_runs(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper
+) -> None:
+    bot = maubot_test_bot
+    helper.delay = 0.6
+    first = asyncio.ensure_future(say(bot, "!bridge reset gmessages"))
+    await asyncio.sleep(0.2)
+    await say(bot, "!bridge reset gmessages", sender=OTHER_ADMIN)
+    assert notices(bot)[-1].content.body == (
+        "gmessages is busy: a reset plan is being prepared. "
+        "One reset, restore or apply at a time per bridge."
+    )
+    await first
+    _, code, _ = plan_event(bot)
+    running = asyncio.ensure_future(say(bot, f"!bridge confirm {code}"))
+    await asyncio.sleep(0.2)
+    await say(bot, "!bridge reset gmessages", sender=OTHER_ADMIN)
+    assert notices(bot)[-1].content.body == (
+        "gmessages is busy: a reset is running. One reset, restore or apply at a time per bridge."
+    )
+    await running
+    assert ops(helper).count("reset_plan") == 1
+
+
+async def test_a_plan_the_plugin_cannot_read_or_post_frees_the_bridge(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = maubot_test_bot
+    monkeypatch.setitem(RESET_ANSWERS, "reset_plan", {k: v for k, v in PLAN.items() if k != "id"})
+    await say(bot, "!bridge reset gmessages")
+    assert notices(bot)[-1].content.body == f"⚠️ {UNEXPECTED}"
+    monkeypatch.setitem(RESET_ANSWERS, "reset_plan", PLAN)
+    bot.refuse_sends = 1  # the plan itself is lost on the way to the room
+    await say(bot, "!bridge reset gmessages")
+    assert notices(bot)[-1].content.body == f"⚠️ {UNEXPECTED}"
+    await say(bot, "!bridge reset gmessages")  # neither left the bridge busy
+    assert plan_event(bot)[2].body.startswith("⚠️ Reset gmessages (crypto)?")
+    assert ops(helper) == ["reset_plan"] * 3
+
+
+async def test_cancel_of_no_plan_says_so(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper
+) -> None:
+    await say(maubot_test_bot, "!bridge cancel abc123")
+    assert notices(maubot_test_bot)[-1].content.body == (
+        "No plan with code abc123 is waiting for you in this room."
+    )
+
+
+async def test_backups_say_how_to_restore_and_pass_a_refusal_on(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge backups gmessages")
+    assert notices(bot)[-1].content.body.splitlines()[-1] == (
+        "Put one back with !bridge restore gmessages <id>."
+    )
+    helper.error = protocol.ProtocolError(
+        protocol.E_UNKNOWN_BRIDGE, "No such bridge is deployed on this host."
+    )
+    await say(bot, "!bridge backups gmessages")
+    assert notices(bot)[-1].content.body == "⚠️ No such bridge is deployed on this host."
+
+
+@pytest.mark.parametrize("command", ["!bridge reset gmessages", "!bridge backups gmessages"])
+async def test_a_slow_helper_is_given_up_after_the_check_timeout(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper, command: str
+) -> None:
+    plugin.settings = dataclasses.replace(plugin.settings, check_timeout=0.2)
+    helper.delay = 1.0
+    await say(maubot_test_bot, command)
+    assert notices(maubot_test_bot)[-1].content.body == (
+        f"⚠️ The bridgedoctor helper on {helper.path} did not answer within 0.2 seconds: "
+        "check `journalctl -u bridgedoctor-helper.service` on the host."
+    )
+
+
+async def test_a_reset_outlasting_the_reset_timeout_says_the_helper_goes_on(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages")
+    _, code, _ = plan_event(bot)
+    plugin.settings = dataclasses.replace(plugin.settings, reset_timeout=0.2)
+    helper.delay = 1.0
+    await say(bot, f"!bridge confirm {code}")
+    assert notices(bot)[-1].content.body == (
+        f"⚠️ The bridgedoctor helper on {helper.path} did not answer within 0.2 seconds: "
+        "check `journalctl -u bridgedoctor-helper.service` on the host. The helper keeps going: "
+        "!bridge backups gmessages shows how it ended."
+    )
+
+
+async def test_a_restore_shows_its_progress_and_a_failed_one_says_where_it_stopped(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper
+) -> None:
+    bot = maubot_test_bot
+    helper.progress = [
+        {"step": "stop", "doing": "stopping the bridge", "index": 1, "steps": 4},
+        {"step": "restore_db", "doing": "putting the rows back", "index": 2, "steps": 4},
+    ]
+    for ending in ("finished", "stopped"):
+        await say(bot, f"!bridge restore gmessages {PLAN['id']}")
+        _, code, _ = plan_event(bot)
+        before = len(bot.responded)
+        await say(bot, f"!bridge confirm {code}")
+        lines = [r for r in bot.responded[before:] if r.event_type == EventType.ROOM_MESSAGE]
+        assert lines[0].content.body == "⏳ Restore of gmessages, step 1 of 4: stopping the bridge"
+        assert lines[-2].content.serialize()["m.new_content"]["body"] == (
+            f"✔️ Restore of gmessages, step 2 of 4: putting the rows back ({ending})"
+        )
+        if ending == "finished":
+            assert lines[-1].content.body.startswith(f"✅ gmessages: restored from {PLAN['id']}.")
+            helper.fail_after_progress = protocol.ProtocolError(
+                protocol.E_RESET, "The restore failed at putting the rows back; see the backup."
+            )
+        else:
+            assert lines[-1].content.body == (
+                "⚠️ The restore failed at putting the rows back; see the backup."
+            )
+
+
+async def test_an_answer_the_plugin_cannot_render_is_one_sentence_and_logged(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bot = maubot_test_bot
+    monkeypatch.setitem(RESET_ANSWERS, "reset", {**DONE, "after": 5})  # not a list
+    await say(bot, "!bridge reset gmessages")
+    _, code, _ = plan_event(bot)
+    with caplog.at_level(logging.INFO):
+        await say(bot, f"!bridge confirm {code}")
+    assert notices(bot)[-1].content.body == f"⚠️ {UNEXPECTED}"
+    assert "reset of gmessages failed in the plugin" in caplog.text
+    await say(bot, "!bridge reset gmessages")  # and the bridge is free again
+    assert ops(helper).count("reset_plan") == 2
+
+
+async def test_an_ignored_confirmation_is_logged(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await say(maubot_test_bot, "!bridge reset gmessages")
+    event_id, _, _ = plan_event(maubot_test_bot)
+    with caplog.at_level(logging.INFO):
+        await react(maubot_test_bot, event_id, "✅", sender=OTHER_ADMIN)
+    assert f"Ignored ✅ from {OTHER_ADMIN} on the reset plan" in caplog.text
+    assert ops(helper) == ["reset_plan"]
+
+
+async def test_a_failed_send_is_logged_and_the_reset_goes_on(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages")
+    _, code, _ = plan_event(bot)
+    bot.refuse_sends = 1  # the ⏳ reaction on the plan
+    with caplog.at_level(logging.INFO):
+        await say(bot, f"!bridge confirm {code}")
+    assert "could not send to the room: the homeserver did not take the event" in caplog.text
+    assert ops(helper).count("reset") == 1
+    assert notices(bot)[-1].content.body.startswith("✅ gmessages: crypto reset done.")
+
+
+async def test_a_lost_database_costs_only_a_log_line(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The instance database only lets a restart answer open plans: when it fails, the plan is
+    still posted, run and reported, and the log says what could not be kept."""
+    bot = maubot_test_bot
+    await plugin.database.stop()
+    with caplog.at_level(logging.INFO):
+        await say(bot, "!bridge reset gmessages")
+        _, code, _ = plan_event(bot)
+        await say(bot, f"!bridge confirm {code}")
+    assert notices(bot)[-1].content.body.startswith("✅ gmessages: crypto reset done.")
+    assert "could not remember the plan: " in caplog.text
+    assert "could not forget the plan: " in caplog.text
