@@ -237,17 +237,35 @@ UNDETECTED = {"survived", "no tests"}
 
 # A pytest plugin for the mutant runs: the tests that reach a mutant run fastest first (by the
 # durations mutmut measured in its first run), so a killed mutant usually costs one quick test.
+# The tests run in an empty directory of their own, not in mutmut's `mutants/`: a mutant that
+# turns a path or a directory fd into None makes os.listdir/os.walk/unlink act on ".", and one
+# such mutant of reset/ emptied `mutants/` (the mutated sources and mutmut's records) mid-run.
 FASTEST_FIRST = """
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+_HOME = []
 
 
 def pytest_collection_modifyitems(session, config, items):
     try:
-        took = json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
-    except (OSError, ValueError, KeyError):
+        took = json.loads(Path(_HOME[0], "mutmut-stats.json").read_text())["duration_by_test"]
+    except (OSError, ValueError, KeyError, IndexError):
         return  # the first run, which measures them
     items.sort(key=lambda item: took.get(item.nodeid, float("inf")))
+
+
+def pytest_sessionstart(session):
+    _HOME[:] = [os.getcwd(), tempfile.mkdtemp(prefix="bd-mutant-cwd-")]
+    os.chdir(_HOME[1])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    os.chdir(_HOME[0])
+    shutil.rmtree(_HOME[1], ignore_errors=True)
 """
 
 
