@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -623,3 +625,33 @@ async def test_a_lost_database_costs_only_a_log_line(
     assert notices(bot)[-1].content.body.startswith("✅ gmessages: crypto reset done.")
     assert "could not remember the plan: " in caplog.text
     assert "could not forget the plan: " in caplog.text
+
+
+async def test_a_confirmation_while_the_plan_is_being_stored_runs_it_once(
+    plugin,
+    maubot_test_bot: mtest.TestBot,
+    helper: FakeHelper,
+    maubot_plugin_db: Any,
+    tmp_path: Path,
+) -> None:
+    """The code is in the room before the plan's row is written (and its expiry armed): a quick
+    admin's confirmation in that moment runs the reset once, and the bridge is free after."""
+    bot = maubot_test_bot
+    other = sqlite3.connect(tmp_path / "maubot-tests.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # the instance database is slow to write, for a moment
+    asking = asyncio.ensure_future(say(bot, "!bridge reset gmessages"))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if any(n.content.body.startswith("⚠️ Reset") for n in notices(bot)):
+            break
+    _, code, _ = plan_event(bot)
+    confirming = asyncio.ensure_future(say(bot, f"!bridge confirm {code}"))
+    await asyncio.sleep(0.2)
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(asyncio.gather(asking, confirming), 10)
+    await plugin.commands.resets.idle()
+    assert ops(helper).count("reset") == 1
+    assert any(n.content.body.startswith("✅ gmessages: crypto reset done.") for n in notices(bot))
+    await say(bot, "!bridge reset gmessages")  # free again
+    assert ops(helper).count("reset_plan") == 2
