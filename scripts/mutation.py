@@ -237,9 +237,10 @@ UNDETECTED = {"survived", "no tests"}
 
 # A pytest plugin for the mutant runs: the tests that reach a mutant run fastest first (by the
 # durations mutmut measured in its first run), so a killed mutant usually costs one quick test.
-# The tests run in an empty directory of their own, not in mutmut's `mutants/`: a mutant that
-# turns a path or a directory fd into None makes os.listdir/os.walk/unlink act on ".", and one
-# such mutant of reset/ emptied `mutants/` (the mutated sources and mutmut's records) mid-run.
+# The tests run in a directory of their own (empty but for mutmut's config), not in mutmut's
+# `mutants/`: a mutant that turns a path or a directory fd into None makes os.listdir, os.walk
+# or unlink act on ".", and one such mutant of reset/ emptied `mutants/` (the mutated sources
+# and mutmut's records) mid-run.
 FASTEST_FIRST = """
 import json
 import os
@@ -260,6 +261,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_sessionstart(session):
     _HOME[:] = [os.getcwd(), tempfile.mkdtemp(prefix="bd-mutant-cwd-")]
+    # mutmut's trampolines in a subprocess (the CLI, the SQLite reader) read its config from
+    # the directory they run in.
+    shutil.copy(Path(_HOME[0], "pyproject.toml"), _HOME[1])
     os.chdir(_HOME[1])
 
 
