@@ -26,9 +26,13 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+# Not typing's TYPE_CHECKING: the SQLite reader's fork server imports this module, and
+# importing typing is a tenth of its start.
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the SQLite reader's child imports this module, and needs no facts classes
+    from typing import Any
+
     from ..facts import ProbeError
 
 MAX_YAML_BYTES = 1024 * 1024  # MDAD's biggest config.yaml is about 20 KiB

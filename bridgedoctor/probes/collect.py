@@ -14,11 +14,14 @@ imports this and little else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ..render.neutral import one_line
 
+# Not typing's TYPE_CHECKING: the SQLite reader's fork server imports this module, and
+# importing typing is a tenth of its start.
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the SQLite reader's child sends `parts_of` and never builds these classes
+    from typing import Any
+
     from ..facts import DbFacts
 
 SAMPLE = 5

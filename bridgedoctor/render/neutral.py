@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from collections.abc import Callable
-from typing import ParamSpec
 
-P = ParamSpec("P")
+# Not typing's TYPE_CHECKING: the SQLite reader's fork server imports this module, and
+# importing typing is a tenth of its start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import ParamSpec
+
+    P = ParamSpec("P")
 
 # Category Cf holds the bidi controls (U+202A-202E, U+2066-2069, U+200E/F, U+061C), zero-width
 # characters and the BOM; line and paragraph separators break lines like a newline does.
