@@ -148,10 +148,8 @@ async def gather(
     # connects the next one's config is parsed. Database work on SQLite goes to a thread.
     cfg = read_config(config_dir / "config.yaml", base)
     secrets = cfg.secret_values if isinstance(cfg, ConfigFacts) else ()
-
-    async def db_probe() -> tuple[DbFacts | ProbeError | None, Scan]:
-        if not isinstance(cfg, ConfigFacts):
-            return None, None
+    target: database.PgTarget | database.SqliteTarget | ProbeError | None = None
+    if isinstance(cfg, ConfigFacts):
         target = database.target_for(
             cfg.db_uri,
             data_dir=data_dir,
@@ -161,8 +159,15 @@ async def gather(
         )
         if isinstance(target, database.PgTarget):
             target = _pinned(spec, target, kb or load(), opts)
-        if isinstance(target, ProbeError):
+        elif isinstance(target, database.SqliteTarget):
+            # In a fleet check the fork server starts now and imports while the other
+            # bridges' configs are parsed, not at the first read.
+            sqlite_read.warm()
+
+    async def db_probe() -> tuple[DbFacts | ProbeError | None, Scan]:
+        if target is None or isinstance(target, ProbeError):
             return target, None
+        assert isinstance(cfg, ConfigFacts)
         db = await database.probe(target, base)
         scan: Scan = None
         if opts.deep and isinstance(db, DbFacts) and db.has_crypto_store:
@@ -277,12 +282,11 @@ async def check_all(opts: Options, kb: Knowledge | None = None) -> FleetReport:
     names = host.discover(opts.root, opts.systemd_dir, kb)
     inv = await inventory(opts)
     specs = [kb.bridges[n] for n in names]
-    # Asked once for all: the units' states, the homeserver; SQLite stores are read in
-    # children forked from one fork server, not one interpreter each.
+    # Asked once for all: the units' states, the homeserver. (SQLite stores are read in
+    # children forked from one fork server, not one interpreter each: probes/sqlite_read.py.)
     asked = _FleetAsked.start(opts, specs)
     try:
-        async with sqlite_read.fleet():
-            reports = await asyncio.gather(*(_isolated(s, opts, kb, inv, asked) for s in specs))
+        reports = await asyncio.gather(*(_isolated(s, opts, kb, inv, asked) for s in specs))
     finally:
         await asked.close()
     return FleetReport(reports=list(reports), pin=fleet_pin(list(reports)))

@@ -6,15 +6,26 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bridgedoctor.facts import DbFacts, ProbeError
-from bridgedoctor.probes import sqlite_read
+from bridgedoctor.probes import sqlite_read, sqlite_zygote
 from tests.support.fleet import mdad_default_key
 from tests.support.store import StoreSpec, write_sqlite
+
+
+@pytest.fixture(autouse=True)
+def fresh_server() -> Iterator[None]:
+    """Each test starts without the process's fork server and leaves none behind."""
+    sqlite_read.stop()
+    yield
+    sqlite_read.stop()
 
 
 @pytest.fixture
@@ -26,7 +37,8 @@ def store(tmp_path: Path) -> Path:
 
 
 def children() -> set[int]:
-    """Our SQLite reader children (other fixtures may have children of their own)."""
+    """Our SQLite reader children: the fork server, or a reader of its own (other fixtures may
+    have children of their own)."""
     me = str(os.getpid())
     out = set()
     for pid in os.listdir("/proc"):
@@ -36,7 +48,9 @@ def children() -> set[int]:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except (OSError, IndexError):
                 continue
-            if parent == me and sqlite_read.CHILD.encode() in cmdline:
+            if parent == me and (
+                sqlite_read.CHILD.encode() in cmdline or sqlite_read.ZYGOTE.encode() in cmdline
+            ):
                 out.add(int(pid))
     return out
 
@@ -54,12 +68,12 @@ def test_a_locked_store_is_given_up_and_the_child_killed(store: Path) -> None:
     writer.execute("PRAGMA journal_mode=DELETE")
     writer.execute("BEGIN EXCLUSIVE")
     try:
-        before = children()
         started = time.monotonic()
         result = asyncio.run(sqlite_read.probe(store, store.parents[1], timeout=1.0))
         assert time.monotonic() - started < 4
         assert isinstance(result, ProbeError) and "took longer than 1 s" in result.message
-        assert children() == before
+        (server,) = children()
+        assert _reaped(server)  # killed and reaped by the server at our word
     finally:
         writer.execute("ROLLBACK")
         writer.close()
@@ -95,27 +109,6 @@ def test_the_child_ignores_the_current_directory(store: Path, tmp_path: Path) ->
     assert not pwned.exists()
 
 
-def test_at_most_a_few_children_at_once(store: Path) -> None:
-    async def go() -> int:
-        peak = 0
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, len(children()))
-                await asyncio.sleep(0.005)
-
-        w = asyncio.create_task(watch())
-        results = await asyncio.gather(
-            *(sqlite_read.probe(store, store.parents[1]) for _ in range(12))
-        )
-        w.cancel()
-        assert all(isinstance(r, DbFacts) for r in results)
-        return peak
-
-    assert 1 <= asyncio.run(go()) <= sqlite_read.MAX_CHILDREN
-
-
 def _forks_of(pid: int) -> set[int]:
     out = set()
     for p in os.listdir("/proc"):
@@ -128,44 +121,106 @@ def _forks_of(pid: int) -> set[int]:
     return out
 
 
-def test_a_fleet_forks_every_reader_from_one_server(store: Path, tmp_path: Path) -> None:
-    """Inside fleet(): one interpreter (the fork server) for all the stores, each read in a
-    fork of its own with the same facts as a child of its own; nothing left afterwards."""
-    before = children()
-    alone = asyncio.run(sqlite_read.probe(store, store.parents[1]))
+def _reaped(server: int) -> bool:
+    """The server has no reader left but those it forks ahead, all waiting (a reap request is
+    not answered: it is done soon after)."""
+    deadline = time.monotonic() + 2
+    while not _only_ready(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _only_ready(server)
 
-    async def go() -> tuple[list[object], set[int]]:
-        async with sqlite_read.fleet():
-            results = await asyncio.gather(
-                *(sqlite_read.probe(store, store.parents[1]) for _ in range(6))
-            )
-            return list(results), children() - before
 
-    results, servers = asyncio.run(go())
-    assert isinstance(alone, DbFacts) and results == [alone] * 6
-    assert len(servers) == 1  # started once, and still there until the fleet ends
-    assert children() == before
+def _only_ready(server: int) -> bool:
+    forks = _forks_of(server)
+    return len(forks) == sqlite_zygote.READY and all(_state(p) == "S" for p in forks)
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_at_most_a_few_readers_at_once(store: Path) -> None:
+    """Besides the readers forked ahead, at most MAX_CHILDREN read at once (each holds its
+    own memory)."""
+
+    async def go() -> int:
+        sqlite_read.warm()
+        (server,) = children()
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(_forks_of(server)))
+                await asyncio.sleep(0.002)
+
+        w = asyncio.create_task(watch())
+        results = await asyncio.gather(
+            *(sqlite_read.probe(store, store.parents[1]) for _ in range(16))
+        )
+        w.cancel()
+        assert all(isinstance(r, DbFacts) for r in results)
+        return peak - sqlite_zygote.READY
+
+    assert 1 <= asyncio.run(go()) <= sqlite_read.MAX_CHILDREN
+
+
+def test_every_read_is_a_fork_of_one_server_kept_for_the_process(store: Path) -> None:
+    """One interpreter (the fork server) for every read of the process, across event loops
+    (a helper's checks), each read in a fork of its own with the same facts as a reader
+    started on its own; `stop` ends the server and its forks."""
+    alone = asyncio.run(sqlite_read._child(store, store.parents[1], 20.0, "facts", b""))
+    assert isinstance(alone, dict)
+
+    async def go(n: int) -> list[object]:
+        return list(
+            await asyncio.gather(*(sqlite_read.probe(store, store.parents[1]) for _ in range(n)))
+        )
+
+    assert children() == set()
+    first = asyncio.run(go(6))
+    servers = children()
+    second = asyncio.run(go(2))
+    assert len(servers) == 1 and children() == servers  # the same server, still there
+    assert first + second == [sqlite_read._decode(alone)] * 8
+    (server,) = servers
+    assert _reaped(server)  # every fork
+    sqlite_read.stop()
+    assert children() == set() and _state(server) is None
+
+
+def test_warm_starts_the_server_before_any_read(store: Path) -> None:
+    async def go() -> tuple[set[int], set[int], object]:
+        sqlite_read.warm()
+        started = children()
+        facts = await sqlite_read.probe(store, store.parents[1])
+        return started, children(), facts
+
+    started, after, facts = asyncio.run(go())
+    assert len(started) == 1 and after == started
+    assert isinstance(facts, DbFacts)
 
 
 def test_in_a_fleet_a_locked_store_is_given_up_and_its_fork_killed(
     store: Path, tmp_path: Path
 ) -> None:
     """The deadline holds for a forked reader too: it is killed and reaped, and the next store
-    of the same fleet is read as usual."""
+    is read as usual."""
     other = tmp_path / "mautrix-y" / "data" / "mautrix-y.db"
     other.parent.mkdir(parents=True)
     write_sqlite(other, StoreSpec("signal", account_key=mdad_default_key("signal")))
     writer = sqlite3.connect(store, isolation_level=None)
     writer.execute("PRAGMA journal_mode=DELETE")
     writer.execute("BEGIN EXCLUSIVE")
-    before = children()
 
-    async def go() -> tuple[object, object, set[int]]:
-        async with sqlite_read.fleet():
-            slow = await sqlite_read.probe(store, store.parents[1], timeout=1.0)
-            fine = await sqlite_read.probe(other, other.parents[1])
-            (server,) = children() - before
-            return slow, fine, _forks_of(server)
+    async def go() -> tuple[object, object, bool]:
+        slow = await sqlite_read.probe(store, store.parents[1], timeout=1.0)
+        fine = await sqlite_read.probe(other, other.parents[1])
+        (server,) = children()
+        return slow, fine, _reaped(server)
 
     try:
         started = time.monotonic()
@@ -173,24 +228,111 @@ def test_in_a_fleet_a_locked_store_is_given_up_and_its_fork_killed(
         assert time.monotonic() - started < 6
         assert isinstance(slow, ProbeError) and "took longer than 1 s" in slow.message
         assert isinstance(fine, DbFacts) and fine.location == str(other)
-        assert left == set()  # the killed reader was reaped, not left behind
-        assert children() == before
+        assert left  # the killed reader was reaped, not left behind
     finally:
         writer.execute("ROLLBACK")
         writer.close()
 
 
-def test_a_fleet_whose_server_dies_reads_each_store_in_a_child_of_its_own(store: Path) -> None:
-    before = children()
+def test_a_fork_whose_parent_stopped_waiting_ends_at_its_alarm(store: Path) -> None:
+    """A read we gave up before its pid came (a cancelled check) is not left to wait on the
+    bridge's lock: its own alarm ends it shortly after its deadline, and the server reaps it
+    at its next request, although we never asked."""
+    writer = sqlite3.connect(store, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=DELETE")
+    writer.execute("BEGIN EXCLUSIVE")  # the reader's busy wait (5 s) outlasts the alarm
+    try:
+        server = sqlite_read._server()
+        assert server is not None
+        r, w = os.pipe()
+        try:
+            assert server.request(store, store.parents[1], 1.0, w)
+            os.close(w)
+            pid = int(os.read(r, 32).split(b"\n")[0])
+        finally:
+            os.close(r)  # we stop waiting, and never reap it
+        time.sleep(0.3)
+        assert _state(pid) in ("R", "S")  # alive, waiting on the lock
+        deadline = time.monotonic() + 1.0 + sqlite_zygote._ALARM_GRACE + 0.7
+        while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(pid) in (None, "Z"), "the abandoned reader outlived its alarm"
+        assert time.monotonic() < deadline
+        assert isinstance(asyncio.run(sqlite_read.probe(store, store.parents[1], 0.5)), ProbeError)
+        assert _state(pid) is None  # reaped at that request
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
 
-    async def go() -> tuple[object, object]:
-        async with sqlite_read.fleet():
-            first = await sqlite_read.probe(store, store.parents[1])
-            for pid in children() - before:
-                os.kill(pid, 9)
-            await asyncio.sleep(0.2)
-            return first, await sqlite_read.probe(store, store.parents[1])
 
-    first, second = asyncio.run(go())
+def test_a_server_that_dies_is_replaced_and_the_read_still_answered(store: Path) -> None:
+    async def go() -> tuple[object, object, set[int], set[int]]:
+        first = await sqlite_read.probe(store, store.parents[1])
+        old = children()
+        for pid in old:
+            os.kill(pid, 9)
+        await asyncio.sleep(0.2)
+        second = await sqlite_read.probe(store, store.parents[1])
+        return first, second, old, children()
+
+    first, second, old, new = asyncio.run(go())
     assert isinstance(first, DbFacts) and second == first
-    assert children() == before
+    assert len(old) == 1 and len(new) == 1 and new != old
+
+
+def test_a_server_that_keeps_failing_is_given_up_for_readers_of_their_own(store: Path) -> None:
+    """After MAX_SERVER_FAILURES servers died, each read starts a reader of its own, and
+    answers as well."""
+
+    async def go() -> list[object]:
+        out = []
+        for _ in range(sqlite_read.MAX_SERVER_FAILURES + 2):
+            sqlite_read.warm()
+            for pid in children():
+                os.kill(pid, 9)
+            await asyncio.sleep(0.1)
+            out.append(await sqlite_read.probe(store, store.parents[1]))
+        return out
+
+    answers = asyncio.run(go())
+    assert all(isinstance(a, DbFacts) for a in answers) and len(set(map(repr, answers))) == 1
+    assert sqlite_read._SERVER is None and children() == set()
+
+
+def test_a_reader_forked_ahead_that_died_waiting_is_passed_over(store: Path) -> None:
+    """The server hands the store to the next reader, and stays the same server."""
+
+    async def go() -> tuple[list[object], set[int], set[int]]:
+        sqlite_read.warm()
+        servers = children()
+        (server,) = servers
+        while not _only_ready(server):
+            await asyncio.sleep(0.01)
+        dead = _forks_of(server)
+        for pid in dead:
+            os.kill(pid, 9)  # every reader waiting, dead (and its end of the socket closed)
+        while any(_state(pid) not in (None, "Z") for pid in dead):
+            await asyncio.sleep(0.01)
+        answers = [await sqlite_read.probe(store, store.parents[1]) for _ in range(3)]
+        return answers, servers, children()
+
+    answers, before, after = asyncio.run(go())
+    assert all(isinstance(a, DbFacts) for a in answers) and answers[0] == answers[2]
+    assert after == before
+
+
+def test_the_fork_server_imports_nothing_a_read_does_not_need() -> None:
+    """Its start is on a fleet check's path: no event loop, no YAML, no dataclasses, no typing,
+    not the facts classes (every reader is a fork of it, so they would cost every fork too)."""
+    code = (
+        f"import sys; sys.path[:0] = {sqlite_read._import_path()!r}; "
+        f"import {sqlite_read.ZYGOTE}; print(' '.join(sorted(sys.modules)))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.split())
+    assert {"sqlite3", "json", sqlite_read.ZYGOTE, sqlite_read.CHILD} <= loaded
+    heavy = {"asyncio", "ruamel", "yaml", "dataclasses", "typing", "base64", "bridgedoctor.facts"}
+    assert loaded & heavy == set()

@@ -1,21 +1,29 @@
 """The child side of probes/sqlite_read.py: one SQLite store read under limits, answered as one
-JSON object on stdout. Imports no event loop and nothing heavy (no YAML, no dataclasses, not the
-facts classes): it starts once per read, or once per fleet check as the fork server."""
+JSON object on stdout. Imports no event loop and nothing heavy (no YAML, no dataclasses, no
+typing, not the facts classes): it starts once per read, or once per process as the fork
+server (probes/sqlite_zygote.py)."""
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 import os
 import sqlite3
 import stat
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from . import bridgefile
-from .collect import PICKLED, SQLITE_TABLES_SQL, Parts, batch_sql, parts_of, table_names
+from .collect import PICKLED, SQLITE_TABLES_SQL, batch_sql, parts_of, table_names
+
+# Not typing's TYPE_CHECKING: the SQLite reader's fork server imports this module, and
+# importing typing is a tenth of its start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .collect import Parts
 
 SCAN_ROWS = 2000
 _LIMITS_MB = 1024
@@ -23,19 +31,20 @@ _CPU_SECONDS = 30
 _SCAN_CPU_SECONDS = 900
 
 
-def _encode(path: Path, tables: frozenset[str], parts: Parts) -> dict[str, Any]:
+def encode(path: Path, tables: frozenset[str], parts: Parts) -> dict[str, Any]:
     """The wire form sqlite_read._decode turns back into DbFacts."""
     versions, owner, accounts, samples = parts
-    b64 = base64.b64encode
+
+    def b64(b: bytes) -> str:  # base64.b64encode without importing base64 (the child's start)
+        return binascii.b2a_base64(b, newline=False).decode("ascii")
+
     return {
         "location": str(path),
         "tables": sorted(tables),
         "versions": versions,
         "owner": owner,
-        "accounts": [
-            {"account_id": a, "device_id": d, "pickle": b64(p).decode()} for a, d, p in accounts
-        ],
-        "samples": {k: [b64(x).decode() for x in v] for k, v in samples.items()},
+        "accounts": [{"account_id": a, "device_id": d, "pickle": b64(p)} for a, d, p in accounts],
+        "samples": {k: [b64(x) for x in v] for k, v in samples.items()},
     }
 
 
@@ -119,7 +128,7 @@ def _facts(path: Path) -> dict[str, Any]:
         sql = batch_sql(tables, "BLOB")
         rows = conn.execute(sql).fetchall() if sql else []
         _opened_only(_HELD, path)  # while SQLite still holds its descriptors
-        return _encode(path, tables, parts_of(tables, rows))
+        return encode(path, tables, parts_of(tables, rows))
     finally:
         conn.close()
 
@@ -174,54 +183,6 @@ def main(argv: list[str] | None = None) -> int:
 def _why(e: Exception) -> str:
     text = str(e) if isinstance(e, sqlite3.Error) else type(e).__name__
     return text.encode("unicode_escape").decode("ascii")[:120].rstrip(".")
-
-
-def zygote() -> None:
-    """The fork server of a fleet check (probes/sqlite_read.py `fleet`): it never opens a store,
-    it only forks. Each request on stdin (a SEQPACKET socket) is `[base, path]` with the write
-    end of a pipe; a fresh fork reads that one store under its own limits exactly as `main` does
-    and answers into the pipe, and its pid goes back on stdout. `["reap", pid]` kills and reaps
-    it (a pid is never reused while we have not reaped it, so the parent's kill cannot hit
-    another process). At end of input every child still here is killed before we exit."""
-    import resource  # noqa: F401 - imported once here rather than in every fork (`_limit`)
-    import signal
-    import socket
-
-    sock = socket.socket(fileno=0)
-    live: set[int] = set()
-    try:
-        while True:
-            msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
-            if not msg:
-                return
-            req = json.loads(msg)
-            if req[0] == "reap":
-                pid = int(req[1])
-                if pid in live:
-                    live.discard(pid)
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                continue
-            pid = os.fork()
-            if pid == 0:
-                code = 70
-                try:
-                    sock.close()
-                    os.dup2(fds[0], 1)
-                    os.close(fds[0])
-                    main([str(req[0]), str(req[1]), "facts"])
-                    sys.stdout.flush()
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(fds[0])
-            live.add(pid)
-            sys.stdout.write(f"{pid}\n")
-            sys.stdout.flush()
-    finally:
-        for pid in live:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

@@ -15,24 +15,28 @@ parsed by SQLite's C code. So the read happens in a short-lived child:
 The child (probes/sqlite_child.py) prints one JSON object; the parent turns it back into
 DbFacts or a ProbeError.
 
-A fleet check (`check all`, inside `fleet()`) starts one interpreter for all its stores: a fork
-server that never opens a store itself and forks one fresh child per store, each under its own
-limits and deadline exactly as above. Starting an interpreter per store would cost several
-times the read itself; if the fork server fails, each read gets an interpreter of its own again.
+Each read is a fresh fork of one fork server per process (probes/sqlite_zygote.py): an interpreter
+that never opens a store itself, started once (a fleet check starts it while it parses the
+configs, `warm`) and kept for the process's life, so a helper's checks reuse it. Each fork runs
+under its own limits and deadline exactly as above, and the server kills a fork that outlives
+its deadline even if we stopped waiting for it. Starting an interpreter per store would cost
+several times the read itself; if the server fails, it is started again, and after
+MAX_SERVER_FAILURES each read gets an interpreter of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextvars
+import contextlib
 import json
 import os
 import socket
+import subprocess
 import sys
+import threading
 import weakref
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +49,7 @@ TIMEOUT = 20.0
 SCAN_TIMEOUT = 900.0  # --deep reads every row; the caller's own deadline usually comes first
 MAX_OUTPUT = 8 * 1024 * 1024
 CHILD = "bridgedoctor.probes.sqlite_child"
+ZYGOTE = "bridgedoctor.probes.sqlite_zygote"
 
 
 async def probe(path: Path, base: Path, timeout: float = TIMEOUT) -> DbFacts | ProbeError:
@@ -96,134 +101,166 @@ async def _run(
     path: Path, base: Path, timeout: float, job: str, stdin: bytes
 ) -> dict[str, Any] | ProbeError:
     async with _slots():
-        forker = _FLEET.get()
-        if forker is not None and job == "facts":
-            out = await forker.read(path, base, timeout)
+        if job == "facts":
+            out = await _forked(path, base, timeout)
             if out is not None:
                 return out
         return await _child(path, base, timeout, job, stdin)
 
 
-@asynccontextmanager
-async def fleet() -> AsyncIterator[None]:
-    """Within: `probe` forks its child from one fork server for the whole fleet (started at
-    the first SQLite store, gone at the end, with any child it still has)."""
-    forker = _Forker()
-    token = _FLEET.set(forker)
-    try:
-        yield
-    finally:
-        _FLEET.reset(token)
-        await forker.close()
+def warm() -> None:
+    """Start the fork server now, if it is not running, so that its start overlaps the
+    caller's other work (a fleet check calls this as it parses the first SQLite bridge's
+    config, and its reads then find the server ready)."""
+    _server()
 
 
-FORK_TIMEOUT = 10.0  # for the fork server to answer a child's pid
+FORK_TIMEOUT = 10.0  # for a fork's first line (its pid)
+MAX_SERVER_FAILURES = 3  # then every read starts a child of its own, as without a server
 
 
-class _Forker:
-    """The parent's side of sqlite_child.zygote: one request at a time (a fork is quick), the
-    child's answer read from a pipe of ours. `read` returns None when the server cannot be
-    used, and the caller starts a child of its own."""
+class _Server:
+    """The parent's side of probes/sqlite_zygote.py: a request is one message on a socket, with
+    the write end of a pipe of ours; the fork's first line on that pipe is its pid (written
+    before it reads anything of the bridge's), then its answer. No reply comes on the
+    socket, so requests from any thread or event loop need no lock and cannot be mixed up."""
 
-    def __init__(self) -> None:
-        self.proc: asyncio.subprocess.Process | None = None
-        self.sock: socket.socket | None = None
-        self.lock = asyncio.Lock()
-        self.broken = False
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.proc = proc
+        self.sock = sock
 
-    async def _start(self) -> bool:
-        if self.broken:
+    @classmethod
+    def start(cls) -> _Server | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = (
+            f"import sys; sys.path[:0] = {_import_path()!r}; from {ZYGOTE} import serve; serve()"
+        )
+        try:
+            # Started here and now, not in a task: the caller goes on parsing configs without
+            # yielding to the loop, and the server's imports run meanwhile.
+            proc = subprocess.Popen(
+                [sys.executable, *_FLAGS, "-c", code], cwd="/", stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        except OSError:
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        ours.settimeout(FORK_TIMEOUT)  # a send waits only if the server stopped reading
+        return cls(proc, ours)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def request(self, path: Path, base: Path, timeout: float, w: int) -> bool:
+        msg = json.dumps([str(base), str(path), timeout]).encode()
+        try:
+            socket.send_fds(self.sock, [msg], [w])
+        except OSError:
             return False
-        if self.proc is None:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            code = (
-                f"import sys; sys.path[:0] = {_import_path()!r}; "
-                f"from {CHILD} import zygote; zygote()"
-            )
-            try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    sys.executable, *_FLAGS, "-c", code, cwd="/", stdin=theirs.fileno(),
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                )  # fmt: skip
-            except OSError:
-                ours.close()
-                self.broken = True
-                return False
-            finally:
-                theirs.close()
-            ours.settimeout(FORK_TIMEOUT)
-            self.sock = ours
         return True
 
-    async def read(
-        self, path: Path, base: Path, timeout: float
-    ) -> dict[str, Any] | ProbeError | None:
-        r, w = os.pipe()
-        pipe = os.fdopen(r, "rb", buffering=0)
+    def reap(self, pid: int) -> None:
+        # OSError: the server is gone, and killed its children as it went.
+        with contextlib.suppress(OSError):
+            self.sock.send(json.dumps(["reap", pid]).encode())
+
+    def close(self) -> None:
+        """End of input: the server kills every child it still has and exits. Not waited for
+        here (it takes a millisecond); Popen reaps it later."""
+        self.sock.close()
+
+
+_SERVER: _Server | None = None
+_SERVER_LOCK = threading.Lock()  # reset plans read on a loop of their own in a worker thread
+_failures = 0
+
+
+def _server() -> _Server | None:
+    """The process's one fork server, started (again) when it is not running; None once it
+    failed MAX_SERVER_FAILURES times. It lives as long as this process: a helper's fleet
+    checks reuse it, and at exit its end of input stops it."""
+    global _SERVER, _failures
+    with _SERVER_LOCK:
+        if _SERVER is not None and _SERVER.alive():
+            return _SERVER
+        if _SERVER is not None:
+            _SERVER.close()
+            _SERVER = None
+            _failures += 1
+        if _failures >= MAX_SERVER_FAILURES:
+            return None
+        _SERVER = _Server.start()
+        if _SERVER is None:
+            _failures += 1
+        return _SERVER
+
+
+def stop() -> None:
+    """Stop this process's fork server and every fork it still has; the next read starts a
+    new one (and may again after earlier failures)."""
+    global _SERVER, _failures
+    with _SERVER_LOCK:
+        server, _SERVER = _SERVER, None
+        _failures = 0
+    if server is not None:
+        server.close()
+        try:
+            server.proc.wait(FORK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def _retire(server: _Server) -> None:
+    """A server that did not answer as it should is not used again (a new one starts)."""
+    global _SERVER, _failures
+    with _SERVER_LOCK:
+        if _SERVER is server:
+            _SERVER = None
+            _failures += 1
+    server.close()
+
+
+async def _forked(path: Path, base: Path, timeout: float) -> dict[str, Any] | ProbeError | None:
+    """The read in a fork of the server; None when the server cannot be used (the caller then
+    starts a child of its own)."""
+    server = _server()
+    if server is None:
+        return None
+    r, w = os.pipe()
+    pipe = os.fdopen(r, "rb", buffering=0)
+    try:
+        try:
+            sent = server.request(path, base, timeout, w)
+        finally:
+            os.close(w)  # the server has its own copy: the child's exit ends our reading
+        if not sent:
+            _retire(server)
+            return None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_OUTPUT + 1)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
         try:
             try:
-                async with self.lock:
-                    pid = await self._fork(path, base, w)
-            finally:
-                os.close(w)  # the server has its own copy: the child's exit ends our reading
-            if pid is None:
+                pid = int(await asyncio.wait_for(reader.readuntil(b"\n"), FORK_TIMEOUT))
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+                _retire(server)  # no fork: as it exits, the server kills any child it made
                 return None
             try:
-                out = await asyncio.wait_for(_read_pipe(pipe), timeout)
+                out = await asyncio.wait_for(_read_all(reader), timeout)
             except asyncio.TimeoutError:
                 return _too_long(path, timeout)
             finally:
-                self._reap(pid)
+                server.reap(pid)
             return _answer(path, out, None)
         finally:
-            pipe.close()
-
-    async def _fork(self, path: Path, base: Path, w: int) -> int | None:
-        try:
-            if not await self._start():
-                return None
-            assert self.sock is not None and self.proc is not None and self.proc.stdout
-            socket.send_fds(self.sock, [json.dumps([str(base), str(path)]).encode()], [w])
-            line = await asyncio.wait_for(self.proc.stdout.readline(), FORK_TIMEOUT)
-            return int(line)
-        except (OSError, ValueError, asyncio.TimeoutError):
-            self.broken = True
-            return None
-        except asyncio.CancelledError:
-            self.broken = True  # its pid line may come later: no more requests after it
-            raise
-
-    def _reap(self, pid: int) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.send(json.dumps(["reap", pid]).encode())
-            except OSError:
-                self.broken = True  # the server is gone: its end of input killed the child
-
-    async def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()  # end of input: the server kills what it still has and exits
-        if self.proc is not None:
-            try:
-                await asyncio.wait_for(self.proc.wait(), FORK_TIMEOUT)
-            except asyncio.TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-
-_FLEET: contextvars.ContextVar[_Forker | None] = contextvars.ContextVar(
-    "bridgedoctor_sqlite_fleet", default=None
-)
-
-
-async def _read_pipe(pipe: Any) -> bytes:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_OUTPUT + 1)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    try:
-        return await _read_all(reader)
+            transport.close()
     finally:
-        transport.close()
+        pipe.close()
 
 
 def _too_long(path: Path, timeout: float) -> ProbeError:
