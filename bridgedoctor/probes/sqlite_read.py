@@ -27,6 +27,7 @@ MAX_SERVER_FAILURES each read gets an interpreter of its own.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import contextlib
 import json
@@ -116,6 +117,7 @@ def warm() -> None:
 
 
 FORK_TIMEOUT = 10.0  # for a fork's first line (its pid)
+CLOSE_WAIT = 0.5
 MAX_SERVER_FAILURES = 3  # then every read starts a child of its own, as without a server
 
 
@@ -167,14 +169,21 @@ class _Server:
             self.sock.send(json.dumps(["reap", pid]).encode())
 
     def close(self) -> None:
-        """End of input: the server kills every child it still has and exits. Not waited for
-        here (it takes a millisecond); Popen reaps it later."""
+        """End of input: the server kills every reader it still has and exits (within a few
+        milliseconds; killed if it has not after CLOSE_WAIT, its readers then end at their
+        alarms or, waiting, at their own end of input)."""
         self.sock.close()
+        try:
+            self.proc.wait(CLOSE_WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 _SERVER: _Server | None = None
 _SERVER_LOCK = threading.Lock()  # reset plans read on a loop of their own in a worker thread
 _failures = 0
+_AT_EXIT: list[object] = []
 
 
 def _server() -> _Server | None:
@@ -194,11 +203,13 @@ def _server() -> _Server | None:
         _SERVER = _Server.start()
         if _SERVER is None:
             _failures += 1
+        elif not _AT_EXIT:
+            _AT_EXIT.append(atexit.register(stop))  # its readers go with us, none left
         return _SERVER
 
 
 def stop() -> None:
-    """Stop this process's fork server and every fork it still has; the next read starts a
+    """Stop this process's fork server and every reader it still has; the next read starts a
     new one (and may again after earlier failures)."""
     global _SERVER, _failures
     with _SERVER_LOCK:
@@ -206,11 +217,6 @@ def stop() -> None:
         _failures = 0
     if server is not None:
         server.close()
-        try:
-            server.proc.wait(FORK_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
 
 
 def _retire(server: _Server) -> None:
