@@ -122,6 +122,21 @@ CASES = {
         ({"bridge": "x", "status": "broken", "findings": [{"severity": "error"}]},),
         {},
     ),
+    "bridge_report/head_without_summary_with_code": (
+        matrix.bridge_report,
+        (
+            {
+                "bridge": "x",
+                "status": "broken",
+                "findings": [
+                    {"severity": "error", "code": "c"},
+                    {"severity": "error", "code": "c", "summary": "no summary given (code c)."},
+                    {"severity": "warning", "code": "d"},
+                ],
+            },
+        ),
+        {},
+    ),
     "bridge_report/ok_without_key_finding": (
         matrix.bridge_report,
         (
@@ -653,16 +668,20 @@ EXPECTED: dict[str, Any] = {
         "<p>🟥 <b>x</b>: broken — E.</p><ul><li>⬜ N.</li><li>🟨 W.</li></ul>",
     ),
     "bridge_report/head_without_summary": (
-        "🟥 x: broken — \n🟥 ",
-        "<p>🟥 <b>x</b>: broken — </p><ul><li>🟥 </li></ul>",
+        "🟥 x: broken — no summary given.",
+        "<p>🟥 <b>x</b>: broken — no summary given.</p>",
+    ),
+    "bridge_report/head_without_summary_with_code": (
+        "🟥 x: broken — no summary given (code c).\n🟨 no summary given (code d).",
+        "<p>🟥 <b>x</b>: broken — no summary given (code c).</p><ul><li>🟨 no summary given (code d).</li></ul>",
     ),
     "bridge_report/ok_without_key_finding": (
-        "🟩 x: ok — \nℹ️ \nℹ️ I.",
-        "<p>🟩 <b>x</b>: ok — </p><ul><li>ℹ️ </li><li>ℹ️ I.</li></ul>",
+        "🟩 x: ok — no summary given.\nℹ️ I.",
+        "<p>🟩 <b>x</b>: ok — no summary given.</p><ul><li>ℹ️ I.</li></ul>",
     ),
     "bridge_report/findings_without_code_or_summary": (
-        "🟥 x: broken — S.\n🟨 \n\nEvidence (?):\n  - e\n\nFix:\n```yaml\nk: v\n```",
-        '<p>🟥 <b>x</b>: broken — S.</p><ul><li>🟨 </li></ul><details><summary>Evidence</summary><p><b>?</b></p><ul><li>e</li></ul></details><p><b>Fix:</b></p><pre><code class="language-yaml">k: v\n</code></pre>',
+        "🟥 x: broken — S.\n🟨 no summary given.\n\nEvidence (?):\n  - e\n\nFix:\n```yaml\nk: v\n```",
+        '<p>🟥 <b>x</b>: broken — S.</p><ul><li>🟨 no summary given.</li></ul><details><summary>Evidence</summary><p><b>?</b></p><ul><li>e</li></ul></details><p><b>Fix:</b></p><pre><code class="language-yaml">k: v\n</code></pre>',
     ),
     "bridge_report/too_long": (
         "🟥 whatsapp: broken — S.\n🟨 W.\n\nThe evidence is too long for one message; run bridgedoctor check whatsapp on the host.\n\nFix:\n```yaml\nk: v\n```\n1. just setup-all",

@@ -60,16 +60,31 @@ def _findings(report: Report) -> list[Mapping[str, Any]]:
     return sorted(found, key=lambda f: -_RANK.get(str(f.get("severity")), 2))
 
 
-def verdict(report: Report) -> str:
-    """The one-line verdict, worded as render/common.verdict."""
+def _verdict_finding(report: Report) -> Mapping[str, Any] | None:
+    """The finding the verdict line says (chosen as render/common.verdict)."""
     findings = _findings(report)
     if not findings:
-        return "no problem found."
+        return None
     head = findings[0]
     if head.get("severity") == "info" and _status(report) == "ok":
         ok = [f for f in findings if f.get("code") == "pickle_key_ok"]
-        return str((ok[0] if ok else head).get("summary", ""))
-    return str(head.get("summary", ""))
+        return ok[0] if ok else head
+    return head
+
+
+def _said(finding: Mapping[str, Any]) -> str:
+    # A helper of another version may leave a field out: never an empty line.
+    summary = finding.get("summary")
+    if summary:
+        return str(summary)
+    code = finding.get("code")
+    return f"no summary given (code {code})." if code else "no summary given."
+
+
+def verdict(report: Report) -> str:
+    """The one-line verdict, worded as render/common.verdict."""
+    head = _verdict_finding(report)
+    return "no problem found." if head is None else _said(head)
 
 
 def first_sentence(text: str) -> str:
@@ -182,12 +197,12 @@ def bridge_report(report: Report, command: str = "!bridge") -> Message:
     head_plain, head_html = _headline(report)
     findings = _findings(report)
     shown = verdict(report)
-    # A unit state folded into its cause's verdict is not repeated; other findings a cause
-    # explains are marked as following from it.
+    # The verdict's finding (or one saying the same) is not repeated, nor a unit state folded
+    # into its cause's verdict; other findings a cause explains are marked as following from it.
     others = [
         f
         for f in findings
-        if f.get("summary") != shown
+        if _said(f) != shown
         and not (f.get("explained_by") and str(f.get("code", "")).startswith("service_"))
     ]
     plain, html = [head_plain], [f"<p>{head_html}</p>"]
@@ -196,8 +211,8 @@ def bridge_report(report: Report, command: str = "!bridge") -> Message:
             ("↳" if f.get("explained_by") else SEVERITY_MARK.get(str(f.get("severity")), "⬜"), f)
             for f in others
         ]
-        plain += [f"{m} {f.get('summary', '')}" for m, f in marks]
-        items = "".join(f"<li>{m} {_e(f.get('summary', ''))}</li>" for m, f in marks)
+        plain += [f"{m} {_said(f)}" for m, f in marks]
+        items = "".join(f"<li>{m} {_e(_said(f))}</li>" for m, f in marks)
         html.append(f"<ul>{items}</ul>")
     fix_plain: list[str] = []
     fix_html: list[str] = []
