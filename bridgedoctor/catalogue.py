@@ -10,11 +10,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from .facts import LogLine
 from .probes.bridgefile import parse_yaml
+
+# Our package's own files (not importlib.resources: its import costs the CLI's start more than
+# this whole table takes to read).
+_DATA = Path(__file__).resolve().parent / "data"
 
 Family = Literal["keys", "config", "registration", "service", "database"]
 FAMILIES: tuple[Family, ...] = ("keys", "config", "registration", "service", "database")
@@ -119,7 +123,7 @@ def _entry(code: str, raw: dict) -> Entry:
 
 @lru_cache(maxsize=1)
 def load() -> Catalogue:
-    text = resources.files("bridgedoctor").joinpath("data/failures.yaml").read_text("utf-8")
+    text = (_DATA / "failures.yaml").read_text("utf-8")
     raw = parse_yaml(text)  # the same safe load as a bridge's file, built from events: faster
     return Catalogue(
         entries={code: _entry(code, e) for code, e in raw["codes"].items()},

@@ -9,10 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from .probes.bridgefile import parse_yaml
+
+# Our package's own files (not importlib.resources: its import costs the CLI's start more than
+# this whole table takes to read).
+_DATA = Path(__file__).resolve().parent / "data"
 
 Framework = Literal["bridgev2", "legacy-go", "python"]
 KeySetting = Literal["variable", "extension", "none"]
@@ -108,7 +112,7 @@ def _spec(name: str, raw: dict) -> BridgeSpec:
 
 @lru_cache(maxsize=1)
 def load() -> Knowledge:
-    text = resources.files("bridgedoctor").joinpath("data/bridges.yaml").read_text("utf-8")
+    text = (_DATA / "bridges.yaml").read_text("utf-8")
     raw = parse_yaml(text)  # the same safe load as a bridge's file, built from events: faster
     bridges = {name: _spec(name, spec) for name, spec in raw["bridges"].items()}
     known = tuple(raw["known_keys"])
