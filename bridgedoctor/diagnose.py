@@ -159,16 +159,19 @@ async def gather(
         )
         if isinstance(target, database.PgTarget):
             target = _pinned(spec, target, kb or load(), opts)
-        elif isinstance(target, database.SqliteTarget):
-            # In a fleet check the fork server starts now and imports while the other
-            # bridges' configs are parsed, not at the first read.
-            sqlite_read.warm()
+    # A SQLite store goes to its reader now (the first read starts the reader's fork server):
+    # it is read while this check, and a fleet's other bridges, parse their files.
+    started = (
+        await sqlite_read.start(target.path, base)
+        if isinstance(target, database.SqliteTarget)
+        else None
+    )
 
     async def db_probe() -> tuple[DbFacts | ProbeError | None, Scan]:
         if target is None or isinstance(target, ProbeError):
             return target, None
         assert isinstance(cfg, ConfigFacts)
-        db = await database.probe(target, base)
+        db = await (started.result() if started is not None else database.probe(target, base))
         scan: Scan = None
         if opts.deep and isinstance(db, DbFacts) and db.has_crypto_store:
             from .probes import store_scan  # --deep only: its worker and verifier load here
@@ -183,12 +186,16 @@ async def gather(
         return read_registration(config_dir / "registration.yaml", base)
 
     # The unit, its journal and the registration files are read while the database answers.
-    (db, scan), (state, lines), reg, hs = await asyncio.gather(
-        db_probe(),
-        unit_state(unit, f"{spec.service}.service", secrets, asked.states if asked else None),
-        registration(),
-        asyncio.shield(asked.homeserver) if asked else _homeserver(opts),
-    )
+    try:
+        (db, scan), (state, lines), reg, hs = await asyncio.gather(
+            db_probe(),
+            unit_state(unit, f"{spec.service}.service", secrets, asked.states if asked else None),
+            registration(),
+            asyncio.shield(asked.homeserver) if asked else _homeserver(opts),
+        )
+    finally:
+        if started is not None:
+            started.close()  # a check stopped at its deadline gives its read up, and its slot
     return BridgeFacts(
         spec=spec,
         base_dir=base,

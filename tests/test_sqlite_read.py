@@ -4,6 +4,8 @@ whose answer counts only if SQLite read the file that was checked."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import sqlite3
 import subprocess
@@ -162,7 +164,7 @@ def test_at_most_a_few_readers_at_once(store: Path) -> None:
     writer.execute("BEGIN EXCLUSIVE")
 
     async def go() -> int:
-        sqlite_read.warm()
+        sqlite_read._server()
         (server,) = children()
         peak = 0
 
@@ -212,16 +214,43 @@ def test_every_read_is_a_fork_of_one_server_kept_for_the_process(store: Path) ->
     assert children() == set() and _state(server) is None
 
 
-def test_warm_starts_the_server_before_any_read(store: Path) -> None:
-    async def go() -> tuple[set[int], set[int], object]:
-        sqlite_read.warm()
-        started = children()
-        facts = await sqlite_read.probe(store, store.parents[1])
-        return started, children(), facts
+def test_a_started_read_is_at_work_before_its_answer_is_asked_for(store: Path) -> None:
+    """`start` hands the store to a reader at once (a check then parses its other files, and
+    a fleet its other bridges, while the store is read); `close` gives the read up."""
+    writer = sqlite3.connect(store, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=DELETE")
+    writer.execute("BEGIN EXCLUSIVE")
 
-    started, after, facts = asyncio.run(go())
-    assert len(started) == 1 and after == started
-    assert isinstance(facts, DbFacts)
+    async def go() -> int:
+        read = await sqlite_read.start(store, store.parents[1], timeout=0.5)
+        try:
+            (server,) = children()
+            deadline = time.monotonic() + 2
+            while not _busy(server) and time.monotonic() < deadline:
+                time.sleep(0.01)  # not on the loop: nothing of ours runs meanwhile
+            return _busy(server)
+        finally:
+            read.close()
+
+    try:
+        assert asyncio.run(go()) == 1
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_reads_given_up_free_their_slots(store: Path) -> None:
+    async def go() -> object:
+        for _ in range(3):
+            reads = [
+                await sqlite_read.start(store, store.parents[1])
+                for _ in range(sqlite_read.MAX_CHILDREN)
+            ]
+            for read in reads:
+                read.close()
+        return await asyncio.wait_for(sqlite_read.probe(store, store.parents[1]), 10)
+
+    assert isinstance(asyncio.run(go()), DbFacts)
 
 
 def test_in_a_fleet_a_locked_store_is_given_up_and_its_fork_killed(
@@ -307,7 +336,7 @@ def test_a_server_that_keeps_failing_is_given_up_for_readers_of_their_own(store:
     async def go() -> list[object]:
         out = []
         for _ in range(sqlite_read.MAX_SERVER_FAILURES + 2):
-            sqlite_read.warm()
+            sqlite_read._server()
             for pid in children():
                 os.kill(pid, 9)
             await asyncio.sleep(0.1)
@@ -323,7 +352,7 @@ def test_a_reader_forked_ahead_that_died_waiting_is_passed_over(store: Path) -> 
     """The server hands the store to the next reader, and stays the same server."""
 
     async def go() -> tuple[list[object], set[int], set[int]]:
-        sqlite_read.warm()
+        sqlite_read._server()
         servers = children()
         (server,) = servers
         while not _only_ready(server):
@@ -356,3 +385,86 @@ def test_the_fork_server_imports_nothing_a_read_does_not_need() -> None:
     assert {"sqlite3", "json", sqlite_read.ZYGOTE, sqlite_read.CHILD} <= loaded
     heavy = {"asyncio", "ruamel", "yaml", "dataclasses", "typing", "base64", "bridgedoctor.facts"}
     assert loaded & heavy == set()
+
+
+def test_checks_stopped_at_their_deadline_give_their_reads_up(tmp_path: Path) -> None:
+    """A fleet check whose bridges are all cut off at their deadline (their stores locked)
+    leaves no read holding a slot: the next check on the same event loop (the helper's) reads
+    every store."""
+    from bridgedoctor.diagnose import Options, check_all
+    from tests.support.fleet import Host
+
+    host = Host.at(tmp_path)
+    names = ["discord", "gvoice", "linkedin", "signal", "slack", "whatsapp"]
+    for name in names:
+        host.add(name, StoreSpec(name, account_key=mdad_default_key(name)), engine="sqlite")
+    writers = []
+    for db in host.root.glob("mautrix-*/data/*.db"):
+        w = sqlite3.connect(db, isolation_level=None)
+        w.execute("PRAGMA journal_mode=DELETE")
+        w.execute("BEGIN EXCLUSIVE")
+        writers.append(w)
+    assert len(writers) == len(names) > sqlite_read.MAX_CHILDREN
+
+    async def go() -> tuple[list[str], list[str]]:
+        opts = Options(root=host.root, systemd_dir=host.systemd)
+        stopped = await check_all(dataclasses.replace(opts, bridge_timeout=0.3))
+        for w in writers:
+            w.execute("ROLLBACK")
+        after = await asyncio.wait_for(check_all(opts), 30)
+        return [r.findings[0].code for r in stopped.reports], [r.status for r in after.reports]
+
+    try:
+        stopped, after = asyncio.run(go())
+    finally:
+        for w in writers:
+            w.close()
+    assert stopped == ["check_timeout"] * len(names)
+    assert after == ["ok"] * len(names)
+
+
+def test_a_check_stopped_before_its_read_was_awaited_gives_the_read_up(tmp_path: Path) -> None:
+    """Stopped right after handing its store over (its deadline, just then): the read is given
+    up with it, and its slot is free at once, not when the read would have ended."""
+    from bridgedoctor import diagnose
+    from bridgedoctor.knowledge import load
+    from tests.support.fleet import Host
+
+    host = Host.at(tmp_path)
+    host.add(
+        "signal", StoreSpec("signal", account_key=mdad_default_key("signal")), engine="sqlite"
+    )
+    (db,) = host.root.glob("mautrix-signal/data/*.db")
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=DELETE")
+    writer.execute("BEGIN EXCLUSIVE")  # the read would wait 5 s on it
+
+    async def go() -> int:
+        opts = diagnose.Options(root=host.root, systemd_dir=host.systemd)
+        task = asyncio.create_task(diagnose.gather(load().bridges["signal"], opts))
+        await asyncio.sleep(0)  # its first step: the config parsed, the store handed over
+        assert _busy_soon()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        reads = [
+            await asyncio.wait_for(sqlite_read.start(db, db.parents[1]), 1)
+            for _ in range(sqlite_read.MAX_CHILDREN)
+        ]
+        for read in reads:
+            read.close()
+        return len(reads)
+
+    try:
+        assert asyncio.run(go()) == sqlite_read.MAX_CHILDREN
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def _busy_soon() -> bool:
+    (server,) = children()
+    deadline = time.monotonic() + 2
+    while not _busy(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _busy(server) == 1

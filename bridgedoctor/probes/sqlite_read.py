@@ -16,12 +16,13 @@ The child (probes/sqlite_child.py) prints one JSON object; the parent turns it b
 DbFacts or a ProbeError.
 
 Each read is a fresh fork of one fork server per process (probes/sqlite_zygote.py): an interpreter
-that never opens a store itself, started once (a fleet check starts it while it parses the
-configs, `warm`) and kept for the process's life, so a helper's checks reuse it. Each fork runs
-under its own limits and deadline exactly as above, and the server kills a fork that outlives
-its deadline even if we stopped waiting for it. Starting an interpreter per store would cost
-several times the read itself; if the server fails, it is started again, and after
-MAX_SERVER_FAILURES each read gets an interpreter of its own.
+that never opens a store itself, started at the first read and kept for the process's life, so a
+helper's checks reuse it. Each fork runs under its own limits and deadline exactly as above, and
+the server kills a fork that outlives its deadline even if we stopped waiting for it. Starting
+an interpreter per store would cost several times the read itself; if the server fails, it is
+started again, and after MAX_SERVER_FAILURES each read gets an interpreter of its own. A check
+hands its store to a reader (`start`) as soon as the config names it, and takes the answer
+(`Read.result`) after its other work: a fleet's stores are read while the next configs parse.
 """
 
 from __future__ import annotations
@@ -54,11 +55,26 @@ ZYGOTE = "bridgedoctor.probes.sqlite_zygote"
 
 
 async def probe(path: Path, base: Path, timeout: float = TIMEOUT) -> DbFacts | ProbeError:
-    """Run the child on `path` (inside `base`); a ProbeError if it refuses, fails or hangs.
-    At most MAX_CHILDREN run at once per event loop: each holds its own memory, and the
-    helper's unit caps the memory and tasks of all of them together."""
-    out = await _run(path, base, timeout, "facts", b"")
-    return out if isinstance(out, ProbeError) else _decode(out)
+    """Read `path` (inside `base`) in a child; a ProbeError if it refuses, fails or hangs."""
+    return await (await start(path, base, timeout)).result()
+
+
+async def start(path: Path, base: Path, timeout: float = TIMEOUT) -> Read:
+    """The read of `path` handed to a reader now; its answer comes with `Read.result`. A
+    check starts it as soon as the config names the store, and the reader works while the
+    check (and a fleet's other bridges) go on. At most MAX_CHILDREN reads are started and
+    not yet finished per event loop (each reader holds its own memory, and the helper's unit
+    caps the memory and tasks of all of them together): past that, this waits for a slot.
+    Whoever starts a read finishes it: `result`, or `close` to give it up."""
+    sem = _slots()
+    await sem.acquire()
+    read = Read(path, base, timeout, sem)
+    try:
+        read.send()
+    except BaseException:
+        read.close()
+        raise
+    return read
 
 
 async def scan(
@@ -102,18 +118,67 @@ async def _run(
     path: Path, base: Path, timeout: float, job: str, stdin: bytes
 ) -> dict[str, Any] | ProbeError:
     async with _slots():
-        if job == "facts":
-            out = await _forked(path, base, timeout)
-            if out is not None:
-                return out
         return await _child(path, base, timeout, job, stdin)
 
 
-def warm() -> None:
-    """Start the fork server now, if it is not running, so that its start overlaps the
-    caller's other work (a fleet check calls this as it parses the first SQLite bridge's
-    config, and its reads then find the server ready)."""
-    _server()
+class Read:
+    """One store's read, handed to a fork of the server (or, when there is none, to a child
+    of its own). It runs as a task of its own, which holds a slot until it ends: whether or not
+    anyone awaits `result`, the slot comes back, at the latest at the read's deadline."""
+
+    def __init__(self, path: Path, base: Path, timeout: float, slot: asyncio.Semaphore) -> None:
+        self.path, self.base, self.timeout = path, base, timeout
+        self._slot: asyncio.Semaphore | None = slot
+        self._task: asyncio.Future[DbFacts | ProbeError] | None = None
+
+    def send(self) -> None:
+        server, pipe = _server(), None
+        if server is not None:
+            r, w = os.pipe()
+            pipe = os.fdopen(r, "rb", buffering=0)
+            try:
+                sent = server.request(self.path, self.base, self.timeout, w)
+            finally:
+                os.close(w)  # the server has its own copy: the reader's exit ends our reading
+            if not sent:
+                pipe.close()
+                _retire(server)
+                server = pipe = None
+        self._task = asyncio.ensure_future(self._read(server, pipe))
+        # Not the coroutine's `finally`: a task cancelled before its first step never runs it.
+        self._task.add_done_callback(lambda _: self._end(pipe))
+
+    async def _read(self, server: _Server | None, pipe: Any) -> DbFacts | ProbeError:
+        out = None
+        if server is not None:
+            out = await _forked(server, pipe, self.path, self.timeout)
+        if out is None:
+            out = await _child(self.path, self.base, self.timeout, "facts", b"")
+        return out if isinstance(out, ProbeError) else _decode(out)
+
+    def _end(self, pipe: Any) -> None:
+        if pipe is not None:
+            pipe.close()
+        self._release()
+
+    async def result(self) -> DbFacts | ProbeError:
+        assert self._task is not None
+        return await self._task
+
+    def close(self) -> None:
+        """Given up (a check stopped at its deadline): the read is stopped and its slot free
+        now, not when the task has ended (on Python 3.11, wait_for can swallow a cancel that
+        comes as its wait ends, and the read then runs on to its own deadline). A reader whose
+        pid we had not read yet ends when it writes to the closed pipe, or at its own alarm,
+        and the server reaps it."""
+        if self._task is not None:
+            self._task.cancel()
+        self._release()
+
+    def _release(self) -> None:
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
 
 
 FORK_TIMEOUT = 10.0  # for a fork's first line (its pid)
@@ -229,44 +294,29 @@ def _retire(server: _Server) -> None:
     server.close()
 
 
-async def _forked(path: Path, base: Path, timeout: float) -> dict[str, Any] | ProbeError | None:
-    """The read in a fork of the server; None when the server cannot be used (the caller then
-    starts a child of its own)."""
-    server = _server()
-    if server is None:
-        return None
-    r, w = os.pipe()
-    pipe = os.fdopen(r, "rb", buffering=0)
+async def _forked(
+    server: _Server, pipe: Any, path: Path, timeout: float
+) -> dict[str, Any] | ProbeError | None:
+    """A fork's answer on `pipe`; None when the server did not fork (the caller then starts a
+    child of its own, and the server is not used again)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_OUTPUT + 1)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     try:
         try:
-            sent = server.request(path, base, timeout, w)
-        finally:
-            os.close(w)  # the server has its own copy: the child's exit ends our reading
-        if not sent:
-            _retire(server)
+            pid = int(await asyncio.wait_for(reader.readuntil(b"\n"), FORK_TIMEOUT))
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            _retire(server)  # no fork: as it exits, the server kills any child it made
             return None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_OUTPUT + 1)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
-        )
         try:
-            try:
-                pid = int(await asyncio.wait_for(reader.readuntil(b"\n"), FORK_TIMEOUT))
-            except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
-                _retire(server)  # no fork: as it exits, the server kills any child it made
-                return None
-            try:
-                out = await asyncio.wait_for(_read_all(reader), timeout)
-            except asyncio.TimeoutError:
-                return _too_long(path, timeout)
-            finally:
-                server.reap(pid)
-            return _answer(path, out, None)
+            out = await asyncio.wait_for(_read_all(reader), timeout)
+        except asyncio.TimeoutError:
+            return _too_long(path, timeout)
         finally:
-            transport.close()
+            server.reap(pid)
+        return _answer(path, out, None)
     finally:
-        pipe.close()
+        transport.close()
 
 
 def _too_long(path: Path, timeout: float) -> ProbeError:
