@@ -34,6 +34,7 @@ from bench import bulk, floors  # noqa: E402
 from bench.fleet import BIG, Fleet, build_one, build_pg, build_sqlite, key_of  # noqa: E402
 from bench.measure import Figure, load, machine, median, paired, run_child  # noqa: E402
 from bridgedoctor.diagnose import check, check_all  # noqa: E402
+from bridgedoctor.probes import sqlite_read  # noqa: E402
 from bridgedoctor.probes.store_scan import FETCH_ROWS  # noqa: E402
 from bridgedoctor.reset import crypto  # noqa: E402
 from bridgedoctor.reset import run as runner  # noqa: E402
@@ -77,6 +78,14 @@ def bench_check(pg: Fleet, empty: Fleet, sq: Fleet, server: PgServer, rounds: in
     out.append(
         Figure(f"check all, {len(sqb)} bridges, SQLite, in-process", ms(a), ms(b), "ms", 1.5)
     )
+    ours_cpu = cpu_ms(rounds, lambda: asyncio.run(check_all(sq.opts)), with_reader=True)
+    floor_cpu = cpu_ms(rounds, lambda: floors.sqlite_fleet(sqb))
+    NOTES.append(
+        f"CPU time of that SQLite check all (no target): {ours_cpu:.1f} ms, this process plus "
+        f"the reader's fork server and its readers, vs {floor_cpu:.1f} ms for the floor "
+        f"({ours_cpu / floor_cpu:.2f}x): each store read in a process of its own costs CPU that "
+        "2 idle cores hide and a busy machine does not"
+    )
     for fleet, label, tail in (
         (pg, "PostgreSQL", ["pg", host, str(port)]),
         (sq, "SQLite", ["sqlite"]),
@@ -113,6 +122,30 @@ def bench_check(pg: Fleet, empty: Fleet, sq: Fleet, server: PgServer, rounds: in
         )  # fmt: skip
     )
     return out
+
+
+NOTES: list[str] = []
+
+
+def cpu_ms(rounds: int, run: Callable[[], object], with_reader: bool = False) -> float:
+    """Median CPU time (user + system) of one run: this process's, and with `with_reader` the
+    SQLite reader's fork server's and its reaped readers' (/proc; the server outlives a run)."""
+
+    def now() -> float:
+        t = time.process_time()
+        if with_reader and sqlite_read._SERVER is not None:
+            f = Path(f"/proc/{sqlite_read._SERVER.proc.pid}/stat").read_text()
+            fields = f.rsplit(")", 1)[1].split()
+            t += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return t
+
+    xs = []
+    for _ in range(rounds):
+        run()  # the fork server's readers are reaped at the next request: count them then
+        t0 = now()
+        run()
+        xs.append(now() - t0)
+    return median(xs) * 1000
 
 
 def pg_rows(f: Fleet) -> int:
@@ -518,6 +551,7 @@ def main() -> int:
                 for fig in measure():  # each section's figures as soon as they are measured
                     say(fig.line())
                     figures.append(fig)
+        notes += NOTES
         if "helper" in only:
             f, lines = bench_helper(pg, args.requests)
             for fig in f:
