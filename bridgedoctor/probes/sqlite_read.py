@@ -20,7 +20,7 @@ that never opens a store itself, started at the first read and kept for the proc
 helper's checks reuse it. Each fork runs under its own limits and deadline exactly as above, and
 the server kills a fork that outlives its deadline even if we stopped waiting for it. Starting
 an interpreter per store would cost several times the read itself; if the server fails, it is
-started again, and after MAX_SERVER_FAILURES each read gets an interpreter of its own. A check
+started again, and after MAX_SERVER_FAILURES in a row each read gets an interpreter of its own. A check
 hands its store to a reader (`start`) as soon as the config names it, and takes the answer
 (`Read.result`) after its other work: a fleet's stores are read while the next configs parse.
 """
@@ -183,7 +183,7 @@ class Read:
 
 FORK_TIMEOUT = 10.0  # for a fork's first line (its pid)
 CLOSE_WAIT = 0.5
-MAX_SERVER_FAILURES = 3  # then every read starts a child of its own, as without a server
+MAX_SERVER_FAILURES = 3  # in a row; then every read starts a child of its own, as without a server
 
 
 class _Server:
@@ -253,7 +253,7 @@ _AT_EXIT: list[object] = []
 
 def _server() -> _Server | None:
     """The process's one fork server, started (again) when it is not running; None once it
-    failed MAX_SERVER_FAILURES times. It lives as long as this process: a helper's fleet
+    failed MAX_SERVER_FAILURES times in a row. It lives as long as this process: a helper's fleet
     checks reuse it, and at exit its end of input stops it."""
     global _SERVER, _failures
     with _SERVER_LOCK:
@@ -284,6 +284,14 @@ def stop() -> None:
         server.close()
 
 
+def _forked_once() -> None:
+    """The server forked a reader: failures before this one no longer count (a helper runs
+    for months, and three deaths spread over them must not end the server for good)."""
+    global _failures
+    with _SERVER_LOCK:
+        _failures = 0
+
+
 def _retire(server: _Server) -> None:
     """A server that did not answer as it should is not used again (a new one starts)."""
     global _SERVER, _failures
@@ -308,6 +316,7 @@ async def _forked(
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
             _retire(server)  # no fork: as it exits, the server kills any child it made
             return None
+        _forked_once()
         try:
             out = await asyncio.wait_for(_read_all(reader), timeout)
         except asyncio.TimeoutError:
