@@ -308,11 +308,13 @@ async def maubot_test_bot() -> AsyncIterator[mtest.TestBot]:
     bot.ids = []  # type: ignore[attr-defined]  # event ids, in step with bot.responded
     bot.redacted_in = []  # type: ignore[attr-defined]  # the room of each redaction
     bot.refuse_sends = 0  # type: ignore[attr-defined]  # a test makes the next N sends fail
+    bot.send_delay = 0.0  # type: ignore[attr-defined]  # a slow homeserver
 
     async def send(room_id: str, event_type: EventType, content: Any, **kw: Any) -> str:
         if bot.refuse_sends:  # type: ignore[attr-defined]
             bot.refuse_sends -= 1  # type: ignore[attr-defined]
             raise ConnectionError("the homeserver did not take the event")
+        await asyncio.sleep(bot.send_delay)  # type: ignore[attr-defined]
         await record(room_id, event_type, content, **kw)
         bot.ids.append(f"$ev{next(ids)}")  # type: ignore[attr-defined]
         return bot.ids[-1]  # type: ignore[attr-defined]  # the stock recorder returns None

@@ -655,3 +655,29 @@ async def test_a_confirmation_while_the_plan_is_being_stored_runs_it_once(
     assert any(n.content.body.startswith("✅ gmessages: crypto reset done.") for n in notices(bot))
     await say(bot, "!bridge reset gmessages")  # free again
     assert ops(helper).count("reset_plan") == 2
+
+
+async def test_the_last_progress_edit_waits_for_a_slow_first_line(
+    plugin, maubot_test_bot: mtest.TestBot, helper: FakeHelper
+) -> None:
+    """A reset that ends while its first progress line is still on its way to a slow
+    homeserver: the line ends as an edit of that first line, not as a second line."""
+    bot = maubot_test_bot
+    await say(bot, "!bridge reset gmessages")
+    _, code, _ = plan_event(bot)
+    helper.progress = [{"step": "stop", "doing": "stopping the bridge", "index": 1, "steps": 5}]
+    bot.send_delay = 0.3
+    before = len(bot.responded)
+    await say(bot, f"!bridge confirm {code}")
+    lines = [
+        r
+        for r in bot.responded[before:]
+        if r.event_type == EventType.ROOM_MESSAGE and "Reset of gmessages, step" in r.content.body
+    ]
+    first, last = lines
+    assert first.content.relates_to.rel_type is None  # a reply to the plan, not an edit
+    assert last.content.relates_to.rel_type.value == "m.replace"
+    assert last.content.relates_to.event_id == bot.ids[bot.responded.index(first)]
+    assert last.content.serialize()["m.new_content"]["body"] == (
+        "✔️ Reset of gmessages, step 1 of 5: stopping the bridge (finished)"
+    )
