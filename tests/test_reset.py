@@ -110,6 +110,9 @@ def test_crypto_reset_then_restore(host: Host, systemd: Systemd, tmp_path: Path,
     assert (item["mode"], item["state"]) == ("crypto", "done")
     manifest = json.loads((Path(item["location"]) / "manifest.json").read_text())
     assert manifest["tables"]["crypto_account"]["rows"] == 1
+    # The file says its format: COPY text from PostgreSQL, JSON lines from SQLite.
+    ext = "copy" if host.pg is not None else "jsonl"
+    assert manifest["tables"]["crypto_account"]["file"] == f"crypto_account.{ext}"
     assert "kv_store.recovery_key" not in manifest["tables"]
     assert "recovery key is kept" in manifest["extra"]["plan"]
     code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),

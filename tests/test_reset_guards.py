@@ -5,6 +5,7 @@ on the way to disk is refused before anything is removed. Real PostgreSQL and SQ
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import subprocess
 import sys
@@ -111,3 +112,30 @@ def test_full_backup_missing_rows_on_disk_is_refused(tmp_path: Path, host: Host)
     before = state(host, BRIDGE)
     asyncio.run(go())
     assert state(host, BRIDGE) == before
+
+
+def test_a_lock_nobody_holds_is_free(tmp_path: Path) -> None:
+    bridge_dir = tmp_path / "backups" / BRIDGE
+    assert not lock.is_held(bridge_dir)  # no lock file yet
+    with lock.held(bridge_dir):
+        pass
+    assert (bridge_dir / lock.NAME).exists() and not lock.is_held(bridge_dir)
+
+
+def test_a_lock_file_that_is_a_link_is_never_followed(tmp_path: Path) -> None:
+    """Only root can write the backup directory, but a link there is still never followed: a
+    lock taken through it would lock some other file."""
+    bridge_dir = tmp_path / "backups" / BRIDGE
+    bridge_dir.mkdir(parents=True, mode=0o700)
+    proc = hold(tmp_path / "elsewhere")  # a live process holds the file the link points to
+    try:
+        (bridge_dir / lock.NAME).symlink_to(tmp_path / "elsewhere" / lock.NAME)
+        with pytest.raises(OSError) as e:
+            lock.is_held(bridge_dir)
+        assert e.value.errno == errno.ELOOP
+        with pytest.raises(OSError) as e, lock.held(bridge_dir):
+            pytest.fail("locked through a link")
+        assert e.value.errno == errno.ELOOP
+    finally:
+        proc.kill()
+        proc.wait()

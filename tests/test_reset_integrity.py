@@ -58,7 +58,8 @@ def test_damaged_backup_restores_nothing(
     code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
                      *backup_args(tmp_path))  # fmt: skip
     assert code == 1
-    assert f"backup file {account.name} is damaged; nothing restored" in text
+    # Refused, not failed: nothing was written (ResetError.touched is False).
+    assert f"restore refused (backup file {account.name} is damaged; nothing restored" in text
     assert state(host, BRIDGE)["tables"] == after_reset
 
 

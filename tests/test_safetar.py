@@ -197,3 +197,53 @@ def test_clear_follows_no_link(tmp_path: Path) -> None:
     clear_dir(d)
     assert list(d.iterdir()) == []
     assert (other / "mautrix-other.db").read_text() == "not ours"
+
+
+def test_a_tar_that_does_not_read_back_is_named(data: Path, tmp_path: Path) -> None:
+    from bridgedoctor.reset.backup import verify_tar, verify_tar_sha
+
+    tar = tmp_path / "data.tar"
+    sha = tar_dir(data, tar)
+    verify_tar(tar, sha, data)  # as written: silent
+    verify_tar_sha(tar, sha)
+    with pytest.raises(ResetError) as e:
+        verify_tar(tar, "0" * 64, data)
+    assert str(e.value) == f"the backup {tar} does not read back as written; nothing was changed."
+    with pytest.raises(ResetError) as e:
+        verify_tar_sha(tar, "0" * 64)
+    assert str(e.value) == f"the backup {tar} is damaged; nothing restored."
+    (data / "run.sh").write_text("#!/bin/sh\nchanged since the tar\n")
+    with pytest.raises(ResetError) as e:
+        verify_tar(tar, sha, data)
+    assert str(e.value) == "run.sh differs in the backup; nothing was changed."
+
+
+def test_a_missing_data_directory_is_made_with_its_parents(data: Path, tmp_path: Path) -> None:
+    from bridgedoctor.reset.backup import clear_dir
+
+    cleared = tmp_path / "gone" / "data"
+    clear_dir(cleared)
+    assert cleared.is_dir() and list(cleared.iterdir()) == []
+    tar = tmp_path / "data.tar"
+    tar_dir(data, tar)
+    restored = tmp_path / "also-gone" / "data"
+    untar_into(tar, restored)
+    assert tree(restored) == tree(data)
+
+
+def test_clear_covered_removes_a_link_the_tar_holds_and_keeps_a_changed_one(
+    data: Path, tmp_path: Path
+) -> None:
+    """Symbolic links and both names of a hard link (the tar holds the second as a link to
+    the first) go when unchanged; a link pointing elsewhere since the backup stays."""
+    from bridgedoctor.reset.covered import clear_covered
+
+    tar = tmp_path / "data.tar"
+    tar_dir(data, tar)
+    (data / "dangling").unlink()
+    (data / "dangling").symlink_to("media/elsewhere")  # changed since the backup: kept
+    (data / "fifo").unlink()
+    kept = clear_covered(data, tar)
+    assert kept == ["dangling"]
+    assert sorted(p.name for p in data.iterdir()) == ["dangling"]
+    assert os.readlink(data / "dangling") == "media/elsewhere"

@@ -29,7 +29,7 @@ def tar_index(tar: Path) -> dict[str, Entry]:
                 out[name] = ("d", "")
             elif m.issym():
                 out[name] = ("l", m.linkname)
-            elif m.isfile():
+            elif m.isfile() or m.islnk():  # a hard link reads as the file it links to
                 f = tf.extractfile(m)
                 assert f is not None
                 out[name] = ("f", _sha(f))
