@@ -238,12 +238,19 @@ def test_clear_covered_removes_a_link_the_tar_holds_and_keeps_a_changed_one(
     the first) go when unchanged; a link pointing elsewhere since the backup stays."""
     from bridgedoctor.reset.covered import clear_covered
 
+    (data / "ends in a blank ").write_text("names are compared whole")
+    (data / "media" / "endsX").write_text("")
     tar = tmp_path / "data.tar"
     tar_dir(data, tar)
     (data / "dangling").unlink()
     (data / "dangling").symlink_to("media/elsewhere")  # changed since the backup: kept
+    (data / "run.sh").write_text("#!/bin/sh\nexit 1\n")  # changed content: kept
+    (data / "media" / "new").mkdir()  # new: kept, named once with what is in it
+    (data / "media" / "new" / "f").write_text("")
     (data / "fifo").unlink()
     kept = clear_covered(data, tar)
-    assert kept == ["dangling"]
-    assert sorted(p.name for p in data.iterdir()) == ["dangling"]
+    assert kept == ["dangling", "media/new", "run.sh"]
+    assert sorted(str(p.relative_to(data)) for p in data.rglob("*")) == [
+        "dangling", "media", "media/new", "media/new/f", "run.sh",
+    ]  # fmt: skip
     assert os.readlink(data / "dangling") == "media/elsewhere"
