@@ -71,3 +71,26 @@ def test_helper_plan_of_a_missing_store_creates_nothing(
     assert "does not exist" in message
     assert not db.path.exists()  # type: ignore[union-attr]
     assert not (helper.cfg.backup_dir / BRIDGE).exists()
+
+
+def test_the_plan_says_what_a_crypto_reset_means_for_cross_signing() -> None:
+    """mautrix-go's doSelfSign: with the recovery key kept the bot keeps its identity; without
+    one, a server that has the bot's keys makes the bridge exit 34 (knowledge/failures.md)."""
+    from bridgedoctor.reset.crypto import cross_signing_note
+
+    keeps = (
+        "so a bridge with self_sign on verifies its new device with the bot's existing "
+        "cross-signing keys; the bot's identity does not change"
+    )
+    exit34 = (
+        "stops with exit 34 if the server already has the bot's cross-signing keys (then set "
+        "kv_store recovery_key to 'overwrite' for new keys)"
+    )
+    assert cross_signing_note(True) == f"cross-signing: the stored recovery key is kept, {keeps}"
+    assert cross_signing_note(None) == (
+        f"cross-signing: a stored recovery key is kept, {keeps}; without one the bridge {exit34}"
+    )
+    assert cross_signing_note(False) == (
+        "cross-signing: no recovery key is stored; with self_sign on the bridge makes new "
+        f"cross-signing keys if the server has none, and {exit34}"
+    )

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from bridgedoctor.reset import progress as progress_mod
@@ -39,6 +40,11 @@ def test_steps_in_order_and_rows_as_they_stream(
     big: Host, systemd: Systemd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(progress_mod, "EVERY", 0.0)  # every chunk reported, not every 2 s
+    estimate = None  # SQLite keeps no row estimate
+    if big.pg is not None:  # PostgreSQL's planner has one once the table is analyzed
+        (name,) = big.databases.values()
+        estimate = asyncio.run(_analyze(big.pg.dsn(name), "crypto_megolm_inbound_session"))
+        assert estimate == INBOUND + 1
     seen: list[dict[str, Any]] = []
     backups = tmp_path / "backups"
     m = asyncio.run(
@@ -51,6 +57,8 @@ def test_steps_in_order_and_rows_as_they_stream(
     assert {s["step"] for s in inbound} == {"backup"}
     counts = [s["rows"] for s in inbound]
     assert counts == sorted(counts) and counts[-1] == INBOUND + 1  # StoreSpec adds one
+    # A backup's total is the planner's estimate, said to be one.
+    assert {(s["of"], s["approx"]) for s in inbound} == {(estimate, True)}
     assert m.tables["crypto_megolm_inbound_session"]["rows"] == INBOUND + 1
 
     seen.clear()
@@ -68,6 +76,17 @@ def test_steps_in_order_and_rows_as_they_stream(
         INBOUND + 1,
         False,
     )
+
+
+async def _analyze(dsn: str, table: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"ANALYZE {table}")
+        return int(
+            await conn.fetchval("SELECT reltuples::bigint FROM pg_class WHERE relname = $1", table)
+        )
+    finally:
+        await conn.close()
 
 
 def test_a_sink_that_fails_never_fails_the_reset(
