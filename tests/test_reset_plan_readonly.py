@@ -94,3 +94,30 @@ def test_the_plan_says_what_a_crypto_reset_means_for_cross_signing() -> None:
         "cross-signing: no recovery key is stored; with self_sign on the bridge makes new "
         f"cross-signing keys if the server has none, and {exit34}"
     )
+
+
+@pytest.mark.parametrize("was_active", [True, False])
+def test_the_terminal_plan_says_whether_the_unit_starts_again(
+    tmp_path: Path, was_active: bool
+) -> None:
+    from bridgedoctor.reset.plan import make
+
+    p = make("whatsapp", "full", "matrix-mautrix-whatsapp.service", was_active,
+             "postgresql://matrix-postgres:5432/matrix_mautrix_whatsapp",
+             tmp_path / "data", tmp_path / "backups", ["portal", "user"], ident="ID-full")  # fmt: skip
+    lines = p.render().splitlines()
+    step4 = (
+        "  4. start matrix-mautrix-whatsapp.service"
+        if was_active
+        else "  4. leave stopped (it was not running): matrix-mautrix-whatsapp.service"
+    )
+    assert lines[0] == "Reset plan for whatsapp (full):"
+    assert step4 in lines
+    assert lines[-1] == "Undo: bridgedoctor restore whatsapp ID-full"
+    # What the helper sends (JSON): paths as their text, and the digest of all the rest.
+    d = p.to_dict()
+    assert (d["data_dir"], d["backup_dir"]) == (
+        str(tmp_path / "data"),
+        str(tmp_path / "backups" / "ID-full"),
+    )
+    assert d["was_active"] is was_active and d["digest"] == p.digest
