@@ -121,3 +121,17 @@ def test_the_terminal_plan_says_whether_the_unit_starts_again(
         str(tmp_path / "backups" / "ID-full"),
     )
     assert d["was_active"] is was_active and d["digest"] == p.digest
+
+
+def test_a_crypto_plan_names_the_recovery_key_as_kept_unless_there_is_none(tmp_path: Path) -> None:
+    from bridgedoctor.reset.plan import KEPT_CRYPTO, make
+
+    def kept(recovery_key: bool | None) -> str:
+        return make("whatsapp", "crypto", "u.service", True, "db", tmp_path / "data",
+                    tmp_path / "b", ["crypto_account"], "ID", recovery_key).kept  # fmt: skip
+
+    assert kept(False) == KEPT_CRYPTO
+    for stored_or_unknown in (True, None):
+        assert kept(stored_or_unknown) == (
+            "kv_store row recovery_key (plain text; self-signing needs it), " + KEPT_CRYPTO
+        )
