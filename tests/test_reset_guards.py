@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -139,3 +140,16 @@ def test_a_lock_file_that_is_a_link_is_never_followed(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_backup_needs_twice_its_size_free_and_a_margin(tmp_path: Path) -> None:
+    """COPY text of bytea is larger than the table's pages: a backup is refused before anything
+    is touched unless twice its estimated size (and a MiB) is free."""
+    from bridgedoctor.reset.backup import SPACE_FACTOR, SPACE_MARGIN, ensure_space
+
+    assert (SPACE_FACTOR, SPACE_MARGIN) == (2.0, 1 << 20)
+    half = (shutil.disk_usage(tmp_path).free - SPACE_MARGIN) // 2
+    slack = 64 << 20  # other writers on this disk may move the free space a little meanwhile
+    ensure_space(tmp_path, half - slack)
+    with pytest.raises(ResetError, match="not enough space for the backup"):
+        ensure_space(tmp_path, half + slack)

@@ -121,6 +121,12 @@ def test_the_terminal_plan_says_whether_the_unit_starts_again(
         str(tmp_path / "backups" / "ID-full"),
     )
     assert d["was_active"] is was_active and d["digest"] == p.digest
+    db = "postgresql://matrix-postgres:5432/matrix_mautrix_whatsapp"
+    assert d["backed_up"] == [
+        f"the whole database {db} (2 tables, schema and rows)",
+        f"the data directory {tmp_path / 'data'} (tar)",
+    ]
+    assert d["kept"] == "the config directory and the database itself (empty, same owner)"
 
 
 def test_a_crypto_plan_names_the_recovery_key_as_kept_unless_there_is_none(tmp_path: Path) -> None:
