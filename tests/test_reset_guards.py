@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,5 +152,14 @@ def test_a_backup_needs_twice_its_size_free_and_a_margin(tmp_path: Path) -> None
     half = (shutil.disk_usage(tmp_path).free - SPACE_MARGIN) // 2
     slack = 64 << 20  # other writers on this disk may move the free space a little meanwhile
     ensure_space(tmp_path, half - slack)
-    with pytest.raises(ResetError, match="not enough space for the backup"):
+    with pytest.raises(ResetError) as e:
         ensure_space(tmp_path, half + slack)
+    want = (half + slack) * 2 + SPACE_MARGIN
+    said = re.fullmatch(
+        rf"not enough space for the backup in {re.escape(str(tmp_path))}: about (\d+) KiB "
+        r"needed, (\d+) KiB free; nothing was changed \(use --backup-dir\)\.",
+        str(e.value),
+    )
+    assert said is not None, str(e.value)
+    assert int(said[1]) == want // 1024
+    assert abs(int(said[2]) - half * 2 // 1024) < 2 * slack // 1024
