@@ -5,6 +5,9 @@ path. Over the real socket where the guard lives in the server."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +88,44 @@ def test_a_bridge_name_is_never_a_path(bridge: str) -> None:
     with pytest.raises(ProtocolError) as e:
         decode_request(line.replace("\\", "\\\\").encode())
     assert e.value.code == E_UNKNOWN_BRIDGE
+
+
+def test_peer_credentials_are_the_kernels() -> None:
+    """SO_PEERCRED over a real socket pair: this process on both ends; no socket, no peer."""
+    from bridgedoctor.helper.peer import Peer, credentials
+
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        assert credentials(a) == Peer(pid=os.getpid(), uid=os.getuid(), gid=os.getgid())
+    assert credentials(None) is None
+
+
+def test_an_audit_line_names_what_is_known_and_dashes_the_rest() -> None:
+    from bridgedoctor.helper.audit import Entry
+
+    assert Entry().line(0.4) == "request op=- bridge=- uid=- pid=- result=- ms=0"
+    full = Entry(op="reset", bridge="whatsapp", uid=0, pid=4242, result="done", by="@a:x")
+    assert full.line(1234.5) == (
+        "request op=reset bridge=whatsapp uid=0 pid=4242 result=done ms=1234 by=@a:x"
+    )
+
+
+def test_the_helper_logs_level_and_message_to_stderr_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bridgedoctor.helper.audit import LOGGER_NAME, audit_log, setup_logging
+
+    ours = logging.getLogger(LOGGER_NAME)
+    saved = (ours.handlers[:], ours.level, ours.propagate)
+    try:
+        setup_logging(logging.DEBUG)
+        setup_logging(logging.DEBUG)  # again: the handler is replaced, not added
+        audit_log.debug("request op=list")
+        assert capsys.readouterr().err == "DEBUG request op=list\n"  # the journal dates it
+        assert ours.propagate is False and ours.level == logging.DEBUG
+        setup_logging()
+        audit_log.debug("not at the default level")
+        audit_log.info("request op=check")
+        assert capsys.readouterr().err == "INFO request op=check\n"
+    finally:
+        ours.handlers[:], ours.level, ours.propagate = saved
