@@ -21,6 +21,15 @@ settings.register_profile("bridgedoctor", database=None)
 settings.load_profile("bridgedoctor")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No SQLite fork server outlives a test session: it is a child of this process, kept for
+    the process's life, and a runner that forks workers from this process after the session
+    (mutmut) and then waits for any child would reap it as one of its own."""
+    from bridgedoctor.probes import sqlite_read
+
+    sqlite_read.stop()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end test with real Synapse and maubot")
 
