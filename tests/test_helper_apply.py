@@ -84,6 +84,40 @@ def test_a_stale_digest_changes_nothing(helper: Running, host: Host, systemd: Sy
     assert config.read_bytes() == before and not changes(systemd)
 
 
+def test_a_config_changed_since_the_plan_is_named_not_shown(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    """The helper remembers the plan it showed: the refusal says what changed (config.yaml's
+    content, by name only: its hash and the keys stay out of the room)."""
+    config = config_path(host)
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    config.write_bytes(config.read_bytes() + b"# edited by hand\n")
+    edited = config.read_bytes()
+    message = refused(confirm(helper, plan))
+    assert message == (
+        "The bridge changed since the plan was shown (config.yaml's content changed); nothing "
+        "was changed. Ask again."
+    )
+    assert config.read_bytes() == edited and not changes(systemd)
+
+
+def test_an_undo_plan_gone_stale_names_the_change(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    ok(confirm(helper, plan))
+    applied = config_path(host).read_bytes()
+    undo = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+    systemd.set(UNIT, "inactive")
+    body = {"v": 1, "token": TOKEN, "op": "restore", "bridge": BRIDGE, "backup": plan["id"],
+            "digest": undo["digest"], "requested_by": ADMIN}  # fmt: skip
+    assert refused(helper.ask(body)) == (
+        f"The bridge changed since the plan was shown ({UNIT} was running and is stopped now); "
+        "nothing was changed. Ask again."
+    )
+    assert config_path(host).read_bytes() == applied
+
+
 def test_a_plan_id_of_another_kind_is_a_bad_request(helper: Running) -> None:
     plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
     answer = confirm(helper, {**plan, "id": plan["id"].replace("-apply", "-crypto")})

@@ -117,10 +117,29 @@ def test_stale_digest_changes_nothing(helper: Running, host: Host, systemd: Syst
     systemd.set(RESET_UNIT, "inactive")
     before = state(host, BRIDGE)
     message = refused(run_plan(helper, plan))
-    assert "changed since the plan was shown" in message and "nothing was changed" in message
+    assert message == (
+        f"The bridge changed since the plan was shown ({RESET_UNIT} was running and is stopped "
+        "now); nothing was changed. Ask again."
+    )
     assert state(host, BRIDGE) == before
     assert not [c for c in systemd.calls() if c.startswith("stop")]
     assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()
+
+
+def test_a_restore_plan_gone_stale_names_the_change(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    ok(run_plan(helper, plan))
+    rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+    systemd.set(RESET_UNIT, "inactive")
+    after_reset = state(host, BRIDGE)
+    message = refused(run_plan(helper, rplan))
+    assert message == (
+        f"The bridge changed since the plan was shown ({RESET_UNIT} was running and is stopped "
+        "now); nothing was changed. Ask again."
+    )
+    assert state(host, BRIDGE) == after_reset
 
 
 def test_restore_with_another_digest_changes_nothing(
@@ -133,7 +152,10 @@ def test_restore_with_another_digest_changes_nothing(
     rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
     other = "0" * 16 if rplan["digest"] != "0" * 16 else "1" * 16
     message = refused(run_plan(helper, {**rplan, "digest": other}))
-    assert "changed since the plan was shown" in message and "nothing was changed" in message
+    assert message == (  # a digest this helper never showed: nothing to compare with
+        "The bridge changed since the plan was shown (the restore plan differs); nothing was "
+        "changed. Ask again."
+    )
     assert state(host, BRIDGE) == after_reset
     assert not [c for c in systemd.calls()[calls:] if c.startswith(("stop", "start"))]
     assert [m.kind for m in all_for(helper.cfg.backup_dir / BRIDGE)] == ["reset"]

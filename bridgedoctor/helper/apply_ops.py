@@ -15,7 +15,7 @@ from ..diagnose import Options
 from ..protocol import Request
 from ..reset.run import RestorePlan
 from .audit import log
-from .reset_ops import CHANGED, in_worker
+from .reset_ops import confirmed, in_worker, refuse_changed, shown
 
 
 def result(r: ApplyRecord) -> dict[str, Any]:
@@ -34,11 +34,12 @@ async def run(req: Request, name: str, root: Path, opts: Options) -> tuple[dict[
     and turns an ApplyError (a ResetError) into a `reset_refused` answer."""
     if req.op == "apply_plan":
         _, plan, _ = await in_worker(lambda: apply_run.prepare(name, opts, root))
-        return plan.to_dict(), "planned"
+        return shown(plan.to_dict()), "planned"
+    before = confirmed(req)
 
     def confirm(plan: ApplyPlan) -> bool:
         if plan.digest != req.digest:
-            raise ApplyError(CHANGED.format(what="the apply plan differs"))
+            raise ApplyError(refuse_changed(before, plan.to_dict(), "the apply plan differs"))
         return True
 
     log.warning("apply to %s confirmed by %s", name, req.requested_by)
@@ -55,10 +56,11 @@ def undo_plan(name: str, ident: str, root: Path) -> dict[str, Any]:
 async def undo(req: Request, name: str, root: Path) -> tuple[dict[str, Any], str]:
     assert req.backup is not None
     ident = req.backup
+    before = confirmed(req)
 
     def confirm(plan: RestorePlan) -> bool:
         if plan.digest != req.digest:
-            raise ApplyError(CHANGED.format(what="the restore plan differs"))
+            raise ApplyError(refuse_changed(before, plan.to_dict(), "the restore plan differs"))
         return True
 
     log.warning("undo of apply %s to %s confirmed by %s", ident, name, req.requested_by)

@@ -10,6 +10,7 @@ waits on systemctl, tar and fsync: checks keep being answered meanwhile.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from ..apply.record import summary as applied
 from ..diagnose import Options
 from ..protocol import E_BAD_REQUEST, E_RESET, ProtocolError, Request
 from ..reset import run as runner
+from ..reset.changes import what_changed
 from ..reset.errors import ResetError
 from ..reset.manifest import FINAL, Manifest, all_for
 from ..reset.plan import Mode, Plan
@@ -38,6 +40,30 @@ PENDING = (
     "bridgedoctor backups {name}"
 )
 CHANGED = "the bridge changed since the plan was shown ({what}); nothing was changed. Ask again."
+# The plans this helper showed, by digest, so a refused confirmation can say what changed
+# (reset/changes.py). Memory only: after a restart the refusal says only that the plan differs.
+SHOWN_KEPT = 64
+_shown: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+
+def shown(plan: dict[str, Any]) -> dict[str, Any]:
+    """Answer a plan, remembering it (the oldest of more than SHOWN_KEPT is forgotten)."""
+    _shown[str(plan["digest"])] = plan
+    _shown.move_to_end(str(plan["digest"]))
+    while len(_shown) > SHOWN_KEPT:
+        _shown.popitem(last=False)
+    return plan
+
+
+def confirmed(req: Request) -> dict[str, Any] | None:
+    """The plan this helper showed with the confirmed digest, if it still remembers it. Taken
+    on the event loop, before the work's thread starts: only the loop touches the memory."""
+    return _shown.get(str(req.digest))
+
+
+def refuse_changed(before: dict[str, Any] | None, now: dict[str, Any], otherwise: str) -> str:
+    """The refusal of a confirmation whose plan is `now`, not `before` (the plan shown)."""
+    return CHANGED.format(what=what_changed(before, now) if before is not None else otherwise)
 
 
 async def in_worker(make: Callable[[], Awaitable[T]]) -> T:
@@ -94,16 +120,17 @@ async def run(
         if req.backup is not None and _kind(req.backup) == "apply":
             if req.op == "restore_plan":  # the undo of an apply
                 ident = req.backup
-                return await asyncio.to_thread(apply_ops.undo_plan, name, ident, root), "planned"
+                undo = await asyncio.to_thread(apply_ops.undo_plan, name, ident, root)
+                return shown(undo), "planned"
             return await apply_ops.undo(req, name, root)
         if req.op == "reset_plan":
             _, plan = await in_worker(lambda: runner.prepare(name, _mode(req), opts, root))
-            return plan.to_dict(), "planned"
+            return shown(plan.to_dict()), "planned"
         if req.op == "restore_plan":
             assert req.backup is not None
             ident = req.backup
             rplan = await asyncio.to_thread(runner.plan_restore, name, ident, opts, root)
-            return rplan.to_dict(), "planned"
+            return shown(rplan.to_dict()), "planned"
         if req.op == "reset":
             return await _reset(req, name, opts, root, progress)
         if req.op == "restore":
@@ -149,10 +176,11 @@ async def _reset(
     req: Request, name: str, opts: Options, root: Path, progress: Sink | None
 ) -> tuple[dict[str, Any], str]:
     mode = _mode(req)
+    before = confirmed(req)
 
     def confirm(plan: Plan) -> bool:
         if plan.digest != req.digest:
-            raise ResetError(CHANGED.format(what="its plan differs"))
+            raise ResetError(refuse_changed(before, plan.to_dict(), "its plan differs"))
         return True
 
     log.warning("reset of %s (%s) confirmed by %s", name, mode, req.requested_by)
@@ -167,10 +195,11 @@ async def _restore(
 ) -> tuple[dict[str, Any], str]:
     assert req.backup is not None
     ident = req.backup
+    before = confirmed(req)
 
     def confirm(plan: runner.RestorePlan) -> bool:
         if plan.digest != req.digest:
-            raise ResetError(CHANGED.format(what="the restore plan differs"))
+            raise ResetError(refuse_changed(before, plan.to_dict(), "the restore plan differs"))
         return True
 
     log.warning("restore of %s from %s confirmed by %s", name, ident, req.requested_by)
