@@ -154,10 +154,16 @@ def _user_exists(name: str) -> bool:
 
 
 def from_env() -> PgServer | None:
+    """BRIDGEDOCTOR_TEST_PG, and BRIDGEDOCTOR_TEST_PG_SOCKET when that server's socket directory
+    is known (scripts/mutation sets both: the tests that connect over the socket then run too)."""
     dsn = os.environ.get("BRIDGEDOCTOR_TEST_PG")
     if not dsn:
         return None
     p = urlsplit(dsn)
     return PgServer(
-        p.hostname or "127.0.0.1", p.port or 5432, p.username or "postgres", p.password or "", None
+        p.hostname or "127.0.0.1",
+        p.port or 5432,
+        p.username or "postgres",
+        p.password or "",
+        os.environ.get("BRIDGEDOCTOR_TEST_PG_SOCKET") or None,
     )
