@@ -4,7 +4,11 @@ on, else the matrix-postgres container's address (hosts set up before have no so
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
+import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +96,139 @@ def test_a_stopped_container_or_no_socket_is_not_an_address(tmp_path: Path, monk
     (tmp_path / "postgres" / "run").mkdir(parents=True)
     (tmp_path / "postgres" / "run" / ".s.PGSQL.5432").write_text("not a socket")
     assert postgres.discover(tmp_path) is None
+
+
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: object, code: int = 0,
+                delay: float = 0.0) -> Path:  # fmt: skip
+    """A `docker` on PATH (the process boundary) that prints `answer` as `docker inspect`
+    would, after `delay` seconds, and records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "answer.json").write_text(json.dumps(answer))
+    args = tmp_path / "docker-args"
+    (bin_dir / "docker").write_text(
+        f"#!{sys.executable}\nimport sys, time\n"
+        f"open({str(args)!r}, 'w').write(' '.join(sys.argv[1:]))\n"
+        f"time.sleep({delay})\n"
+        f"sys.stdout.write(open({str(tmp_path / 'answer.json')!r}).read())\n"
+        f"sys.exit({code})\n"
+    )
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return args
+
+
+def container(*networks: object, running: object = True) -> dict[str, object]:
+    nets = {f"net{i}": n for i, n in enumerate(networks)}
+    return {"State": {"Running": running}, "NetworkSettings": {"Networks": nets}}
+
+
+@pytest.mark.parametrize(
+    ("answer", "address", "network"),
+    [
+        (
+            [container({"IPAddress": "172.18.0.2", "IPPrefixLen": 16})],
+            "172.18.0.2",
+            "172.18.0.0/16",
+        ),
+        # No prefix length, or one outside 8..32 (a bool is an int too): the address alone.
+        ([container({"IPAddress": "172.18.0.2"})], "172.18.0.2", "172.18.0.2/32"),
+        ([container({"IPAddress": "10.1.2.3", "IPPrefixLen": 8})], "10.1.2.3", "10.0.0.0/8"),
+        ([container({"IPAddress": "10.1.2.3", "IPPrefixLen": 32})], "10.1.2.3", "10.1.2.3/32"),
+        ([container({"IPAddress": "10.1.2.3", "IPPrefixLen": 7})], "10.1.2.3", "10.1.2.3/32"),
+        ([container({"IPAddress": "10.1.2.3", "IPPrefixLen": 33})], "10.1.2.3", "10.1.2.3/32"),
+        ([container({"IPAddress": "10.1.2.3", "IPPrefixLen": True})], "10.1.2.3", "10.1.2.3/32"),
+        ([container({"IPAddress": "10.1.2.3", "IPPrefixLen": "24"})], "10.1.2.3", "10.1.2.3/32"),
+        # A network with no usable IPv4 address is passed over for the next one.
+        (
+            [
+                container(
+                    {"IPAddress": ""},
+                    {"IPAddress": "fd00::2"},
+                    "x",
+                    {"IPAddress": 5},
+                    {"IPAddress": "1.2.3"},
+                    {"IPAddress": "1.2.3.4.5"},
+                    {"IPAddress": "a.b.c.d"},
+                    {"IPAddress": "999.1.1.1", "IPPrefixLen": 24},
+                    {"IPAddress": "172.20.0.9", "IPPrefixLen": 24},
+                )
+            ],
+            "172.20.0.9",
+            "172.20.0.0/24",
+        ),  # fmt: skip
+        # A stopped container (listed first) is passed over, not the end of the list.
+        (
+            [
+                container({"IPAddress": "172.18.0.2"}, running=False),
+                "not a container",
+                container({"IPAddress": "172.19.0.3", "IPPrefixLen": 16}),
+            ],
+            "172.19.0.3",
+            "172.19.0.0/16",
+        ),  # fmt: skip
+        ([container({"IPAddress": "172.18.0.2"}, running=False)], None, None),
+        ([{"NetworkSettings": {"Networks": {"n": {"IPAddress": "172.18.0.2"}}}}], None, None),
+        ([{"State": None, "NetworkSettings": None}], None, None),
+        (
+            [{"State": {"Running": True}, "NetworkSettings": {"Networks": ["172.18.0.2"]}}],
+            None,
+            None,
+        ),
+        ([{"State": {"Running": True}, "NetworkSettings": {"Networks": None}}], None, None),
+        ({"State": {"Running": True}}, None, None),
+        ([], None, None),
+    ],
+)
+def test_the_container_address_is_read_from_docker_inspect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: object, address: str | None,
+    network: str | None,
+) -> None:  # fmt: skip
+    args = fake_docker(tmp_path, monkeypatch, answer)
+    assert postgres.container_address() == address
+    assert postgres.container_network() == network
+    assert args.read_text() == "inspect matrix-postgres"
+
+
+def test_docker_failing_or_missing_or_slow_is_no_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = [container({"IPAddress": "172.18.0.2", "IPPrefixLen": 16})]
+    fake_docker(tmp_path, monkeypatch, running, code=1)  # e.g. no such container
+    assert postgres.container_address() is None
+    fake_docker(tmp_path, monkeypatch, running, code=0)
+    assert postgres.container_address() == "172.18.0.2"
+    (tmp_path / "answer.json").write_text("not json")
+    assert postgres.container_address() is None
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert postgres.container_address() is None
+    # A docker that does not answer within INSPECT_TIMEOUT is given up on (it would answer).
+    monkeypatch.setattr(postgres, "INSPECT_TIMEOUT", 0.5)
+    fake_docker(tmp_path, monkeypatch, running, delay=3)
+    started = time.monotonic()
+    assert postgres.container_address() is None
+    assert time.monotonic() - started < 2.5
+
+
+def test_the_socket_directory_is_found_and_discovery_is_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no docker
+    run_dir = tmp_path / "postgres" / "run"
+    run_dir.mkdir(parents=True)
+    assert postgres.socket_dir(tmp_path) is None
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(run_dir / ".s.PGSQL.5432"))
+        assert postgres.socket_dir(tmp_path) == run_dir
+        assert postgres.discover(tmp_path) == str(run_dir)
+        assert postgres.effective("auto", "matrix-postgres", tmp_path) == str(run_dir)
+    (run_dir / ".s.PGSQL.5432").unlink()
+    # Within CACHE_SECONDS the first answer stands (one discovery per `check all`) ...
+    assert postgres.discover(tmp_path) == str(run_dir)
+    # ... and another root is discovered on its own; then the answer ages out.
+    assert postgres.discover(tmp_path / "postgres") is None
+    fake_docker(tmp_path, monkeypatch, [container({"IPAddress": "172.18.0.2"})])
+    assert postgres.discover(tmp_path / "postgres") is None
+    monkeypatch.setattr(postgres, "CACHE_SECONDS", 0.0)
+    assert postgres.discover(tmp_path) == "172.18.0.2"
+    assert postgres._cache[tmp_path][1] == "172.18.0.2"
