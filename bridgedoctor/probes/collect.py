@@ -147,7 +147,9 @@ def as_bytes(v: object) -> bytes:
 
 def _int(v: object) -> int | None:
     text = str(v).strip() if v is not None else ""
-    return int(text) if text.isascii() and text.lstrip("-").isdigit() and len(text) < 19 else None
+    # One sign at most: "--1" is no number (int() would raise, and the whole read fail).
+    digits = text[1:] if text.startswith("-") else text
+    return int(text) if text.isascii() and digits.isdigit() and len(text) < 19 else None
 
 
 def _text(v: object) -> str:

@@ -118,7 +118,15 @@ def _is_reg(st: os.stat_result) -> bool:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5.0)
+    conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5.0)
+    # The bridge writes these texts: bytes that are not UTF-8 are replaced, not a failed read
+    # (sqlite3's own decoding raises, and the whole store would read as unreachable).
+    conn.text_factory = _text
+    return conn
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 def _facts(path: Path) -> dict[str, Any]:
