@@ -1,0 +1,332 @@
+"""probes/config.py and probes/registration.py: what is read from a bridge's config.yaml and
+registration.yaml (MDAD's three layouts), and from Synapse's homeserver.yaml, field by field."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridgedoctor.facts import (
+    AppserviceFacts,
+    ConfigFacts,
+    HomeserverFacts,
+    ProbeError,
+    RegistrationFacts,
+    ServiceFacts,
+)
+from bridgedoctor.pickle import fingerprint
+from bridgedoctor.probes.config import read_config
+from bridgedoctor.probes.host import reroot
+from bridgedoctor.probes.registration import (
+    container_path,
+    read_homeserver,
+    read_registration,
+)
+from tests.fixtures import mdad
+
+URI = "postgres://bridge:s3cret@matrix-postgres:5432/matrix_mautrix_x?sslmode=disable"
+
+
+def write(tmp_path: Path, tree: Any, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(tree if isinstance(tree, str) else yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def appservice(bridge: str) -> AppserviceFacts:
+    return AppserviceFacts(
+        id=bridge,
+        address=f"http://matrix-mautrix-{bridge}:8080",
+        as_token=fingerprint(mdad.FAKE_AS_TOKEN),
+        hs_token=fingerprint(mdad.FAKE_HS_TOKEN),
+    )
+
+
+@pytest.mark.parametrize(
+    ("bridge", "expected"),
+    [
+        (
+            "whatsapp",
+            {"layout": "bridgev2", "pickle_key": mdad.LEGACY_WHATSAPP_KEY, "db_type": "postgres",
+             "msc4190": True, "self_sign": True, "double_puppet": (("ex.org", "as_token"),)},
+        ),
+        (
+            "discord",
+            {"layout": "legacy-go", "pickle_key": None, "db_type": "postgres", "msc4190": True,
+             "self_sign": None, "double_puppet": ()},
+        ),
+        (
+            "googlechat",
+            {"layout": "python", "pickle_key": None, "db_type": None, "msc4190": None,
+             "self_sign": None, "double_puppet": ()},
+        ),
+    ],
+)  # fmt: skip
+def test_each_mdad_layout_is_read_field_by_field(
+    tmp_path: Path, bridge: str, expected: dict[str, Any]
+) -> None:
+    path = write(tmp_path, mdad.render_config(bridge, db_uri=URI, msc4190=True, domain="ex.org"))
+    facts = read_config(path)
+    assert facts == ConfigFacts(
+        path=path,
+        encryption_allow=True,
+        db_uri=URI,
+        homeserver_domain="ex.org",
+        appservice=appservice(bridge),
+        homeserver_address=mdad.DEFAULT_HOMESERVER_ADDRESS,
+        **expected,
+    )
+    assert isinstance(facts, ConfigFacts)
+    # Not compared by ConfigFacts' equality: the secrets a log line could echo.
+    assert {mdad.FAKE_AS_TOKEN, mdad.FAKE_HS_TOKEN, "s3cret"} <= set(facts.secret_values)
+    off = read_config(
+        write(tmp_path, mdad.render_config(bridge, db_uri=URI, encryption_allow=False))
+    )
+    assert isinstance(off, ConfigFacts) and off.encryption_allow is False
+
+
+def test_every_secret_a_log_line_could_echo_is_collected(tmp_path: Path) -> None:
+    tree = {
+        "homeserver": {"domain": "ex.org", "address": "https://hs.ex.org"},
+        "appservice": {"id": "x", "address": "http://x:1", "as_token": "as-1", "hs_token": "hs-2"},
+        "provisioning": {"shared_secret": "prov-3"},
+        "bridge": {
+            "provisioning": {"shared_secret": "prov-4"},
+            "login_shared_secret": "as_token:login-5",
+            "login_shared_secret_map": {"ex.org": "as_token:map-6", "other": 7, "b": "map-8"},
+        },
+        "public_media": {"signing_key": "media-9"},
+        "direct_media": {"server_key": "direct-10"},
+        "encryption": {"pickle_key": "pickle-11", "allow": True},
+        "double_puppet": {"secrets": {"ex.org": "as_token:dp-12", "c.org": "dp-13", "d": None}},
+        "database": {"type": "postgres", "uri": "postgres://u:pw-14:colon@db/x"},
+        "env_config_prefix": "MAUTRIX_X_",
+    }
+    facts = read_config(write(tmp_path, tree))
+    assert isinstance(facts, ConfigFacts)
+    assert facts.secret_values == (
+        "as-1", "hs-2", "prov-3", "prov-4", "login-5", "media-9", "direct-10", "pickle-11",
+        "dp-12", "dp-13", "map-6", "map-8", "pw-14:colon",
+    )  # fmt: skip
+    assert facts.double_puppet == (
+        ("ex.org", "as_token"),
+        ("c.org", "shared_secret"),
+        ("d", "empty"),
+    )
+    assert facts.env_config_prefix == "MAUTRIX_X_"
+    assert facts.homeserver_address == "https://hs.ex.org"
+    # The python layout's URI string, and the legacy layout's mapping, hold passwords too.
+    for db in ("postgres://u:pw-15@db/x", {"type": "postgres", "uri": "postgres://u:pw-15@db/x"}):
+        legacy = read_config(write(tmp_path, {"appservice": {"database": db, "as_token": ""}}))
+        assert isinstance(legacy, ConfigFacts)
+        assert legacy.secret_values == ("pw-15",)
+    # A URI without a password, or without credentials at all, adds nothing; nor do empty values.
+    for uri in ("postgres://u@db/x", "postgres://db/x", "/data/x.db", "sqlite:x@y"):
+        plain = read_config(
+            write(tmp_path, {"database": {"uri": uri}, "appservice": {"as_token": ""}})
+        )
+        assert isinstance(plain, ConfigFacts) and plain.secret_values == (), uri
+
+
+@pytest.mark.parametrize(
+    ("tree", "facts"),
+    [
+        # bridgev2 without a pickle key (or a non-string one) upgrades it to "generate".
+        ({"database": {"uri": "/data/x.db"}}, {"pickle_key": "generate", "db_type": ""}),
+        (
+            {"database": {"uri": "/data/x.db", "type": "sqlite3-fk-wal"},
+             "encryption": {"pickle_key": 5, "msc4190": "yes", "self_sign": 1, "allow": 1}},
+            {"pickle_key": "generate", "db_type": "sqlite3-fk-wal", "msc4190": None,
+             "self_sign": None, "encryption_allow": True},
+        ),
+        (
+            {"database": {"uri": "/data/x.db"}, "encryption": {"pickle_key": "k", "msc4190": False,
+             "self_sign": True}, "env_config_prefix": "", "double_puppet": {"secrets": ["x"]}},
+            {"pickle_key": "k", "msc4190": False, "self_sign": True, "env_config_prefix": None},
+        ),
+        # A prefix is shown on one line, bounded.
+        (
+            {"database": {"uri": "/data/x.db"}, "env_config_prefix": "A\nB" + "C" * 100},
+            {"env_config_prefix": "A\\x0aB" + "C" * 55 + "..."},
+        ),
+        ({"database": {"uri": "/data/x.db"}, "env_config_prefix": 5}, {"env_config_prefix": None}),
+        # Non-string or empty identity fields are not facts.
+        (
+            {"database": {"uri": "/data/x.db"}, "homeserver": {"domain": "", "address": 5},
+             "appservice": {"id": "", "address": None, "as_token": 5, "hs_token": ""}},
+            {"homeserver_domain": None, "homeserver_address": None,
+             "appservice": AppserviceFacts(None, None, None, None)},
+        ),
+        (
+            {"database": {"uri": "/data/x.db"}, "homeserver": "ex.org", "appservice": ["x"]},
+            {"homeserver_domain": None, "appservice": AppserviceFacts(None, None, None, None)},
+        ),
+        # legacy-go: the type is optional; msc4190 lives under bridge.encryption.
+        (
+            {"appservice": {"database": {"uri": "u"}}, "bridge": {"encryption": {"allow": True,
+             "msc4190": True}}, "encryption": {"allow": False, "msc4190": False}},
+            {"layout": "legacy-go", "pickle_key": None, "db_type": "", "db_uri": "u",
+             "encryption_allow": True, "msc4190": True},
+        ),
+        (
+            {"appservice": {"database": "u"}, "bridge": {"encryption": {"allow": True}},
+             "encryption": {"allow": False}},
+            {"layout": "python", "pickle_key": None, "db_type": None, "db_uri": "u",
+             "encryption_allow": True},
+        ),
+    ],
+)  # fmt: skip
+def test_odd_values_in_each_layout(tmp_path: Path, tree: dict, facts: dict[str, Any]) -> None:
+    path = write(tmp_path, tree)
+    got = read_config(path)
+    assert isinstance(got, ConfigFacts)
+    defaults = {"layout": "bridgev2", "encryption_allow": False, "db_uri": "/data/x.db",
+                "appservice": AppserviceFacts(None, None, None, None)}  # fmt: skip
+    for key, value in {**defaults, **facts}.items():
+        assert getattr(got, key) == value, key
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("- a\n- list\n", "does not hold a YAML mapping"),
+        ("appservice:\n  database:\n    type: postgres\n", "has no appservice.database.uri"),
+        ("appservice:\n  database:\n    uri: 5\n", "has no appservice.database.uri"),
+        ("database:\n  uri: 5\n", "has no database URI"),
+        ("database: postgres://x\n", "has no database URI"),
+    ],
+)
+def test_a_config_without_a_database_uri_is_unreadable(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    got = read_config(write(tmp_path, text))
+    assert isinstance(got, ProbeError) and got.code == "config_unreadable"
+    assert needle in got.message
+
+
+def test_the_config_is_read_below_the_bridge_directory(tmp_path: Path) -> None:
+    base = tmp_path / "mautrix-x"
+    (base / "config").mkdir(parents=True)
+    real = write(tmp_path, {"database": {"uri": "/data/x.db"}}, "elsewhere.yaml")
+    (base / "config" / "config.yaml").symlink_to(real)
+    got = read_config(base / "config" / "config.yaml", base)
+    assert isinstance(got, ProbeError) and got.code == "config_refused"
+
+
+# --- registration.yaml and homeserver.yaml -------------------------------------------------------
+
+
+def test_an_mdad_registration_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, mdad.render_registration("whatsapp", msc4190=True), "registration.yaml")
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    assert read_registration(path) == RegistrationFacts(
+        path=path,
+        appservice=appservice("whatsapp"),
+        msc4190=True,
+        mtime=1_700_000_000.0,
+    )
+    python = write(tmp_path, mdad.render_registration("googlechat"), "registration.yaml")
+    got = read_registration(python)
+    assert isinstance(got, RegistrationFacts) and got.msc4190 is None
+    assert got.appservice == appservice("googlechat")
+
+
+def test_a_registration_that_is_not_a_mapping_or_too_big(tmp_path: Path) -> None:
+    got = read_registration(write(tmp_path, "- x\n", "registration.yaml"))
+    assert isinstance(got, ProbeError) and got.code == "registration_unreadable"
+    assert "does not hold a YAML mapping" in got.message
+    big = write(tmp_path, "a: " + "x" * (256 * 1024) + "\n", "registration.yaml")
+    got = read_registration(big)
+    assert isinstance(got, ProbeError) and got.code == "registration_refused"
+    assert "larger than 256 KiB" in got.message
+    got = read_registration(tmp_path / "none.yaml")
+    assert isinstance(got, ProbeError) and got.code == "registration_missing"
+    odd = read_registration(write(tmp_path, {"io.element.msc4190": "yes"}, "registration.yaml"))
+    assert isinstance(odd, RegistrationFacts) and odd.msc4190 is None
+
+
+def synapse(tmp_path: Path, text: str | None, unit: str | None = None) -> tuple[Path, Path]:
+    root, systemd = tmp_path / "matrix", tmp_path / "systemd"
+    (root / "synapse" / "config").mkdir(parents=True)
+    systemd.mkdir()
+    if text is not None:
+        (root / "synapse" / "config" / "homeserver.yaml").write_text(text)
+    if unit is not None:
+        (systemd / "matrix-synapse.service").write_text(unit)
+    return root, systemd
+
+
+def service(active: str, sub: str, age: float | None) -> ServiceFacts:
+    return ServiceFacts(
+        unit="matrix-synapse.service", load_state="loaded", active_state=active, sub_state=sub,
+        result="success", exit_code="", exit_status=None, restarts=0, main_start_mono=1,
+        active_enter_mono=1, age=age,
+    )  # fmt: skip
+
+
+UNIT = (
+    "[Service]\nExecStart=/usr/bin/env docker run --rm --name matrix-synapse "
+    "--mount type=bind,src=/matrix/mautrix-whatsapp/bridge/registration.yaml,"
+    "dst=/matrix-mautrix-whatsapp-registration.yaml,ro "
+    "ghcr.io/element-hq/synapse:v1.120.0\n"
+)
+
+
+def test_synapse_lists_its_registrations_and_their_mounts(tmp_path: Path) -> None:
+    files = ["/matrix-mautrix-whatsapp-registration.yaml", 5, "/matrix-x-registration.yaml"]
+    root, systemd = synapse(tmp_path, yaml.safe_dump({"app_service_config_files": files}), UNIT)
+    running = service("active", "running", 100.0)
+    before = time.time()
+    got = read_homeserver(root, systemd, running)
+    assert isinstance(got, HomeserverFacts)
+    assert got.config == root / "synapse" / "config" / "homeserver.yaml"
+    assert got.app_service_files == (
+        container_path("mautrix-whatsapp"),
+        "/matrix-x-registration.yaml",
+    )
+    assert got.mounts == {
+        container_path("mautrix-whatsapp"): reroot(
+            "/matrix/mautrix-whatsapp/bridge/registration.yaml", root
+        )
+    }
+    assert got.started_at is not None
+    assert before - 100.0 - 1 <= got.started_at <= time.time() - 100.0
+    # Not running, or its age unknown: no start time; no unit file: no mounts.
+    for other in (None, service("inactive", "dead", 100.0), service("active", "running", None)):
+        got = read_homeserver(root, systemd, other)
+        assert isinstance(got, HomeserverFacts) and got.started_at is None
+    (systemd / "matrix-synapse.service").unlink()
+    got = read_homeserver(root, systemd)
+    assert isinstance(got, HomeserverFacts) and got.mounts == {}
+
+
+def test_a_homeserver_config_odd_or_absent(tmp_path: Path) -> None:
+    root, systemd = synapse(tmp_path, None)
+    assert read_homeserver(root, systemd) is None  # no MDAD Synapse on this host
+    (root / "synapse" / "config" / "homeserver.yaml").symlink_to(tmp_path / "nowhere")
+    got = read_homeserver(root, systemd)  # a dangling link is there, and refused
+    assert isinstance(got, ProbeError) and got.code == "homeserver_refused"
+    (root / "synapse" / "config" / "homeserver.yaml").unlink()
+    for text, files in (("app_service_config_files: x\n", ()), ("{}\n", ())):
+        (root / "synapse" / "config" / "homeserver.yaml").write_text(text)
+        got = read_homeserver(root, systemd)
+        assert isinstance(got, HomeserverFacts) and got.app_service_files == files
+    (root / "synapse" / "config" / "homeserver.yaml").write_text("- x\n")
+    got = read_homeserver(root, systemd)
+    assert isinstance(got, ProbeError) and got.code == "homeserver_unreadable"
+    assert "does not hold a YAML mapping" in got.message
+    # Up to 4 MiB is read (homeserver.yaml holds more than a bridge's config), not more.
+    (root / "synapse" / "config" / "homeserver.yaml").write_text(
+        "a: " + "x" * (3 * 1024 * 1024) + "\n"
+    )
+    assert isinstance(read_homeserver(root, systemd), HomeserverFacts)
+    (root / "synapse" / "config" / "homeserver.yaml").write_text(
+        "a: " + "x" * (4 * 1024 * 1024) + "\n"
+    )
+    got = read_homeserver(root, systemd)
+    assert isinstance(got, ProbeError) and got.code == "homeserver_refused"
