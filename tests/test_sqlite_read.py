@@ -63,6 +63,19 @@ def test_reads_a_store(store: Path) -> None:
     assert facts.location == str(store)
 
 
+def test_text_that_is_not_utf8_is_read_replaced_not_a_failed_read(store: Path) -> None:
+    """The bridge writes its database: an owner of bytes that are not UTF-8 (SQLite keeps a
+    TEXT column's bytes as given) is shown replaced; the store still reads."""
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        conn.execute("DELETE FROM database_owner")
+        conn.execute("INSERT INTO database_owner (key, owner) VALUES (0, CAST(? AS TEXT))",
+                     (b"mautrix-\xffwhatsapp",))  # fmt: skip
+        conn.commit()
+    facts = asyncio.run(sqlite_read.probe(store, store.parents[1]))
+    assert isinstance(facts, DbFacts), facts
+    assert facts.owner == "mautrix-\ufffdwhatsapp" and facts.accounts
+
+
 def test_a_locked_store_is_given_up_and_the_child_killed(store: Path) -> None:
     """A writer holding an exclusive lock makes the reader wait; the parent stops waiting at
     its own deadline and the child is gone, not left behind."""
