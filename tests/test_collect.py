@@ -140,8 +140,8 @@ def test_an_owner_column_of_null_is_no_owner_and_texts_are_bounded() -> None:
     tables = frozenset({"database_owner", "crypto_account"})
     rows = [("owner", None, None, None)]
     assert parts_of(tables, rows)[1] is None
-    rows = [("account", memoryview(b"\xe2\x80\xae@x"), None, b"")]
-    assert parts_of(tables, rows)[2] == [("\\u202e@x", "", b"")]
+    rows = [("account", memoryview(b"\xe2\x80\xae@x"), bytearray(b"\xffD"), b"")]
+    assert parts_of(tables, rows)[2] == [("\\u202e@x", "\ufffdD", b"")]
     long = "a" * 250
     assert parts_of(tables, [("owner", long, None, None)])[1] == "a" * 197 + "..."
     assert table_names([(long,), (5,)]) == frozenset({"a" * 197 + "...", "5"})

@@ -177,6 +177,8 @@ def container(*networks: object, running: object = True) -> dict[str, object]:
         ),
         ([{"State": {"Running": True}, "NetworkSettings": {"Networks": None}}], None, None),
         ({"State": {"Running": True}}, None, None),
+        (5, None, None),
+        ("172.18.0.2", None, None),
         ([], None, None),
     ],
 )

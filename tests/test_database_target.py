@@ -1,0 +1,205 @@
+"""probes/database.py: a database URI from a bridge's config.yaml (attacker input) becomes a
+target that stays inside the bridge's mounts, and a PostgreSQL connection set up as asked."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor.dbpin import DbPin, IdentityRefused
+from bridgedoctor.facts import ProbeError
+from bridgedoctor.probes import database
+from bridgedoctor.probes.database import (
+    PgTarget,
+    SqliteTarget,
+    parse_db_host,
+    target_for,
+)
+from tests.support.pg import PgServer
+from tests.test_dbpin import _role
+
+BASE = Path("/srv/matrix/mautrix-x")
+
+
+def target(uri: str, db_host: str | None = None, config_dir: Path = BASE / "config") -> object:
+    return target_for(
+        uri, data_dir=BASE / "data", config_dir=config_dir, base_dir=BASE, db_host=db_host
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("db.example.org", ("db.example.org", None)),
+        ("db.example.org:5433", ("db.example.org", 5433)),
+        ("/run/postgresql", ("/run/postgresql", None)),
+        ("/run/postgresql:5433", ("/run/postgresql", 5433)),
+        ("/run/a:b:6000", ("/run/a:b", 6000)),  # the last colon is the port's
+        ("db:abc", ("db:abc", None)),  # not a port: all of it is the host
+        ("db:", ("db:", None)),
+    ],
+)
+def test_db_host_is_a_host_or_socket_directory_and_maybe_a_port(
+    value: str, parsed: tuple[str, int | None]
+) -> None:
+    assert parse_db_host(value) == parsed
+
+
+def test_a_postgres_uri_becomes_its_target() -> None:
+    got = target("postgres://u%3Ax:p%40w@matrix-postgres:5433/db%2Fx?sslmode=require")
+    assert got == PgTarget(
+        user="u:x", password="p@w", host="matrix-postgres", port=5433, database="db/x",
+        ssl=True, uri_host="matrix-postgres", uri_port=5433,
+    )  # fmt: skip
+    assert isinstance(got, PgTarget) and got.password == "p@w"
+    assert "p@w" not in repr(got) and got.location == "postgres://u:x@matrix-postgres:5433/db/x"
+    bare = target("POSTGRESQL://db")
+    assert bare == PgTarget(user="", password="", host="db", port=5432, database="",
+                            ssl=False, uri_host="db", uri_port=5432)  # fmt: skip
+    assert target("postgres:///x") == PgTarget(
+        user="", password="", host="localhost", database="x", uri_host="localhost"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "ssl"),
+    [("disable", False), ("allow", False), ("prefer", False), ("require", True),
+     ("verify-ca", True), ("verify-full", True)],
+)  # fmt: skip
+def test_sslmode(mode: str, ssl: bool) -> None:
+    got = target(f"postgres://u@db/x?sslmode={mode}")
+    assert isinstance(got, PgTarget) and got.ssl is ssl
+
+
+def test_db_host_redirects_the_connection_not_the_bridge_s_own_address(tmp_path: Path) -> None:
+    got = target("postgres://u@matrix-postgres:5433/x", db_host="10.0.0.5:6543")
+    assert isinstance(got, PgTarget)
+    assert (got.host, got.port, got.uri_host, got.uri_port) == (
+        "10.0.0.5", 6543, "matrix-postgres", 5433
+    )  # fmt: skip
+    got = target("postgres://u@matrix-postgres:5433/x", db_host="/run/postgresql")
+    assert isinstance(got, PgTarget) and (got.host, got.port) == ("/run/postgresql", 5433)
+    # auto: only matrix-postgres is looked for (under the bridge directory's parent by default).
+    got = target("postgres://u@db.example.org/x", db_host="auto")
+    assert isinstance(got, PgTarget) and (got.host, got.port) == ("db.example.org", 5432)
+
+
+@pytest.mark.parametrize(
+    "uri", ["postgres://u@db:99999/x", "postgres://u@db:port/x", "postgres://u@[::1/x"]
+)
+def test_a_postgres_uri_that_does_not_parse_is_one_sentence(uri: str) -> None:
+    got = target(uri)
+    assert got == ProbeError(
+        "db_unsupported", "the database URI in config.yaml is not a valid PostgreSQL URI."
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("/data/mautrix-x.db", BASE / "data" / "mautrix-x.db"),
+        ("mautrix-x.db", BASE / "data" / "mautrix-x.db"),  # relative to the workdir, /data
+        ("sub/x.db?_txlock=immediate", BASE / "data" / "sub" / "x.db"),
+        ("/config/x.db", BASE / "config" / "x.db"),
+        ("/config/sub/x.db", BASE / "config" / "sub" / "x.db"),
+        ("sqlite:////data/x.db", BASE / "data" / "x.db"),
+        ("sqlite3:/data/x.db?_pragma=foreign_keys(1)", BASE / "data" / "x.db"),
+        ("file:/config/x.db?mode=rw", BASE / "config" / "x.db"),
+        ("sqlite:x.db", BASE / "data" / "x.db"),
+    ],
+)
+def test_a_sqlite_uri_maps_onto_the_bridge_s_mounts(uri: str, path: Path) -> None:
+    assert target(uri) == SqliteTarget(path)
+
+
+OUTSIDE = "is outside the bridge's /data and /config mounts."
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("/etc/shadow", f"the SQLite path /etc/shadow {OUTSIDE}"),
+        ("sqlite:///var/lib/x.db", f"the SQLite path /var/lib/x.db {OUTSIDE}"),
+        ("/configx/x.db", f"the SQLite path /configx/x.db {OUTSIDE}"),
+        ("/data/../../x.db", "the SQLite path /data/../../x.db leaves the bridge directory."),
+        ("../x.db", "the SQLite path ../x.db leaves the bridge directory."),
+        ("mysql://u@db/x", "the database URI scheme 'mysql' is not supported."),
+    ],
+)
+def test_a_sqlite_path_outside_the_mounts_is_refused(uri: str, message: str) -> None:
+    assert target(uri) == ProbeError("db_unsupported", message)
+
+
+def test_a_config_mount_outside_the_bridge_directory_is_refused() -> None:
+    """MDAD mounts /config from the bridge's own directory; a unit saying otherwise (the bridge
+    cannot write its unit, but the config could name a path there) is not followed."""
+    got = target("/config/x.db", config_dir=Path("/etc/other"))
+    assert got == ProbeError(
+        "db_unsupported", "the SQLite file /etc/other/x.db leaves the bridge directory."
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (asyncio.TimeoutError(), "timed out"),
+        (OSError(errno.ECONNREFUSED, "Connection refused"), "Connection refused"),
+        (ConnectionResetError(), "ConnectionResetError"),
+        (ValueError("x"), "ValueError"),
+    ],
+)
+def test_the_reason_of_a_failure_is_short(error: BaseException, reason: str) -> None:
+    assert database._reason(error) == reason
+
+
+def pg_target(pg: PgServer, role: str, pin: DbPin | None = None) -> PgTarget:
+    """A bridge's own role and database (the identity check refuses a superuser)."""
+    return PgTarget(user=role, password="pw", host=pg.host, port=pg.port, database=role, pin=pin)
+
+
+def test_a_connection_is_read_only_named_and_bounded_as_asked(pg: PgServer) -> None:
+    async def go() -> None:
+        role = await _role(pg)
+        conn = await pg_target(pg, role).connect(
+            read_only=True, application_name="bd-target-test", command_timeout=0.5
+        )
+        try:
+            assert await conn.fetchval("SHOW default_transaction_read_only") == "on"
+            assert await conn.fetchval("SHOW application_name") == "bd-target-test"
+            with pytest.raises(asyncio.TimeoutError):
+                await conn.fetchval("SELECT pg_sleep(3)")
+        finally:
+            await conn.close()
+        conn = await pg_target(pg, role).connect(read_only=False, application_name="bd-rw")
+        try:
+            assert await conn.fetchval("SHOW default_transaction_read_only") == "off"
+            assert await conn.fetchval("SELECT 1 FROM pg_sleep(0.6)") == 1  # no 0.5 s cap
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def test_a_refused_identity_closes_the_connection(pg: PgServer) -> None:
+    """The identity check fails (a pin naming another role): the connection is closed, not
+    left open on the server."""
+
+    async def go() -> int:
+        role = await _role(pg)
+        pinned = pg_target(pg, role, DbPin(database=role, user="someone_else"))
+        with pytest.raises(IdentityRefused):
+            await pinned.connect(read_only=True, application_name="bd-target-refused")
+        watcher = await pg_target(pg, role).connect(read_only=True, application_name="bd-watch")
+        try:
+            await asyncio.sleep(0.3)
+            return await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                "bd-target-refused",
+            )
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(go()) == 0
