@@ -1,0 +1,148 @@
+"""probes/sqlite_child.py, its parts in this process: which files a read holds and checks (the
+store and its -wal/-shm), the read-only connection, the wire form, the reasons. What SQLite may
+have open besides them (`_opened_only`) can only be judged in a process with no other file open,
+the child: that, its limits and `main` are tests/test_sqlite_read.py's (and tests/hostile's)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor.probes import bridgefile, sqlite_child
+from bridgedoctor.probes.collect import parts_of
+from tests.support.fleet import mdad_default_key
+from tests.support.store import StoreSpec, write_sqlite
+
+OTHER_UID = 64_999
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "mautrix-x" / "data" / "mautrix-x.db"
+    path.parent.mkdir(parents=True)
+    write_sqlite(path, StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp")))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_descriptors(tmp_path: Path) -> Iterator[None]:
+    """_held keeps what it checked open until the child exits; here the test is the child, so
+    what it left open below tmp_path is closed after each test."""
+    yield
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(f"{tmp_path}/"):
+                os.close(int(fd))
+
+
+def refused(fn, code: str = "refused") -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(bridgefile.Refused) as e:
+        fn()
+    assert e.value.code == code
+    return e.value.message
+
+
+def test_the_store_and_its_wal_and_shm_are_held(store: Path) -> None:
+    base = store.parents[1]
+    held = sqlite_child._held(store, base)
+    assert list(held) == [str(store)]  # no -wal or -shm: none is required
+    assert (held[str(store)].st_ino, held[str(store)].st_dev) == (
+        store.stat().st_ino, store.stat().st_dev
+    )  # fmt: skip
+    for suffix in ("-wal", "-shm"):
+        Path(f"{store}{suffix}").write_bytes(b"")
+    held = sqlite_child._held(store, base)
+    assert list(held) == [str(store), f"{store}-wal", f"{store}-shm"]
+    assert held[f"{store}-shm"].st_ino == Path(f"{store}-shm").stat().st_ino
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_link_or_a_foreign_owner_among_them_is_refused(
+    store: Path, tmp_path: Path, suffix: str
+) -> None:
+    base = store.parents[1]
+    name = Path(f"{store}{suffix}")
+    if suffix:
+        name.write_bytes(b"")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(name.read_bytes())
+    name.unlink()
+    name.symlink_to(elsewhere)
+    assert "is a symbolic link" in refused(lambda: sqlite_child._held(store, base))
+    name.unlink()
+    os.link(elsewhere, name)
+    assert "hard links" in refused(lambda: sqlite_child._held(store, base))
+    name.unlink()
+    elsewhere.rename(name)
+    os.chown(name, OTHER_UID, OTHER_UID)
+    message = refused(lambda: sqlite_child._held(store, base))
+    assert f"is owned by uid {OTHER_UID}" in message and str(name) in message
+    # Owned by the data directory's owner: fine, whoever that is.
+    os.chown(store.parent, OTHER_UID, OTHER_UID)
+    assert str(name) in sqlite_child._held(store, base)
+
+
+def test_a_missing_store_is_missing_and_a_store_outside_is_refused(
+    store: Path, tmp_path: Path
+) -> None:
+    base = store.parents[1]
+    message = refused(lambda: sqlite_child._held(store.parent / "none.db", base), "missing")
+    assert "does not exist" in message
+    refused(lambda: sqlite_child._held(tmp_path / "x.db", base))
+
+
+def test_the_store_is_opened_read_only_even_with_odd_characters(tmp_path: Path) -> None:
+    path = tmp_path / "a b?c#d%.db"
+    sqlite3.connect(path).close()
+    conn = sqlite_child._connect(path)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("CREATE TABLE t (x)")
+    finally:
+        conn.close()
+    assert sorted(os.listdir(tmp_path)) == ["a b?c#d%.db"]  # no other file made
+
+
+def test_the_wire_form() -> None:
+    parts = parts_of(
+        frozenset({"version", "database_owner", "crypto_account", "crypto_olm_session"}),
+        [
+            ("version", "5", None, None),
+            ("owner", "mautrix-x", None, None),
+            ("account", "@bot:ex.org", "DEV", b"\x00\xffpickle"),
+            ("olm_session", None, None, b"s1"),
+        ],
+    )
+    assert sqlite_child.encode(Path("/d/x.db"), frozenset({"b", "a"}), parts) == {
+        "location": "/d/x.db",
+        "tables": ["a", "b"],
+        "versions": {"version": 5},
+        "owner": "mautrix-x",
+        "accounts": [{"account_id": "@bot:ex.org", "device_id": "DEV", "pickle": "AP9waWNrbGU="}],
+        "samples": {"olm_session": ["czE="]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("error", "why"),
+    [
+        (sqlite3.DatabaseError("file is not a database."), "file is not a database"),
+        (sqlite3.OperationalError("bad\nline\u202e" + "x" * 200), None),
+        (ValueError("secret detail"), "ValueError"),
+        (MemoryError(), "MemoryError"),
+    ],
+)
+def test_the_reason_of_a_failed_read_is_one_bounded_line(
+    error: Exception, why: str | None
+) -> None:
+    got = sqlite_child._why(error)
+    if why is not None:
+        assert got == why
+    else:
+        assert got == ("bad\\nline\\u202e" + "x" * 200)[:120]
+    assert got.isascii() and "\n" not in got and len(got) <= 120
