@@ -232,3 +232,48 @@ def test_non_utf8_is_unreadable(base: Path) -> None:
 def test_invalid_yaml_is_one_sentence(base: Path, text: str) -> None:
     message = refused(yaml_of(base, text), "config_unreadable")
     assert "is not valid YAML" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("a: 1\nb: [1,\n", 3),
+        ("- a\nb: c\n", 2),  # the problem's line, not the context's (line 1)
+        ("a: 1\nb: &x 1\nc: *y\n", 3),
+        ("a: 1\n\nkey: 'unterminated\n\n", 5),
+    ],
+)
+def test_invalid_yaml_names_the_line_of_the_problem(base: Path, text: str, line: int) -> None:
+    message = refused(yaml_of(base, text), "config_unreadable")
+    assert message == f"{base / 'config' / 'config.yaml'} is not valid YAML at line {line}."
+
+
+def test_yaml_below_a_symlinked_directory_is_refused(base: Path, tmp_path: Path) -> None:
+    """load_bridge_yaml walks from the bridge directory it is given, not from the file's own."""
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "config.yaml").write_text("a: 1\n")
+    os.rename(base / "config", base / "config.real")
+    (base / "config").symlink_to(other)
+    message = refused(load_bridge_yaml(base / "config" / "config.yaml", base, what="config"))
+    assert f"{base / 'config'} is a symbolic link" in message
+    # The same file, with its own directory as the bridge directory, is read: it is the walk
+    # from `base` that refuses.
+    assert load_bridge_yaml(base / "config" / "config.yaml", what="config") == {"a": 1}
+
+
+def test_a_file_where_a_directory_should_be_is_refused(base: Path) -> None:
+    (base / "data").write_text("not a directory\n")
+    message = refused(read(base / "data" / "x.db", base))
+    assert message.startswith(f"{base / 'data'} is a file where a directory should be;")
+
+
+def test_what_cannot_be_opened_says_why(base: Path, tmp_path: Path) -> None:
+    long = base / "config" / ("x" * 300)
+    message = refused(read(long, base), "config_unreadable")
+    assert message == f"{long} cannot be opened (File name too long)."
+    (tmp_path / "file").write_text("")
+    message = refused(
+        read(tmp_path / "file" / "config.yaml", tmp_path / "file"), "config_unreadable"
+    )
+    assert message == f"{tmp_path / 'file'} cannot be opened (Not a directory)."

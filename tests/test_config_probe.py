@@ -103,7 +103,9 @@ def test_every_secret_a_log_line_could_echo_is_collected(tmp_path: Path) -> None
         "public_media": {"signing_key": "media-9"},
         "direct_media": {"server_key": "direct-10"},
         "encryption": {"pickle_key": "pickle-11", "allow": True},
-        "double_puppet": {"secrets": {"ex.org": "as_token:dp-12", "c.org": "dp-13", "d": None}},
+        "double_puppet": {
+            "secrets": {"ex.org": "as_token:dp-12", "c.org": "dp-13", "d": None, "e": 5, "f": ""}
+        },
         "database": {"type": "postgres", "uri": "postgres://u:pw-14:colon@db/x"},
         "env_config_prefix": "MAUTRIX_X_",
     }
@@ -117,6 +119,8 @@ def test_every_secret_a_log_line_could_echo_is_collected(tmp_path: Path) -> None
         ("ex.org", "as_token"),
         ("c.org", "shared_secret"),
         ("d", "empty"),
+        ("e", "empty"),
+        ("f", "empty"),
     )
     assert facts.env_config_prefix == "MAUTRIX_X_"
     assert facts.homeserver_address == "https://hs.ex.org"
@@ -125,6 +129,12 @@ def test_every_secret_a_log_line_could_echo_is_collected(tmp_path: Path) -> None
         legacy = read_config(write(tmp_path, {"appservice": {"database": db, "as_token": ""}}))
         assert isinstance(legacy, ConfigFacts)
         assert legacy.secret_values == ("pw-15",)
+    # A password holding '@' and '://' unencoded: everything between the first '://' and the
+    # last '@', after the first ':'.
+    odd = read_config(
+        write(tmp_path, {"database": {"uri": "postgres://u:a://b@c@d@host/db"}, "appservice": {}})
+    )
+    assert isinstance(odd, ConfigFacts) and odd.secret_values == ("a://b@c@d",)
     # A URI without a password, or without credentials at all, adds nothing; nor do empty values.
     for uri in ("postgres://u@db/x", "postgres://db/x", "/data/x.db", "sqlite:x@y"):
         plain = read_config(
@@ -209,13 +219,20 @@ def test_a_config_without_a_database_uri_is_unreadable(
     assert needle in got.message
 
 
-def test_the_config_is_read_below_the_bridge_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["config.yaml", "registration.yaml"])
+def test_the_files_are_read_from_the_bridge_directory_down(tmp_path: Path, name: str) -> None:
+    """A config directory that is a link (the bridge can write its parent... or an admin's
+    mistake) is refused when the walk starts at the bridge directory, as the probes are told."""
     base = tmp_path / "mautrix-x"
-    (base / "config").mkdir(parents=True)
-    real = write(tmp_path, {"database": {"uri": "/data/x.db"}}, "elsewhere.yaml")
-    (base / "config" / "config.yaml").symlink_to(real)
-    got = read_config(base / "config" / "config.yaml", base)
-    assert isinstance(got, ProbeError) and got.code == "config_refused"
+    base.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write(elsewhere, mdad.render_registration("whatsapp"), name)
+    (base / "config").symlink_to(elsewhere)
+    read = read_config if name == "config.yaml" else read_registration
+    got = read(base / "config" / name, base)
+    assert isinstance(got, ProbeError) and got.code == f"{name.split('.')[0]}_refused"
+    assert f"{base / 'config'} is a symbolic link" in got.message
 
 
 # --- registration.yaml and homeserver.yaml -------------------------------------------------------
@@ -303,6 +320,18 @@ def test_synapse_lists_its_registrations_and_their_mounts(tmp_path: Path) -> Non
     (systemd / "matrix-synapse.service").unlink()
     got = read_homeserver(root, systemd)
     assert isinstance(got, HomeserverFacts) and got.mounts == {}
+
+
+def test_a_homeserver_config_directory_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    root, systemd = synapse(tmp_path, None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "homeserver.yaml").write_text("app_service_config_files: []\n")
+    (root / "synapse" / "config").rmdir()
+    (root / "synapse" / "config").symlink_to(elsewhere)
+    got = read_homeserver(root, systemd)
+    assert isinstance(got, ProbeError) and got.code == "homeserver_refused"
+    assert f"{root / 'synapse' / 'config'} is a symbolic link" in got.message
 
 
 def test_a_homeserver_config_odd_or_absent(tmp_path: Path) -> None:

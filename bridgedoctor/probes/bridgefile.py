@@ -46,6 +46,8 @@ _KINDS = {
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
     stat.S_IFLNK: "a symbolic link",
+    # Only a directory component is ever judged when it is a regular file (ENOTDIR).
+    stat.S_IFREG: "a file where a directory should be",
 }
 
 
