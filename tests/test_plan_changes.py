@@ -160,3 +160,50 @@ def test_a_refusal_without_the_shown_plan_says_only_that_it_differs() -> None:
         "the bridge changed since the plan was shown (matrix-mautrix-whatsapp.service was "
         "running and is stopped now); nothing was changed. Ask again."
     )
+
+
+def test_shown_values_keep_their_bounds_exactly() -> None:
+    unit80, unit81 = "u" * 76 + ".svc", "u" * 77 + ".svc"
+    assert what_changed(reset_plan(unit=unit80), reset_plan(unit=unit80, was_active=False)) == (
+        f"{unit80} was running and is stopped now"
+    )
+    assert what_changed(reset_plan(unit=unit81), reset_plan(unit=unit81, was_active=False)) == (
+        f"{'u' * 77}... was running and is stopped now"
+    )
+    db120, db121 = "d" * 120, "d" * 121
+    assert what_changed(reset_plan(), reset_plan(database=db120)).endswith(f" is {db120} now")
+    assert what_changed(reset_plan(), reset_plan(database=db121)).endswith(
+        f" is {'d' * 117}... now"
+    )
+    item80, item81 = "t" * 80, "t" * 81
+    assert what_changed(reset_plan(), reset_plan(removed=(item80,))) == (
+        f"what is removed changed (now also {item80}; no longer crypto_account, crypto_olm_session)"
+    )
+    assert f"now also {'t' * 77}...;" in what_changed(reset_plan(), reset_plan(removed=(item81,)))
+
+
+def test_a_plan_without_a_unit_still_reads() -> None:
+    assert what_changed({"was_active": True}, {"was_active": False}) == (
+        "the unit was running and is stopped now"
+    )
+
+
+def test_exactly_the_named_changes_add_no_count() -> None:
+    now = reset_plan(database="db2", data_dir=Path("/d2"), backup_dir=Path("/b2"))
+    said = what_changed(reset_plan(), now)
+    assert said.count("; ") == NAMED - 1 and "more change" not in said
+
+
+def test_one_more_entry_than_shown_is_counted() -> None:
+    now = reset_plan(removed=("crypto_account", "crypto_olm_session", "a", "b", "c"))
+    assert what_changed(reset_plan(), now) == "what is removed changed (now also a, b and 1 more)"
+
+
+def test_empty_values_and_a_list_that_went_away() -> None:
+    assert what_changed(reset_plan(kept=""), reset_plan(kept="x")) == (
+        "what is kept was empty and is x now"
+    )
+    assert what_changed({"kept": None}, {"kept": "x"}) == "what is kept was empty and is x now"
+    assert what_changed({"removed": ["a"]}, {"removed": None}) == (
+        "what is removed was ['a'] and is empty now"
+    )
