@@ -12,7 +12,7 @@ import pytest
 from tests.support.fleet import Host
 from tests.support.reset_env import Systemd
 from tests.test_apply import MDAD, OLD, UNIT, broken_gmessages, config_path
-from tests.test_helper_reset import ADMIN, ask, ok, refused
+from tests.test_helper_reset import ADMIN, ask, ok, refused, stale
 from tests.test_helper_server import TOKEN, Running, make_config, sockdir
 
 BRIDGE = "gmessages"
@@ -77,10 +77,7 @@ def test_a_stale_digest_changes_nothing(helper: Running, host: Host, systemd: Sy
     before = config.read_bytes()
     plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
     message = refused(confirm(helper, {**plan, "digest": "0" * 16}))
-    assert message == (
-        "The bridge changed since the plan was shown (the apply plan differs); nothing was "
-        "changed. Ask again."
-    )
+    assert message == stale("the apply plan differs")
     assert config.read_bytes() == before and not changes(systemd)
 
 
@@ -94,10 +91,7 @@ def test_a_config_changed_since_the_plan_is_named_not_shown(
     config.write_bytes(config.read_bytes() + b"# edited by hand\n")
     edited = config.read_bytes()
     message = refused(confirm(helper, plan))
-    assert message == (
-        "The bridge changed since the plan was shown (config.yaml's content changed); nothing "
-        "was changed. Ask again."
-    )
+    assert message == stale("config.yaml's content changed")
     assert config.read_bytes() == edited and not changes(systemd)
 
 
@@ -111,10 +105,7 @@ def test_an_undo_plan_gone_stale_names_the_change(
     systemd.set(UNIT, "inactive")
     body = {"v": 1, "token": TOKEN, "op": "restore", "bridge": BRIDGE, "backup": plan["id"],
             "digest": undo["digest"], "requested_by": ADMIN}  # fmt: skip
-    assert refused(helper.ask(body)) == (
-        f"The bridge changed since the plan was shown ({UNIT} was running and is stopped now); "
-        "nothing was changed. Ask again."
-    )
+    assert refused(helper.ask(body)) == stale(f"{UNIT} was running and is stopped now")
     assert config_path(host).read_bytes() == applied
 
 

@@ -49,6 +49,11 @@ def refused(answer: dict[str, Any]) -> str:
     return message
 
 
+def stale(what: str) -> str:
+    """The refusal of a confirmation whose plan changed; `what` names the change."""
+    return f"The bridge changed since the plan was shown ({what}); nothing was changed. Ask again."
+
+
 def run_plan(helper: Running, plan: dict[str, Any]) -> dict[str, Any]:
     """Confirm a plan as the plugin does: send back its id (or backup) and digest, by ADMIN.
     Works for a reset plan and for a restore plan; returns the raw answer."""
@@ -117,10 +122,7 @@ def test_stale_digest_changes_nothing(helper: Running, host: Host, systemd: Syst
     systemd.set(RESET_UNIT, "inactive")
     before = state(host, BRIDGE)
     message = refused(run_plan(helper, plan))
-    assert message == (
-        f"The bridge changed since the plan was shown ({RESET_UNIT} was running and is stopped "
-        "now); nothing was changed. Ask again."
-    )
+    assert message == stale(f"{RESET_UNIT} was running and is stopped now")
     assert state(host, BRIDGE) == before
     assert not [c for c in systemd.calls() if c.startswith("stop")]
     assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()
@@ -135,10 +137,7 @@ def test_a_restore_plan_gone_stale_names_the_change(
     systemd.set(RESET_UNIT, "inactive")
     after_reset = state(host, BRIDGE)
     message = refused(run_plan(helper, rplan))
-    assert message == (
-        f"The bridge changed since the plan was shown ({RESET_UNIT} was running and is stopped "
-        "now); nothing was changed. Ask again."
-    )
+    assert message == stale(f"{RESET_UNIT} was running and is stopped now")
     assert state(host, BRIDGE) == after_reset
 
 
@@ -152,10 +151,8 @@ def test_restore_with_another_digest_changes_nothing(
     rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
     other = "0" * 16 if rplan["digest"] != "0" * 16 else "1" * 16
     message = refused(run_plan(helper, {**rplan, "digest": other}))
-    assert message == (  # a digest this helper never showed: nothing to compare with
-        "The bridge changed since the plan was shown (the restore plan differs); nothing was "
-        "changed. Ask again."
-    )
+    # A digest this helper never showed: nothing to compare with.
+    assert message == stale("the restore plan differs")
     assert state(host, BRIDGE) == after_reset
     assert not [c for c in systemd.calls()[calls:] if c.startswith(("stop", "start"))]
     assert [m.kind for m in all_for(helper.cfg.backup_dir / BRIDGE)] == ["reset"]
