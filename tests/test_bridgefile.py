@@ -277,3 +277,37 @@ def test_what_cannot_be_opened_says_why(base: Path, tmp_path: Path) -> None:
         read(tmp_path / "file" / "config.yaml", tmp_path / "file"), "config_unreadable"
     )
     assert message == f"{tmp_path / 'file'} cannot be opened (Not a directory)."
+
+
+def test_each_refusal_names_the_path_it_is_about(base: Path, tmp_path: Path) -> None:
+    cfg = base / "config" / "config.yaml"
+    missing = base / "gone" / "config.yaml"
+    assert refused(read(missing, base), "config_missing") == f"{missing} does not exist."
+    gone = tmp_path / "no-bridge"
+    message = refused(read(gone / "config.yaml", gone), "config_missing")
+    assert message == f"{gone} does not exist."
+    cfg.unlink()
+    cfg.symlink_to(base / "elsewhere.yaml")
+    assert refused(read(cfg, base)).startswith(f"{cfg} is a symbolic link; bridgedoctor does not")
+
+
+def test_a_path_outside_the_bridge_directory_at_any_depth_is_refused(
+    base: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.yaml").write_text("a: 1\n")
+    for path in (tmp_path / "a" / "b" / "x.yaml", tmp_path / "x.yaml", base):
+        message = refused(read(path, base))
+        assert message == f"{path} is outside the bridge directory {base}."
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_the_owner_that_counts_is_the_owner_of_the_file_s_directory(base: Path) -> None:
+    """config/ given to the bridge's uid (MDAD's layout): its files may be that uid's, whoever
+    owns the bridge directory above it."""
+    cfg = base / "config" / "config.yaml"
+    os.chown(base / "config", OTHER_UID, OTHER_UID)
+    os.chown(cfg, OTHER_UID, OTHER_UID)
+    assert read(cfg, base) == b"database:\n  uri: /data/x.db\n"
+    os.chown(base / "config", 0, 0)
+    assert f"owned by uid {OTHER_UID}" in refused(read(cfg, base))
