@@ -311,3 +311,34 @@ def test_the_owner_that_counts_is_the_owner_of_the_file_s_directory(base: Path) 
     assert read(cfg, base) == b"database:\n  uri: /data/x.db\n"
     os.chown(base / "config", 0, 0)
     assert f"owned by uid {OTHER_UID}" in refused(read(cfg, base))
+
+
+def test_the_size_cap_is_exact(base: Path) -> None:
+    cfg = base / "config" / "config.yaml"
+    cfg.write_bytes(b"x" * 1000)
+    assert read(cfg, base, max_bytes=1000) == b"x" * 1000
+    assert "larger than 0 KiB" in refused(read(cfg, base, max_bytes=999))
+    cfg.write_bytes(b"")
+    assert read(cfg, base, max_bytes=0) == b""
+
+
+def test_a_file_that_fails_while_read_says_why() -> None:
+    """/proc/self/mem: a regular file, root's, one link; reading offset 0 fails (EIO)."""
+    got = read_bridge_file(Path("/proc/self/mem"), Path("/proc/self"), what="c", max_bytes=100)
+    assert got == ProbeError("c_unreadable", "/proc/self/mem cannot be read (Input/output error).")
+
+
+def test_refusals_of_the_file_itself_name_it(base: Path) -> None:
+    cfg = base / "config" / "config.yaml"
+    nope = base / "config" / "nope.yaml"
+    assert refused(read(nope, base), "config_missing") == f"{nope} does not exist."
+    cfg.unlink()
+    cfg.mkdir()
+    message = refused(read(cfg, base))
+    assert message == f"{cfg} is a directory, not a regular file; it was not read."
+
+
+def test_yaml_that_fails_without_a_position_is_one_sentence(base: Path) -> None:
+    """Some texts make the constructor fail with no mark (IndexError from `!!int |`)."""
+    message = refused(yaml_of(base, "!!int |\n"), "config_unreadable")
+    assert message == f"{base / 'config' / 'config.yaml'} is not valid YAML."
