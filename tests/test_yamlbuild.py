@@ -148,6 +148,8 @@ HANDED_OVER = {
     "unknown alias": "a: *nope\n",
     "anchor redefined": "a: &x 1\nb: &x 2\nc: *x\n",
     "value key": "=: 1\n",
+    "alias to a sequence as a key": "a: &x [1, 2]\n*x : y\n",
+    "alias to a mapping as a key": "a: &x {b: 1}\n*x : y\n",
 }
 
 
