@@ -342,3 +342,49 @@ def test_yaml_that_fails_without_a_position_is_one_sentence(base: Path) -> None:
     """Some texts make the constructor fail with no mark (IndexError from `!!int |`)."""
     message = refused(yaml_of(base, "!!int |\n"), "config_unreadable")
     assert message == f"{base / 'config' / 'config.yaml'} is not valid YAML."
+
+
+def flow(*items: str) -> str:
+    return "[" + ", ".join(items) + "]\n"
+
+
+def test_the_nesting_cap_is_exact(base: Path) -> None:
+    cap = bridgefile.MAX_YAML_DEPTH
+    assert yaml_of(base, "[" * cap + "]" * cap) is not None
+    assert "nests deeper" in refused(yaml_of(base, "[" * (cap + 1) + "]" * (cap + 1)))
+    # Closing a collection goes up one level, not more, not to the top.
+    for before in (1, 10):
+        text = "[" * before + "[], " + "[" * (cap + 1 - before) + "]" * (cap + 1)
+        assert "nests deeper" in refused(yaml_of(base, text)), before
+
+
+@pytest.mark.parametrize(
+    ("items", "ok"),
+    [
+        # One sequence counts itself and its items: 49,999 items make 50,000 values.
+        (["x"] * (bridgefile.MAX_YAML_NODES - 1), True),
+        (["x"] * bridgefile.MAX_YAML_NODES, False),
+        # A nested collection adds itself and all it holds to its parent, after what came before.
+        (["x"] * 49_990 + ["[x, x]"] + ["x"] * 100, False),
+        (["x"] * 49_990 + ["[x, x]"] + ["x"] * 6, True),
+        # An alias to a scalar counts one; an alias to nothing known counts one.
+        (["&s x"] + ["x"] * (bridgefile.MAX_YAML_NODES - 3) + ["*s"], True),
+        (["x"] * (bridgefile.MAX_YAML_NODES - 2) + ["*nope"], None),
+    ],
+)
+def test_the_value_cap_is_exact(base: Path, items: list[str], ok: bool | None) -> None:
+    got = yaml_of(base, flow(*items))
+    if ok is None:  # under the cap, then refused by the parser for its unknown alias
+        assert refused(got, "config_unreadable").endswith("is not valid YAML at line 1.")
+    elif ok:
+        assert isinstance(got, list) and len(got) == len(items)
+    else:
+        assert "holds more than 50000 values" in refused(got)
+
+
+def test_an_alias_counts_what_its_anchor_holds(base: Path) -> None:
+    big = flow(*["x"] * 20_000).strip()
+    assert "aliases expanded" in refused(yaml_of(base, f"a: &a {big}\nb: *a\nc: *a\n"))
+    # An anchor named like another, on a scalar, does not change what the other holds.
+    text = f"a: &None {big}\nb: &s v\nc: *None\nd: *None\n"
+    assert "aliases expanded" in refused(yaml_of(base, text))
