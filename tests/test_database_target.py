@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,51 @@ def test_a_refused_identity_closes_the_connection(pg: PgServer) -> None:
             await watcher.close()
 
     assert asyncio.run(go()) == 0
+
+
+def test_a_sqlite_target_is_read_below_the_bridge_directory(tmp_path: Path) -> None:
+    from bridgedoctor.facts import DbFacts
+    from bridgedoctor.probes import sqlite_read
+    from tests.support.fleet import mdad_default_key
+    from tests.support.store import StoreSpec, write_sqlite
+
+    base, real = tmp_path / "mautrix-x", tmp_path / "real"
+    (base / "data").mkdir(parents=True)
+    real.mkdir()
+    write_sqlite(
+        base / "data" / "x.db", StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp"))
+    )
+    try:
+        # Without a bridge directory, the store's own directory is the one it must lie in.
+        facts = asyncio.run(database.probe(SqliteTarget(base / "data" / "x.db")))
+        assert isinstance(facts, DbFacts) and facts.location == str(base / "data" / "x.db")
+        facts = asyncio.run(database.probe(SqliteTarget(base / "data" / "x.db"), base))
+        assert isinstance(facts, DbFacts) and facts.accounts
+        # The data directory a link: refused when walking from the bridge directory.
+        os.rename(base / "data", real / "data")
+        (base / "data").symlink_to(real / "data")
+        got = asyncio.run(database.probe(SqliteTarget(base / "data" / "x.db"), base))
+        assert isinstance(got, ProbeError) and got.code == "db_refused"
+        assert f"{base / 'data'} is a symbolic link" in got.message
+    finally:
+        sqlite_read.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "where"),
+    [
+        (
+            "/nonexistent",
+            5432,
+            "cannot reach PostgreSQL at /nonexistent (No such file or directory).",
+        ),
+        ("127.0.0.1", 1, "cannot reach PostgreSQL at 127.0.0.1:1 ("),
+    ],
+)
+def test_an_unreachable_server_is_named_by_socket_directory_or_host_and_port(
+    host: str, port: int, where: str
+) -> None:
+    got = asyncio.run(database.probe(PgTarget(user="u", password="pw", host=host, port=port)))
+    assert isinstance(got, ProbeError) and got.code == "db_unreachable"
+    assert got.message.startswith(where)
+    assert got.message.endswith(" Is PostgreSQL running, and is --db-host right?")
