@@ -146,6 +146,59 @@ HOSTILE = {
     "twice": [("f", tarfile.REGTYPE, ""), ("f", tarfile.REGTYPE, "")],
     "missing parent": [("nowhere/f", tarfile.REGTYPE, "")],
     "bidi name": [("\u202egnp.exe/../x", tarfile.REGTYPE, "")],
+    "dot name": [("./x", tarfile.REGTYPE, "")],
+    "empty component": [("a", tarfile.DIRTYPE, ""), ("a//x", tarfile.REGTYPE, "")],
+    "hard link through dot-dot": [("f", tarfile.REGTYPE, ""), ("h", tarfile.LNKTYPE, "a/../f")],
+    "write through a deeper symlink": [
+        ("a", tarfile.DIRTYPE, ""),
+        ("a/b", tarfile.SYMTYPE, "."),
+        ("a/b/c", tarfile.REGTYPE, ""),
+    ],
+    "symlink with an empty component": [("up", tarfile.SYMTYPE, ".//..")],
+    "symlink through a dot": [("up", tarfile.SYMTYPE, "./../outside")],
+    "symlink chain through a dot link": [
+        ("sub", tarfile.DIRTYPE, ""),
+        ("sub/here", tarfile.SYMTYPE, "./."),
+        ("out", tarfile.SYMTYPE, "sub/here/../.."),
+    ],
+    # l0 leads through 41 more links: one more than MAX_LINK_HOPS.
+    "symlink chain of 42 links": [(f"l{i}", tarfile.SYMTYPE, f"l{i + 1}") for i in range(42)]
+    + [("l42", tarfile.REGTYPE, "")],
+}
+
+NOT_PLAIN = "is not a plain relative path inside the data directory; nothing was restored."
+LEADS_OUT = "leads outside the data directory; nothing was restored."
+BEFORE_DIR = "comes before its directory; nothing was restored."
+# Why each hostile archive is refused, word for word: the first check that catches it.
+REASON = {
+    "absolute name": f"the backup's entry '/etc/cron.d/x' {NOT_PLAIN}",
+    "dot-dot name": f"the backup's entry 'a/../../escape' {NOT_PLAIN}",
+    "dot name": f"the backup's entry './x' {NOT_PLAIN}",
+    "empty component": f"the backup's entry 'a//x' {NOT_PLAIN}",
+    "bidi name": f"the backup's entry '\\u202egnp.exe/../x' {NOT_PLAIN}",
+    "hard link outside": f"the backup's hard link target '../outside' {NOT_PLAIN}",
+    "hard link through dot-dot": f"the backup's hard link target 'a/../f' {NOT_PLAIN}",
+    "absolute symlink": "the backup's link 'key' points to an absolute path; nothing was restored.",
+    "escaping symlink": f"the backup's link 'up' {LEADS_OUT}",
+    "symlink chain": f"the backup's link 'sub/out' {LEADS_OUT}",
+    "symlink loop": f"the backup's link 'a' {LEADS_OUT}",
+    "symlink with an empty component": f"the backup's link 'up' {LEADS_OUT}",
+    "symlink through a dot": f"the backup's link 'up' {LEADS_OUT}",
+    "symlink chain through a dot link": f"the backup's link 'out' {LEADS_OUT}",
+    "symlink chain of 42 links": f"the backup's link 'l0' {LEADS_OUT}",
+    "write through a symlink": f"the backup's entry 'link/file' {BEFORE_DIR}",
+    "write through a deeper symlink": f"the backup's entry 'a/b/c' {BEFORE_DIR}",
+    "missing parent": f"the backup's entry 'nowhere/f' {BEFORE_DIR}",
+    "hard link to a later file": (
+        "the backup's hard link 'h' does not name a file earlier in the backup; "
+        "nothing was restored."
+    ),
+    "hard link to a symlink": (
+        "the backup's hard link 'h' does not name a file earlier in the backup; "
+        "nothing was restored."
+    ),
+    "device node": "the backup's entry 'zero' is a device or special file; nothing was restored.",
+    "twice": "the backup lists 'f' twice; nothing was restored.",
 }
 
 
@@ -164,9 +217,56 @@ def test_hostile_archive_writes_nothing(tmp_path: Path, case: str) -> None:
     with pytest.raises(ResetError) as e:
         untar_into(tar, dest)
     message = str(e.value)
-    assert message.endswith("nothing was restored.") and "\n" not in message
-    assert "\u202e" not in message
+    assert message == REASON[case]
+    assert "\n" not in message and "\u202e" not in message
     assert tree(tmp_path) == before  # not even emptied
+
+
+def test_every_hostile_archive_has_its_reason() -> None:
+    assert set(REASON) == set(HOSTILE)
+
+
+def write_tar(tar: Path, members: list[tuple[str, bytes, str]]) -> None:
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, link in members:
+            add(tf, name, kind, link)
+
+
+def test_a_link_through_40_more_links_is_as_far_as_it_goes(tmp_path: Path) -> None:
+    """MAX_LINK_HOPS: a link whose resolution follows 40 more links is kept, 41 more are
+    refused (the case above)."""
+    tar, dest = tmp_path / "ok.tar", tmp_path / "data"
+    write_tar(tar, [(f"l{i}", tarfile.SYMTYPE, f"l{i + 1}") for i in range(41)]
+              + [("l41", tarfile.REGTYPE, "")])  # fmt: skip
+    untar_into(tar, dest)
+    assert os.readlink(dest / "l0") == "l1" and (dest / "l41").read_bytes() == b"x"
+
+
+def test_hard_links_deep_and_to_a_hard_link_come_back_linked(tmp_path: Path) -> None:
+    """A hard link's target three levels down, and one naming another hard link (tar from
+    other tools does that): all the same inode."""
+    tar, dest = tmp_path / "links.tar", tmp_path / "data"
+    write_tar(tar, [("a", tarfile.DIRTYPE, ""), ("a/b", tarfile.DIRTYPE, ""),
+                    ("a/b/f", tarfile.REGTYPE, ""), ("h1", tarfile.LNKTYPE, "a/b/f"),
+                    ("h2", tarfile.LNKTYPE, "h1")])  # fmt: skip
+    untar_into(tar, dest)
+    inodes = {os.lstat(dest / n).st_ino for n in ("a/b/f", "h1", "h2")}
+    assert len(inodes) == 1 and (dest / "h2").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("n" * 80, "n" * 80),
+        ("n" * 81, "n" * 77 + "..."),
+        ("\u202e" + "n" * 74, "\\u202e" + "n" * 74),  # escaped: 80 characters shown
+        ("\u202e" + "n" * 75, "\\u202e" + "n" * 71 + "..."),
+    ],
+)
+def test_a_name_is_shown_escaped_and_at_most_80_characters(name: str, shown: str) -> None:
+    from bridgedoctor.reset.safetar import shown as shown_name
+
+    assert shown_name(name) == shown
 
 
 def test_destination_that_is_a_symlink_is_refused(data: Path, tmp_path: Path) -> None:

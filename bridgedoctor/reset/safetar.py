@@ -124,15 +124,6 @@ def escapes(link: tuple[str, ...], links: dict[tuple[str, ...], str]) -> bool:
     return False
 
 
-def extract_into(tar: Path, dest: Path) -> None:
-    """Check every member of `tar`, then recreate them in the existing directory `dest`
-    (itself not a symlink). Raises ResetError; on a refusal nothing was written."""
-    with tarfile.open(tar, "r:") as tf:
-        members = check_members(tf.getmembers())
-        with dir_fd(dest) as top:
-            extract_checked(tf, members, top)
-
-
 def extract_checked(
     tf: tarfile.TarFile, members: list[tuple[tuple[str, ...], tarfile.TarInfo]], top: int
 ) -> None:
