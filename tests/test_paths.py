@@ -107,3 +107,118 @@ def test_private_dir(tmp_path: Path) -> None:
     os.chown(theirs, 64_991, 64_991)
     with pytest.raises(ResetError, match="owned by uid 64991"):
         paths.private_dir(theirs / "backups")
+
+
+def refusal(call) -> ResetError:  # noqa: ANN001
+    with pytest.raises(ResetError) as e:
+        call()
+    assert e.value.usage is True  # a refusal of the bridge's layout, not a failure halfway
+    return e.value
+
+
+def test_a_pinned_store_is_refused_word_for_word(base: Path, tmp_path: Path) -> None:
+    store = base / "data" / "x.db"
+    NOTHING = "; nothing was changed."
+    # Outside: the message of the base's own name is kept whole (it may end in a letter the
+    # trailing dot is stripped from, here an X).
+    based = tmp_path / "mautrix-X"
+    (based / "data").mkdir(parents=True)
+    assert str(refusal(lambda: paths.pin_dir(based, tmp_path))) == (
+        f"{tmp_path} is outside the bridge directory {based}{NOTHING}"
+    )
+    gone = base / "data" / "gone" / "x.db"
+    assert str(refusal(lambda: paths.pin_file(base, gone))) == f"{gone} does not exist{NOTHING}"
+    os.link(store, base / "data" / "x.db.bak")
+    assert str(refusal(lambda: paths.pin_file(base, store))) == (
+        f"{store} has 2 hard links, so it may be another file's content; it was not read (MDAD "
+        f"writes a file with one link){NOTHING}"
+    )
+    os.unlink(base / "data" / "x.db.bak")
+    os.chown(store, 64_991, 64_991)
+    assert str(refusal(lambda: paths.pin_file(base, store))) == (
+        f"{store} is owned by uid 64991, not by the bridge's owner (uid {os.getuid()}) or root; "
+        f"it was not read{NOTHING}"
+    )
+    os.chown(base / "data", 64_991, 64_991)  # the bridge's own file in its own directory
+    assert paths.pin_file(base, store).ident == (os.stat(store).st_dev, os.stat(store).st_ino)
+    store.unlink()
+    store.symlink_to(tmp_path / "elsewhere.db")
+    assert str(refusal(lambda: paths.pin_file(base, store))) == (
+        f"{store} is a symbolic link; bridgedoctor does not follow links or special files in a "
+        f"bridge's directory (MDAD writes real files there){NOTHING}"
+    )
+
+
+def test_a_store_that_is_a_fifo_is_refused_without_waiting(base: Path) -> None:
+    import threading
+
+    store = base / "data" / "x.db"
+    store.unlink()
+    os.mkfifo(store)
+    got: list[object] = []
+
+    def pin() -> None:
+        try:
+            got.append(paths.pin_file(base, store))
+        except ResetError as e:
+            got.append(e)
+
+    t = threading.Thread(target=pin, daemon=True)
+    t.start()
+    t.join(10)
+    waited = t.is_alive()
+    if waited:  # opened without O_NONBLOCK: it waits for a writer; release it
+        fd = os.open(store, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        t.join(10)
+    assert not waited, "pin_file waited for a writer to open the FIFO"
+    assert len(got) == 1
+    assert str(got[0]) == (
+        f"{store} is a FIFO, not a regular file; it was not read; nothing was changed."
+    )
+
+
+def test_a_store_deeper_down_is_pinned(base: Path) -> None:
+    deep = base / "data" / "db" / "store" / "x.db"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"SQLite format 3\0")
+    st = os.stat(deep)
+    assert paths.pin_file(base, deep).ident == (st.st_dev, st.st_ino)
+
+
+def test_a_backup_directory_refusal_is_a_usage_error(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 64_991, 64_991)
+    assert "owned by uid 64991" in str(refusal(lambda: paths.private_dir(theirs / "backups")))
+
+
+def test_links_leading_out_are_named_by_their_path(base: Path) -> None:
+    data = base / "data"
+    (data / "media" / "abs").symlink_to("/etc/passwd")
+    with pytest.raises(ResetError) as e:
+        paths.scan(data)
+    assert str(e.value) == (
+        f"{data}/media/abs is a link leading out of the data directory; a full reset would back "
+        "it up and a restore recreate it, so remove it first; nothing was changed."
+    )
+    (data / "media" / "abs").unlink()
+    (data / "media" / "up").symlink_to("../../..")
+    with pytest.raises(ResetError) as e:
+        paths.scan(data)
+    assert str(e.value).startswith(f"{data}/media/up is a link leading out of the data directory;")
+
+
+def test_a_tree_exactly_max_depth_deep_is_walked(base: Path) -> None:
+    deepest = base / "data" / "/".join(["d"] * paths.MAX_DEPTH)
+    deepest.mkdir(parents=True)
+    (deepest / "f").write_bytes(b"1")  # a file below the deepest directory: depth + 1
+    with pytest.raises(ResetError) as e:
+        paths.scan(base / "data")
+    shown = ("d/" * paths.MAX_DEPTH + "f")[:77] + "..."  # names are shown at most 80 long
+    assert str(e.value) == (
+        f"{base / 'data'} nests deeper than {paths.MAX_DEPTH} directories ('{shown}'); nothing "
+        "was changed."
+    )
+    (deepest / "f").unlink()
+    assert paths.scan(base / "data") == len(b"SQLite format 3\0") + 5
