@@ -252,3 +252,45 @@ def test_an_unreachable_server_is_named_by_socket_directory_or_host_and_port(
     assert isinstance(got, ProbeError) and got.code == "db_unreachable"
     assert got.message.startswith(where)
     assert got.message.endswith(" Is PostgreSQL running, and is --db-host right?")
+
+
+def test_a_reset_touches_only_the_bridge_s_own_database_on_its_server() -> None:
+    """reset/target.py: the database a config names, judged before a reset, word for word."""
+    from bridgedoctor.diagnose import Options
+    from bridgedoctor.knowledge import load
+    from bridgedoctor.reset.errors import ResetError
+    from bridgedoctor.reset.target import _own_database
+
+    spec = load().get("whatsapp")
+    assert spec is not None
+    own = "matrix_mautrix_whatsapp"
+
+    def target(name: str, host: str = "matrix-postgres") -> database.PgTarget:
+        return database.PgTarget(name, "pw", host, 5432, name)
+
+    def refused(t: database.PgTarget, opts: Options) -> str:
+        with pytest.raises(ResetError) as e:
+            _own_database(spec, t, opts)
+        return str(e.value)
+
+    assert refused(target("matrix_mautrix_signal"), Options()) == (
+        "whatsapp's config.yaml names the database matrix_mautrix_signal as role "
+        "matrix_mautrix_signal, which belongs to the signal bridge; a reset of whatsapp must not "
+        "touch it; nothing was changed."
+    )
+    assert refused(target("mine"), Options()) == (
+        "whatsapp's config.yaml names the database mine as role mine, not whatsapp's own "
+        f"database {own}; if it is right for this host, allow it with 'databases: {{whatsapp: "
+        "mine:mine}' in helper.yaml or --db-name whatsapp=mine:mine; nothing was changed."
+    )
+    assert refused(target(own, "evil.example"), Options(db_host=None)) == (
+        "whatsapp's config.yaml names the server evil.example, not MDAD's matrix-postgres; set "
+        "db_host (--db-host) to where PostgreSQL is, or name the host in the database entry; "
+        "nothing was changed."
+    )
+    assert _own_database(spec, target(own), Options()).pin == DbPin(own, own)
+    # A custom setup's entry names its own server: that host is the bridge's.
+    custom = Options(db_host=None, db_pins={"whatsapp": DbPin("wa", "wa", "db.internal")})
+    assert _own_database(spec, target("wa", "db.internal"), custom).pin == DbPin(
+        "wa", "wa", "db.internal"
+    )
