@@ -294,3 +294,57 @@ def test_a_reset_touches_only_the_bridge_s_own_database_on_its_server() -> None:
     assert _own_database(spec, target("wa", "db.internal"), custom).pin == DbPin(
         "wa", "wa", "db.internal"
     )
+
+
+def test_a_wrong_password_or_database_is_said_as_such(pg: PgServer) -> None:
+    role = asyncio.run(_role(pg))
+    wrong = PgTarget(user=role, password="not-pw", host=pg.host, port=pg.port, database=role)
+    got = asyncio.run(database.probe(wrong))
+    where = f"PostgreSQL at {pg.host}:{pg.port}"
+    assert got == ProbeError(
+        "db_unreachable",
+        f"{where} refused the password for user {role}; check the database password in the "
+        "bridge's config.yaml.",
+    )
+    nodb = PgTarget(user=role, password="pw", host=pg.host, port=pg.port, database=role + "_x")
+    assert asyncio.run(database.probe(nodb)) == ProbeError(
+        "db_unreachable", f"{where} has no database named {role}_x; is the bridge set up?"
+    )
+
+
+def test_the_check_s_session_is_named_on_the_server(pg: PgServer) -> None:
+    """What an admin sees in pg_stat_activity while a check reads: `bridgedoctor`.
+    The read is held up by a lock on crypto_account until the session has been seen."""
+    from bridgedoctor.facts import DbFacts
+
+    async def go() -> tuple[list[tuple[str, str]], object]:
+        role = await _role(pg)
+        owner = await pg_target(pg, role).connect(read_only=False, application_name="bd-owner")
+        watcher = await pg_target(pg, role).connect(read_only=True, application_name="bd-watch")
+        try:
+            await owner.execute("CREATE TABLE crypto_account (account_id text, device_id text, "
+                                "account bytea)")  # fmt: skip
+            tx = owner.transaction()
+            await tx.start()
+            await owner.execute("LOCK TABLE crypto_account IN ACCESS EXCLUSIVE MODE")
+            probe = asyncio.ensure_future(database.probe(pg_target(pg, role)))
+            seen: list[tuple[str, str]] = []
+            for _ in range(100):
+                rows = await watcher.fetch(
+                    "SELECT application_name, wait_event_type FROM pg_stat_activity "
+                    "WHERE datname = $1 AND application_name NOT LIKE 'bd-%'",
+                    role,
+                )
+                seen = [(r[0], r[1] or "") for r in rows]
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+            await tx.rollback()
+            return seen, await probe
+        finally:
+            await owner.close()
+            await watcher.close()
+
+    seen, facts = asyncio.run(go())
+    assert seen == [("bridgedoctor", "Lock")]
+    assert isinstance(facts, DbFacts) and "crypto_account" in facts.tables
