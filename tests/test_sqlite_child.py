@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def test_a_link_or_a_foreign_owner_among_them_is_refused(
     elsewhere.write_bytes(name.read_bytes())
     name.unlink()
     name.symlink_to(elsewhere)
-    assert "is a symbolic link" in refused(lambda: sqlite_child._held(store, base))
+    message = refused(lambda: sqlite_child._held(store, base))
+    assert message.startswith(f"{name} is a symbolic link;")  # the file's own name
     name.unlink()
     os.link(elsewhere, name)
     assert "hard links" in refused(lambda: sqlite_child._held(store, base))
@@ -91,9 +93,35 @@ def test_a_missing_store_is_missing_and_a_store_outside_is_refused(
     store: Path, tmp_path: Path
 ) -> None:
     base = store.parents[1]
-    message = refused(lambda: sqlite_child._held(store.parent / "none.db", base), "missing")
-    assert "does not exist" in message
+    none = store.parent / "none.db"
+    message = refused(lambda: sqlite_child._held(none, base), "missing")
+    assert message == f"{none} does not exist."
+    gone = base / "gone" / "x.db"
+    assert refused(lambda: sqlite_child._held(gone, base), "missing") == f"{gone} does not exist."
     refused(lambda: sqlite_child._held(tmp_path / "x.db", base))
+
+
+def test_a_store_directly_in_the_bridge_directory_or_deeper(store: Path, tmp_path: Path) -> None:
+    assert list(sqlite_child._held(store, store.parent)) == [str(store)]
+    deeper = store.parents[1] / "data" / "sub" / "x.db"
+    deeper.parent.mkdir()
+    os.link(store, deeper)
+    store.unlink()
+    assert list(sqlite_child._held(deeper, store.parents[1])) == [str(deeper)]
+
+
+def test_a_fifo_as_the_wal_is_refused_without_blocking(store: Path) -> None:
+    os.mkfifo(f"{store}-wal")
+    done: list[str] = []
+
+    def read() -> None:
+        done.append(refused(lambda: sqlite_child._held(store, store.parents[1])))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "opening the -wal FIFO blocked"
+    assert done == [f"{store}-wal is a FIFO, not a regular file; it was not read."]
 
 
 def test_the_store_is_opened_read_only_even_with_odd_characters(tmp_path: Path) -> None:
@@ -132,6 +160,7 @@ def test_the_wire_form() -> None:
     ("error", "why"),
     [
         (sqlite3.DatabaseError("file is not a database."), "file is not a database"),
+        (sqlite3.OperationalError("no such table: X"), "no such table: X"),
         (sqlite3.OperationalError("bad\nline\u202e" + "x" * 200), None),
         (ValueError("secret detail"), "ValueError"),
         (MemoryError(), "MemoryError"),

@@ -69,16 +69,16 @@ def _held(path: Path, base: Path) -> dict[str, os.stat_result]:
     held: dict[str, os.stat_result] = {}
     try:
         for suffix in ("", "-wal", "-shm"):
-            name = rest[-1] + suffix
+            name, named = rest[-1] + suffix, Path(f"{path}{suffix}")
             try:
-                fd = bridgefile.openat(dirfd, name, os.O_RDONLY | os.O_NONBLOCK, path, path)
+                fd = bridgefile.openat(dirfd, name, os.O_RDONLY | os.O_NONBLOCK, named, named)
             except bridgefile.Refused as r:
                 if suffix and r.code == "missing":
                     continue
                 raise
             st = os.fstat(fd)
-            bridgefile.check_file(st, Path(f"{path}{suffix}"), owner)
-            held[f"{path}{suffix}"] = st  # the descriptor stays open until the child exits
+            bridgefile.check_file(st, named, owner)
+            held[str(named)] = st  # the descriptor stays open until the child exits
     finally:
         os.close(dirfd)
     return held
