@@ -348,3 +348,58 @@ def test_the_check_s_session_is_named_on_the_server(pg: PgServer) -> None:
     seen, facts = asyncio.run(go())
     assert seen == [("bridgedoctor", "Lock")]
     assert isinstance(facts, DbFacts) and "crypto_account" in facts.tables
+
+
+def test_each_refusal_of_the_server_is_its_own_answer(pg: PgServer) -> None:
+    """Names from config.yaml are shown bounded; what the server refuses is named."""
+
+    async def go() -> tuple[str, list[object]]:
+        role = await _role(pg)
+        nologin = await _role(pg, "ALTER ROLE {role} NOLOGIN")
+        broken = await _role(pg)
+        owner = await pg_target(pg, broken).connect(read_only=False, application_name="bd-owner")
+        try:
+            await owner.execute("CREATE TABLE crypto_account (x int)")  # not the bridge's columns
+        finally:
+            await owner.close()
+        at = {"host": pg.host, "port": pg.port}
+        return broken, [
+            await database.probe(PgTarget(user="u" * 100, password="x", database=role, **at)),
+            await database.probe(PgTarget(user=role, password="pw", database="d" * 100, **at)),
+            await database.probe(
+                PgTarget(
+                    user=role,
+                    password="pw",
+                    database=role,
+                    pin=DbPin(database=role, user="someone_else"),
+                    **at,
+                )  # fmt: skip
+            ),
+            await database.probe(PgTarget(user=nologin, password="pw", database=nologin, **at)),
+            await database.probe(pg_target(pg, broken)),
+            await database.probe(pg_target(pg, role)),
+        ]
+
+    broken, (long_user, long_db, refused_role, no_login, unreadable, facts) = asyncio.run(go())
+    where = f"PostgreSQL at {pg.host}:{pg.port}"
+    assert long_user == ProbeError(
+        "db_unreachable",
+        f"{where} refused the password for user {'u' * 61}...; check the database password "
+        "in the bridge's config.yaml.",
+    )
+    assert long_db == ProbeError(
+        "db_unreachable", f"{where} has no database named {'d' * 61}...; is the bridge set up?"
+    )
+    assert isinstance(refused_role, ProbeError) and refused_role.code == "db_role_refused"
+    assert refused_role.message.startswith(f"{where}: ")
+    assert no_login == ProbeError(
+        "db_unreachable",
+        f"{where} refused the connection: InvalidAuthorizationSpecificationError.",
+    )
+    assert unreadable == ProbeError(
+        "db_unreachable",
+        f"reading {pg_target(pg, broken).location} failed (UndefinedColumnError).",
+    )
+    from bridgedoctor.facts import DbFacts
+
+    assert isinstance(facts, DbFacts) and facts.kind == "postgres"
