@@ -350,7 +350,10 @@ def flow(*items: str) -> str:
 
 def test_the_nesting_cap_is_exact(base: Path) -> None:
     cap = bridgefile.MAX_YAML_DEPTH
-    assert yaml_of(base, "[" * cap + "]" * cap) is not None
+    deepest: list = []
+    for _ in range(cap - 1):
+        deepest = [deepest]
+    assert yaml_of(base, "[" * cap + "]" * cap) == deepest
     assert "nests deeper" in refused(yaml_of(base, "[" * (cap + 1) + "]" * (cap + 1)))
     # Closing a collection goes up one level, not more, not to the top.
     for before in (1, 10):

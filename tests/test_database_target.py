@@ -57,6 +57,7 @@ def test_a_postgres_uri_becomes_its_target() -> None:
     )  # fmt: skip
     assert isinstance(got, PgTarget) and got.password == "p@w"
     assert "p@w" not in repr(got) and got.location == "postgres://u:x@matrix-postgres:5433/db/x"
+    assert isinstance(x := target("postgres://u@db/XXdb"), PgTarget) and x.database == "XXdb"
     bare = target("POSTGRESQL://db")
     assert bare == PgTarget(user="", password="", host="db", port=5432, database="",
                             ssl=False, uri_host="db", uri_port=5432)  # fmt: skip
@@ -110,6 +111,9 @@ def test_a_postgres_uri_that_does_not_parse_is_one_sentence(uri: str) -> None:
         ("sqlite3:/data/x.db?_pragma=foreign_keys(1)", BASE / "data" / "x.db"),
         ("file:/config/x.db?mode=rw", BASE / "config" / "x.db"),
         ("sqlite:x.db", BASE / "data" / "x.db"),
+        ("file:/data/a:b.db?mode=ro?x", BASE / "data" / "a:b.db"),  # the first '?' ends it
+        ("/data/x.db?a=1?b=2", BASE / "data" / "x.db"),
+        ("sqlite:////data/Xx.db", BASE / "data" / "Xx.db"),
     ],
 )
 def test_a_sqlite_uri_maps_onto_the_bridge_s_mounts(uri: str, path: Path) -> None:
@@ -123,6 +127,7 @@ OUTSIDE = "is outside the bridge's /data and /config mounts."
     ("uri", "message"),
     [
         ("/etc/shadow", f"the SQLite path /etc/shadow {OUTSIDE}"),
+        ("sqlite:////Xdata/x.db", f"the SQLite path /Xdata/x.db {OUTSIDE}"),
         ("sqlite:///var/lib/x.db", f"the SQLite path /var/lib/x.db {OUTSIDE}"),
         ("/configx/x.db", f"the SQLite path /configx/x.db {OUTSIDE}"),
         ("/data/../../x.db", "the SQLite path /data/../../x.db leaves the bridge directory."),
@@ -403,3 +408,25 @@ def test_each_refusal_of_the_server_is_its_own_answer(pg: PgServer) -> None:
     from bridgedoctor.facts import DbFacts
 
     assert isinstance(facts, DbFacts) and facts.kind == "postgres"
+
+
+def test_a_server_that_never_answers_or_refuses_ssl_is_given_up(pg: PgServer) -> None:
+    """A port that accepts and then says nothing: the connection gives up at CONNECT_TIMEOUT.
+    A target that requires TLS does not fall back to plain text (the test server has none)."""
+    import socket
+
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        port = mute.getsockname()[1]
+        got = asyncio.run(database.probe(PgTarget(user="u", password="pw", host="127.0.0.1",
+                                                  port=port, database="x")))  # fmt: skip
+    assert got == ProbeError(
+        "db_unreachable",
+        f"cannot reach PostgreSQL at 127.0.0.1:{port} (timed out). Is PostgreSQL running, and "
+        "is --db-host right?",
+    )
+    role = asyncio.run(_role(pg))
+    tls = PgTarget(user=role, password="pw", host=pg.host, port=pg.port, database=role, ssl=True)
+    got = asyncio.run(database.probe(tls))
+    assert isinstance(got, ProbeError) and got.code == "db_unreachable"

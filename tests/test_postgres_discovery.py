@@ -224,6 +224,7 @@ def test_the_socket_directory_is_found_and_discovery_is_remembered(
         assert postgres.socket_dir(tmp_path) == run_dir
         assert postgres.discover(tmp_path) == str(run_dir)
         assert postgres.effective("auto", "matrix-postgres", tmp_path) == str(run_dir)
+        assert postgres.effective("auto", "db.example.org", tmp_path) is None  # its own host
     (run_dir / ".s.PGSQL.5432").unlink()
     # Within CACHE_SECONDS the first answer stands (one discovery per `check all`) ...
     assert postgres.discover(tmp_path) == str(run_dir)
