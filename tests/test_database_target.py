@@ -214,15 +214,12 @@ def test_a_refused_identity_closes_the_connection(pg: PgServer) -> None:
 def test_a_sqlite_target_is_read_below_the_bridge_directory(tmp_path: Path) -> None:
     from bridgedoctor.facts import DbFacts
     from bridgedoctor.probes import sqlite_read
-    from tests.support.fleet import mdad_default_key
-    from tests.support.store import StoreSpec, write_sqlite
+    from tests.support.fleet import sqlite_store
 
     base, real = tmp_path / "mautrix-x", tmp_path / "real"
     (base / "data").mkdir(parents=True)
     real.mkdir()
-    write_sqlite(
-        base / "data" / "x.db", StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp"))
-    )
+    sqlite_store(base / "data" / "x.db")
     try:
         # Without a bridge directory, the store's own directory is the one it must lie in.
         facts = asyncio.run(database.probe(SqliteTarget(base / "data" / "x.db")))

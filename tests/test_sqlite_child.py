@@ -16,18 +16,14 @@ import pytest
 
 from bridgedoctor.probes import bridgefile, sqlite_child
 from bridgedoctor.probes.collect import parts_of
-from tests.support.fleet import mdad_default_key
-from tests.support.store import StoreSpec, write_sqlite
+from tests.support.fleet import sqlite_store
 
 OTHER_UID = 64_999
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    path = tmp_path / "mautrix-x" / "data" / "mautrix-x.db"
-    path.parent.mkdir(parents=True)
-    write_sqlite(path, StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp")))
-    return path
+    return sqlite_store(tmp_path / "mautrix-x" / "data" / "mautrix-x.db")
 
 
 @pytest.fixture(autouse=True)

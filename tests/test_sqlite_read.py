@@ -18,7 +18,7 @@ import pytest
 
 from bridgedoctor.facts import DbFacts, ProbeError
 from bridgedoctor.probes import sqlite_read, sqlite_zygote
-from tests.support.fleet import mdad_default_key
+from tests.support.fleet import mdad_default_key, sqlite_store
 from tests.support.store import StoreSpec, write_sqlite
 
 
@@ -32,10 +32,7 @@ def fresh_server() -> Iterator[None]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    path = tmp_path / "mautrix-x" / "data" / "mautrix-x.db"
-    path.parent.mkdir(parents=True)
-    write_sqlite(path, StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp")))
-    return path
+    return sqlite_store(tmp_path / "mautrix-x" / "data" / "mautrix-x.db")
 
 
 def children() -> set[int]:

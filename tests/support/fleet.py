@@ -113,5 +113,12 @@ def mdad_default_key(bridge: str) -> str:
     return spec.default_key or spec.compiled_key or ""
 
 
+def sqlite_store(path: Path) -> Path:
+    """A whatsapp store under MDAD's default key, written at `path` (its directories made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_sqlite(path, StoreSpec("whatsapp", account_key=mdad_default_key("whatsapp")))
+    return path
+
+
 def flavour(bridge: str) -> Literal["go", "python"]:
     return "python" if bridge == "googlechat" else "go"
