@@ -222,3 +222,22 @@ def test_a_tree_exactly_max_depth_deep_is_walked(base: Path) -> None:
     )
     (deepest / "f").unlink()
     assert paths.scan(base / "data") == len(b"SQLite format 3\0") + 5
+
+
+def test_a_missing_data_directory_is_named(base: Path) -> None:
+    gone = base / "gone"
+    assert str(refusal(lambda: paths.pin_dir(base, gone))) == (
+        f"{gone} does not exist; nothing was changed."
+    )
+
+
+def test_a_data_directory_replaced_during_the_stop_is_refused(base: Path) -> None:
+    data = paths.pin_dir(base, base / "data")
+    os.rename(base / "data", base / "data.old")
+    (base / "data").mkdir()
+    with pytest.raises(ResetError) as e:
+        paths.after_stop(base, data, None, False, "matrix-mautrix-x.service", was_active=False)
+    assert str(e.value) == (
+        f"{base / 'data'} was replaced while the bridge was stopping, so nothing was touched; "
+        "look at what changed in the bridge's directory"
+    )

@@ -203,3 +203,14 @@ def test_an_error_without_errno_is_named_by_its_kind(tmp_path: Path) -> None:
     assert (str(e), e.errno) == (f"cannot write {tmp_path / 'm.json'} (OSError)", 0)
     e = manifest.record_error(tmp_path / "m.json", PermissionError(13, "denied"))
     assert (str(e), e.errno) == (f"cannot write {tmp_path / 'm.json'} (Permission denied)", 13)
+
+
+def test_a_record_is_written_for_people_and_a_damaged_one_is_passed_over(tmp_path: Path) -> None:
+    m = record(tmp_path)
+    m.save()
+    text = (m.dir / m.FILE).read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+    damaged = tmp_path / "20261130T110000Z-crypto"  # sorts first
+    damaged.mkdir()
+    (damaged / m.FILE).write_text("{not json")
+    assert [r.id for r in manifest.load_all(Manifest, tmp_path)] == [m.id]

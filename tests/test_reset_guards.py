@@ -166,3 +166,83 @@ def test_a_backup_needs_twice_its_size_free_and_a_margin(tmp_path: Path) -> None
     assert int(said[1]) == want // 1024
     low, high = sorted((before, after))
     assert low // 1024 - 1024 <= int(said[2]) <= high // 1024 + 1024  # within a MiB of a read
+
+
+def test_resolve_finds_and_pins_the_bridge_s_places(host: Host, engine: str) -> None:
+    """reset/target.py: the unit's mounts name the directories (MDAD's defaults without a
+    unit), the data directory and a SQLite store are pinned, a PostgreSQL store is the bridge's
+    own; each refusal of the layout is a usage error in one sentence."""
+    from bridgedoctor.reset import paths
+
+    def ident(p: Path) -> tuple[int, int]:
+        st = os.stat(p)
+        return (st.st_dev, st.st_ino)
+
+    b = resolve(BRIDGE, options(host))
+    base = host.root / b.spec.dirname
+    assert (b.base_dir, b.config_dir, b.data_dir) == (base, base / "config", base / "data")
+    assert b.unit == f"{b.spec.service}.service" and b.name == BRIDGE
+    assert b.data_pin == paths.Pin(base / "data", ident(base / "data"))
+    if engine == "sqlite":
+        assert b.store_pin is not None and b.store_pin.ident == ident(b.db.path)  # type: ignore[union-attr]
+    else:
+        assert b.store_pin is None and b.db.pin is not None  # type: ignore[union-attr]
+
+    # The unit mounts other directories: those are the bridge's.
+    unit = host.systemd / b.unit
+    text = unit.read_text()
+    shutil.copytree(base / "config", base / "conf2", symlinks=True)
+    shutil.copytree(base / "data", base / "data2", symlinks=True)
+    unit.write_text(
+        text.replace(f"{b.spec.dirname}/config,dst", f"{b.spec.dirname}/conf2,dst").replace(
+            f"{b.spec.dirname}/data,dst", f"{b.spec.dirname}/data2,dst"
+        )
+    )
+    moved = resolve(BRIDGE, options(host))
+    assert (moved.config_dir, moved.data_dir) == (base / "conf2", base / "data2")
+    assert moved.data_pin == paths.Pin(base / "data2", ident(base / "data2"))
+    unit.write_text(text)
+
+    def refused(name: str = BRIDGE) -> str:
+        with pytest.raises(ResetError) as e:
+            resolve(name, options(host))
+        assert e.value.usage is True
+        return str(e.value)
+
+    assert "nosuchbridge" in refused("nosuchbridge")
+    config = base / "config" / "config.yaml"
+    good = config.read_text()
+    config.write_text(good.replace("uri:", "uri: 'nonsense://x'\n  old_uri:", 1))
+    assert refused() == "the database URI scheme 'nonsense' is not supported."
+    config.unlink()
+    assert refused() == f"{config} does not exist."
+
+
+def test_resolve_without_a_unit_and_through_a_linked_config_directory(
+    host: Host, engine: str
+) -> None:
+    b = resolve(BRIDGE, options(host))
+    base = b.base_dir
+    (host.systemd / b.unit).unlink()  # no unit on this host: MDAD's own layout is assumed
+    bare = resolve(BRIDGE, options(host))
+    assert (bare.config_dir, bare.data_dir) == (base / "config", base / "data")
+    # config.yaml is read from the bridge directory down: a linked config directory is refused.
+    os.rename(base / "config", base / "config.real")
+    (base / "config").symlink_to(base / "config.real")
+    with pytest.raises(ResetError) as e:
+        resolve(BRIDGE, options(host))
+    assert e.value.usage is True and str(e.value).startswith(
+        f"{base / 'config'} is a symbolic link"
+    )
+
+
+def test_a_sqlite_store_the_config_keeps_in_its_own_directory(tmp_path: Path) -> None:
+    from tests.test_reset import deploy
+
+    host = deploy(tmp_path / "host", None, "sqlite")
+    b = resolve(BRIDGE, options(host))
+    config = b.config_dir / "config.yaml"
+    uri = str(b.db.path).replace(str(b.data_dir), "/data")  # type: ignore[union-attr]
+    config.write_text(config.read_text().replace(uri, "/config/store.db", 1))
+    moved = resolve(BRIDGE, options(host))
+    assert moved.db.path == b.config_dir / "store.db"  # type: ignore[union-attr]
