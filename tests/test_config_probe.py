@@ -135,6 +135,20 @@ def test_every_secret_a_log_line_could_echo_is_collected(tmp_path: Path) -> None
         write(tmp_path, {"database": {"uri": "postgres://u:a://b@c@d@host/db"}, "appservice": {}})
     )
     assert isinstance(odd, ConfigFacts) and odd.secret_values == ("a://b@c@d",)
+    # A percent-encoded password, as written and as the driver sends it (an error may echo
+    # either); once when both are the same.
+    encoded = read_config(
+        write(tmp_path, {"database": {"uri": "postgres://u:p%40ss%3Aw0rd@db/x"}, "appservice": {}})
+    )
+    assert isinstance(encoded, ConfigFacts)
+    assert encoded.secret_values == ("p%40ss%3Aw0rd", "p@ss:w0rd")
+    # The words that switch a setting off or ask for a new value are not secrets.
+    words = read_config(
+        write(tmp_path, {"provisioning": {"shared_secret": "disable"},
+                         "encryption": {"pickle_key": "generate"},
+                         "database": {"uri": "postgres://u@db/x"}, "appservice": {}})
+    )  # fmt: skip
+    assert isinstance(words, ConfigFacts) and words.secret_values == ()
     # A URI without a password, or without credentials at all, adds nothing; nor do empty values.
     for uri in ("postgres://u@db/x", "postgres://db/x", "/data/x.db", "sqlite:x@y"):
         plain = read_config(

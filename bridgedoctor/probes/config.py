@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote
 
 from ..facts import AppserviceFacts, ConfigFacts, DoublePuppetForm, ProbeError
 from ..pickle import fingerprint
@@ -51,6 +52,9 @@ def _double_puppet(secrets: object) -> tuple[tuple[str, DoublePuppetForm], ...]:
     return tuple(out)
 
 
+SENTINELS = frozenset({"disable", "generate"})  # provisioning's off switch, mautrix's "make one"
+
+
 def _secret_values(tree: dict) -> tuple[str, ...]:
     """Every secret a log line could echo: tokens, shared secrets, the DB URI's password."""
     found: list[str] = []
@@ -81,8 +85,13 @@ def _secret_values(tree: dict) -> tuple[str, ...]:
         if isinstance(uri, str) and "://" in uri and "@" in uri:
             creds = uri.split("://", 1)[1].rsplit("@", 1)[0]
             if ":" in creds:
-                found.append(creds.split(":", 1)[1])
-    return tuple(v for v in found if v)
+                password = creds.split(":", 1)[1]
+                # As written (percent-encoded) and as the bridge uses it: a driver's error
+                # can echo either.
+                found += [password, unquote(password)]
+    # The words that switch a setting off or ask for a new value are no secrets; scrubbing
+    # them would blank the word from every log line.
+    return tuple(dict.fromkeys(v for v in found if v and v not in SENTINELS))
 
 
 def read_config(path: Path, base: Path | None = None) -> ConfigFacts | ProbeError:
