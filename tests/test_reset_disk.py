@@ -5,11 +5,13 @@ again the next command finishes the record."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -162,35 +164,41 @@ def test_a_record_is_private_whole_and_never_written_through_a_link(tmp_path: Pa
     assert json.loads(path.read_text())["state"] == "planned"
 
 
-def test_a_full_disk_draws_on_the_reserve_once(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def full_disk_with_a_reserve(tmp_path: Path) -> Iterator[tuple[Path, Manifest]]:
+    """A 4 MiB tmpfs holding the reserve and a record, every other byte taken."""
     disk = tmp_path / "disk"
     with tmpfs(disk, "4m"):
         assert manifest.keep_reserve(disk)
         m = record(disk)
         fill(disk)
+        yield disk, m
+
+
+def no_space(m: Manifest) -> RecordError:
+    with pytest.raises(RecordError) as e:
+        m.save()
+    assert str(e.value) == f"cannot write {m.dir / m.FILE} (No space left on device)"
+    assert e.value.errno == 28
+    return e.value
+
+
+def test_a_full_disk_draws_on_the_reserve_once(tmp_path: Path) -> None:
+    with full_disk_with_a_reserve(tmp_path) as (disk, m):
         m.state = "rolled_back"
         m.save()  # ENOSPC, the reserve given up, written
         assert json.loads((m.dir / m.FILE).read_text())["state"] == "rolled_back"
         assert not (disk / RESERVE).exists()
         fill(disk, name="more")
         m.extra = {"pad": "x" * 20_000}  # larger than what is left once the reserve is gone
-        with pytest.raises(RecordError) as e:
-            m.save()
-        assert str(e.value) == f"cannot write {m.dir / m.FILE} (No space left on device)"
-        assert e.value.errno == 28
+        no_space(m)
 
 
 def test_a_record_larger_than_the_reserve_still_fails_in_a_sentence(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    with tmpfs(disk, "4m"):
-        assert manifest.keep_reserve(disk)
-        m = record(disk)
-        fill(disk)
+    with full_disk_with_a_reserve(tmp_path) as (disk, m):
         m.extra = {"pad": "x" * (2 * RESERVE_BYTES)}  # the freed reserve is not enough
-        with pytest.raises(RecordError) as e:
-            m.save()  # ENOSPC, the reserve given up, ENOSPC again
-        assert str(e.value) == f"cannot write {m.dir / m.FILE} (No space left on device)"
-        assert e.value.errno == 28 and not (disk / RESERVE).exists()
+        no_space(m)  # ENOSPC, the reserve given up, ENOSPC again
+        assert not (disk / RESERVE).exists()
 
 
 def test_giving_up_a_reserve_that_is_not_there(tmp_path: Path) -> None:
