@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import time
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from bridgedoctor.facts import (
     AppserviceFacts,
@@ -32,9 +33,19 @@ from tests.fixtures import mdad
 URI = "postgres://bridge:s3cret@matrix-postgres:5432/matrix_mautrix_x?sslmode=disable"
 
 
+def dump(tree: Any) -> str:
+    """YAML text of a tree, keys in their order (ruamel: the YAML library the project ships)."""
+    y = YAML(typ="safe", pure=True)
+    y.default_flow_style = False
+    y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    out = StringIO()
+    y.dump(tree, out)
+    return out.getvalue()
+
+
 def write(tmp_path: Path, tree: Any, name: str = "config.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(tree if isinstance(tree, str) else yaml.safe_dump(tree, sort_keys=False))
+    path.write_text(tree if isinstance(tree, str) else dump(tree))
     return path
 
 
@@ -310,7 +321,7 @@ UNIT = (
 
 def test_synapse_lists_its_registrations_and_their_mounts(tmp_path: Path) -> None:
     files = ["/matrix-mautrix-whatsapp-registration.yaml", 5, "/matrix-x-registration.yaml"]
-    root, systemd = synapse(tmp_path, yaml.safe_dump({"app_service_config_files": files}), UNIT)
+    root, systemd = synapse(tmp_path, dump({"app_service_config_files": files}), UNIT)
     running = service("active", "running", 100.0)
     before = time.time()
     got = read_homeserver(root, systemd, running)
