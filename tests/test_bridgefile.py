@@ -361,21 +361,36 @@ def test_the_nesting_cap_is_exact(base: Path) -> None:
         assert "nests deeper" in refused(yaml_of(base, text)), before
 
 
-@pytest.mark.parametrize(
-    ("items", "ok"),
-    [
+def _value_cap_case(case: str) -> tuple[list[str], bool | None]:
+    """Built when the test runs, not at collection: a guard mutant that raises the cap
+    (scripts/mutation-guards.toml) must fail this test, not stop pytest from collecting."""
+    n = bridgefile.MAX_YAML_NODES
+    return {
         # One sequence counts itself and its items: 49,999 items make 50,000 values.
-        (["x"] * (bridgefile.MAX_YAML_NODES - 1), True),
-        (["x"] * bridgefile.MAX_YAML_NODES, False),
+        "one under": (["x"] * (n - 1), True),
+        "at the cap": (["x"] * n, False),
         # A nested collection adds itself and all it holds to its parent, after what came before.
-        (["x"] * 49_990 + ["[x, x]"] + ["x"] * 100, False),
-        (["x"] * 49_990 + ["[x, x]"] + ["x"] * 6, True),
+        "nested over": (["x"] * 49_990 + ["[x, x]"] + ["x"] * 100, False),
+        "nested under": (["x"] * 49_990 + ["[x, x]"] + ["x"] * 6, True),
         # An alias to a scalar counts one; an alias to nothing known counts one.
-        (["&s x"] + ["x"] * (bridgefile.MAX_YAML_NODES - 3) + ["*s"], True),
-        (["x"] * (bridgefile.MAX_YAML_NODES - 2) + ["*nope"], None),
+        "alias to a scalar": (["&s x"] + ["x"] * (n - 3) + ["*s"], True),
+        "unknown alias": (["x"] * (n - 2) + ["*nope"], None),
+    }[case]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "one under",
+        "at the cap",
+        "nested over",
+        "nested under",
+        "alias to a scalar",
+        "unknown alias",
     ],
 )
-def test_the_value_cap_is_exact(base: Path, items: list[str], ok: bool | None) -> None:
+def test_the_value_cap_is_exact(base: Path, case: str) -> None:
+    items, ok = _value_cap_case(case)
     got = yaml_of(base, flow(*items))
     if ok is None:  # under the cap, then refused by the parser for its unknown alias
         assert refused(got, "config_unreadable").endswith("is not valid YAML at line 1.")
