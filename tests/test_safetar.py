@@ -210,9 +210,7 @@ def test_hostile_archive_writes_nothing(tmp_path: Path, case: str) -> None:
     outside = tmp_path / "outside"
     outside.write_text("another bridge's file")
     tar = tmp_path / "evil.tar"
-    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as tf:
-        for name, kind, link in HOSTILE[case]:
-            add(tf, name, kind, link)
+    write_tar(tar, HOSTILE[case])
     before = tree(tmp_path)
     with pytest.raises(ResetError) as e:
         untar_into(tar, dest)
