@@ -120,3 +120,44 @@ def test_helper_sends_progress_lines_before_the_answer(helper, host: Host) -> No
     rplan = helper.ask({"v": 1, "token": TOKEN, "op": "restore_plan", "bridge": RESET_BRIDGE,
                         "backup": plan["id"]})["result"]  # fmt: skip
     assert run_plan(helper, rplan)["ok"] is True
+
+
+def test_a_step_says_what_it_does_in_words() -> None:
+    seen: list[dict[str, Any]] = []
+    report = progress_mod.Progress(seen.append)
+    report.step("backup", 2, 5)
+    report.step("a_step_of_tomorrow", 3, 5)  # a newer engine's step: its own name, not nothing
+    assert seen == [
+        {"step": "backup", "doing": "backing up", "index": 2, "steps": 5},
+        {"step": "a_step_of_tomorrow", "doing": "a_step_of_tomorrow", "index": 3, "steps": 5},
+    ]
+
+
+def test_rows_are_reported_at_most_once_per_interval_and_steps_always() -> None:
+    seen: list[dict[str, Any]] = []
+    report = progress_mod.Progress(seen.append, every=3600.0)
+    report.rows("crypto_olm_session", 10)  # the first report of a run goes out at once
+    report.rows("crypto_olm_session", 20)
+    report.rows("crypto_olm_session", 30, of=40, approx=True)
+    report.step("verify", 3, 5)
+    report.rows("crypto_olm_session", 40)
+    assert seen == [
+        {"table": "crypto_olm_session", "rows": 10, "of": None, "approx": False},
+        {"step": "verify", "doing": "verifying the backup", "index": 3, "steps": 5},
+    ]
+
+
+def test_a_failed_sink_is_dropped_and_the_report_goes_silent() -> None:
+    calls: list[dict[str, Any]] = []
+
+    def broken(state: dict[str, Any]) -> None:
+        calls.append(state)
+        raise BrokenPipeError
+
+    report = progress_mod.Progress(broken, every=0.0)
+    assert not report.silent
+    report.step("stop", 1, 5)
+    assert report.silent and len(calls) == 1
+    report.step("backup", 2, 5)
+    assert len(calls) == 1
+    assert progress_mod.counter(report, "crypto_olm_session", None) is None

@@ -9,14 +9,28 @@ import time
 from .errors import ResetError
 
 STOP_SETTLE_SECONDS = 30.0
+# systemd's own default job timeout is 90 s a stop or start; a client still waiting after this
+# is stuck (a hung D-Bus, a job queued behind another), and the reset must not wait forever.
+SYSTEMCTL_TIMEOUT = 300.0
 INACTIVE = ("inactive", "failed")
 
 
-def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+def _systemctl(*args: str, touched: bool = False) -> subprocess.CompletedProcess[str]:
+    """`touched`: whether a call that never finishes leaves the bridge changed (a start is
+    the last step of a reset, so by then it is)."""
     exe = shutil.which("systemctl")
     if exe is None:
         raise ResetError("systemctl is not on PATH; cannot stop the bridge safely.")
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+    try:
+        return subprocess.run(
+            [exe, *args], capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise ResetError(
+            f"systemctl {' '.join(args)} did not finish within {SYSTEMCTL_TIMEOUT:.0f} s;"
+            " see systemctl list-jobs.",
+            touched=touched,
+        ) from None
 
 
 def state(unit: str) -> str:
@@ -48,7 +62,7 @@ def stop(unit: str) -> None:
 
 
 def start(unit: str) -> None:
-    r = _systemctl("start", unit)
+    r = _systemctl("start", unit, touched=True)
     if r.returncode != 0:
         raise ResetError(f"systemctl start {unit} failed; see journalctl -u {unit}.", touched=True)
 
@@ -56,8 +70,8 @@ def start(unit: str) -> None:
 def restart(unit: str) -> None:
     """Start the unit afresh, whatever it was doing: crash-looping, failed, or stopped."""
     # A unit that hit its start limit refuses even a restart until its failure is reset.
-    _systemctl("reset-failed", unit)
-    r = _systemctl("restart", unit)
+    _systemctl("reset-failed", unit, touched=True)
+    r = _systemctl("restart", unit, touched=True)
     if r.returncode != 0:
         raise ResetError(
             f"systemctl restart {unit} failed; see journalctl -u {unit}.", touched=True
