@@ -42,6 +42,14 @@ def target(uri: str, db_host: str | None = None, config_dir: Path = BASE / "conf
         ("/run/a:b:6000", ("/run/a:b", 6000)),  # the last colon is the port's
         ("db:abc", ("db:abc", None)),  # not a port: all of it is the host
         ("db:", ("db:", None)),
+        ("::1", ("::1", None)),  # IPv6: bare, the last group is not a port
+        ("fe80::5432", ("fe80::5432", None)),
+        ("[::1]", ("::1", None)),  # in brackets as in a URI, with or without a port
+        ("[::1]:5433", ("::1", 5433)),
+        ("[::1]x", ("[::1]x", None)),  # not a bracketed address: passed on whole, fails there
+        ("[::1]:x", ("[::1]:x", None)),
+        ("[::1", ("[::1", None)),
+        ("/run/pg::5433", ("/run/pg:", 5433)),  # a path is a path, colons and all
     ],
 )
 def test_db_host_is_a_host_or_socket_directory_and_maybe_a_port(

@@ -107,7 +107,17 @@ class SqliteTarget:
 
 
 def parse_db_host(value: str) -> tuple[str, int | None]:
-    """`--db-host`: HOST, HOST:PORT, or a Unix-socket directory (a path, optionally DIR:PORT)."""
+    """`--db-host`: HOST, HOST:PORT, an IPv6 address (bare, or [ADDR]:PORT as in a URI), or a
+    Unix-socket directory (a path, optionally DIR:PORT)."""
+    if value.startswith("["):
+        addr, close, rest = value[1:].partition("]")
+        if close and not rest:
+            return addr, None
+        if close and rest[:1] == ":" and rest[1:].isdigit():
+            return addr, int(rest[1:])
+        return value, None
+    if not value.startswith("/") and value.count(":") > 1:
+        return value, None  # a bare IPv6 address: its last group is not a port
     host, sep, port = value.rpartition(":")
     if sep and port.isdigit():
         return host, int(port)
