@@ -161,3 +161,11 @@ def test_a_failed_sink_is_dropped_and_the_report_goes_silent() -> None:
     report.step("backup", 2, 5)
     assert len(calls) == 1
     assert progress_mod.counter(report, "crypto_olm_session", None) is None
+
+
+def test_an_interval_of_nothing_reports_every_chunk() -> None:
+    seen: list[dict[str, Any]] = []
+    report = progress_mod.Progress(seen.append, every=0.0)
+    for done in (1, 2, 3):
+        report.rows("crypto_olm_session", done)
+    assert [s["rows"] for s in seen] == [1, 2, 3]

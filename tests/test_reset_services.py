@@ -191,3 +191,25 @@ def test_settle_says_when_a_unit_will_not_stop_again(systemd: Systemd) -> None:
     assert str(e.value) == f"{UNIT} was not running before, but it would not stop again."
     assert e.value.touched is True
     assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_a_refused_stop_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = own_systemctl(tmp_path, monkeypatch, 'case "$1" in stop) exit 1 ;; esac; echo active')
+    with pytest.raises(ResetError) as e:
+        services.stop(UNIT)
+    assert str(e.value) == f"systemctl stop {UNIT} failed; nothing was changed."
+    assert not e.value.touched
+    assert log.read_text().splitlines() == [f"stop {UNIT}"]  # no state polled after a refusal
+
+
+@pytest.mark.parametrize("hung", ["reset-failed", "restart"])
+def test_a_restart_that_never_finishes_counts_as_touched(
+    hung: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apply restarts the bridge after writing its config: a hung call leaves it changed."""
+    monkeypatch.setattr(services, "SYSTEMCTL_TIMEOUT", 1.0)
+    own_systemctl(tmp_path, monkeypatch, f'[ "$1" = {hung} ] && exec sleep 8; exit 0')
+    with pytest.raises(ResetError) as e:
+        services.restart(UNIT)
+    assert str(e.value).startswith(f"systemctl {hung} {UNIT} did not finish within 1 s")
+    assert e.value.touched is True
