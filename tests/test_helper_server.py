@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bridgedoctor.helper import ops
+from bridgedoctor.helper import listen, ops
 from bridgedoctor.helper.config import HelperConfig, parse
 from bridgedoctor.helper.listen import StartupError
 from bridgedoctor.helper.server import Helper
@@ -377,6 +378,12 @@ def test_unexpected_error_is_generic(
     assert error_code(body) == "internal"
     assert "exploded" not in json.dumps(body)
     assert "RuntimeError" in caplog.text and TOKEN not in caplog.text
+    # The admin's log has the whole traceback, line by line, with the token replaced.
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.startswith(
+        "internal error answering a request:\nTraceback (most recent call last):\n  File "
+    )
+    assert logged.endswith(f"RuntimeError: exploded near {SECRETS[0]} with <token>")
     monkeypatch.undo()
     assert helper.req("list")["ok"] is True
 
@@ -472,3 +479,78 @@ def test_close_finishes_in_flight_requests(
 
 async def _wait(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks)
+
+
+def test_a_listener_with_a_full_queue_is_not_replaced(fleet: Host, sockdir: Path) -> None:
+    """A helper too busy to accept still listens: its socket is not stale. (Connecting to a
+    Unix socket whose queue is full fails at once with EAGAIN, whatever the timeout.)"""
+    path = str(sockdir / "h.sock")
+    queued: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as busy:
+        busy.bind(path)
+        busy.listen(0)
+        inode = os.stat(path).st_ino
+        try:
+            with pytest.raises(BlockingIOError):  # fill its queue: connections never accepted
+                for _ in range(64):
+                    queued.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+                    queued[-1].setblocking(False)
+                    queued[-1].connect(path)
+            with pytest.raises(StartupError, match="already listening"):
+                Running(make_config(fleet, sockdir))
+            assert os.lstat(path).st_ino == inode
+        finally:
+            for s in queued:
+                s.close()
+
+
+def test_closing_leaves_a_newer_helpers_socket(start: Any) -> None:
+    old = start()
+    os.unlink(old.path)  # the admin removed it, and a new helper now serves at the same path
+    new = start()
+    old.call(old.helper.close())
+    old.closed = True
+    assert new.req("list")["ok"] is True
+
+
+def test_closing_after_the_socket_went_away(helper: Running) -> None:
+    os.unlink(helper.path)
+    helper.call(helper.helper.close())
+    helper.closed = True
+    assert not os.path.exists(helper.path)
+
+
+def test_without_its_inode_only_a_socket_is_removed(sockdir: Path) -> None:
+    kept = sockdir / "file"
+    kept.write_text("precious")
+    listen.unlink_if_ours(kept, None)
+    assert kept.read_text() == "precious"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(sockdir / "sock"))
+    listen.unlink_if_ours(sockdir / "sock", None)
+    assert not (sockdir / "sock").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_helper_and_removes_its_socket(
+    fleet: Host, sockdir: Path, sig: signal.Signals
+) -> None:
+    """As systemd stops it: the helper answers, gets the signal, closes and removes its socket.
+    Served here on the test's main thread, where signal handlers live."""
+    helper = Helper(make_config(fleet, sockdir))
+    path = str(helper.cfg.socket)
+    answers: list[dict[str, Any]] = []
+
+    def client() -> None:
+        line = json.dumps({"v": VERSION, "token": TOKEN, "op": "list"}).encode() + b"\n"
+        answers.append(answer(exchange(path, line)))
+        os.kill(os.getpid(), sig)
+
+    async def serve() -> None:
+        await helper.start()
+        threading.Thread(target=client, daemon=True).start()
+        await helper.run_until_signal()  # the handlers are set before the loop reads the request
+
+    asyncio.run(asyncio.wait_for(serve(), 60))
+    assert [a["ok"] for a in answers] == [True]
+    assert not os.path.exists(path)

@@ -20,6 +20,8 @@ def _alive(path: Path) -> bool:
         probe.settimeout(1.0)
         try:
             probe.connect(str(path))
+        except BlockingIOError:  # EAGAIN: its queue is full, but someone is listening
+            return True
         except OSError:
             return False
     return True
