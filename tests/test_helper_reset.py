@@ -4,7 +4,10 @@ SQLite bridges, a fake systemctl on PATH, the plan-then-confirm protocol the plu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,4 +258,47 @@ def test_listing_backups_without_resets_says_where_to_finish(
         assert item["error"].endswith(f"on the host: bridgedoctor backups {BRIDGE}")
         assert systemd.get(RESET_UNIT) == "inactive"  # untouched: not the helper's to do
     finally:
+        r.stop()
+
+
+def until(done: Callable[[], bool], what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_shutdown_gives_up_on_a_reset_after_its_grace(
+    host: Host, systemd: Systemd, sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping the helper waits request_timeout + 2 read_timeouts for the requests in flight
+    (a reset has no limit of its own), then cancels what is left: its audit line says so,
+    before the helper's last line. The reset's own thread is not stopped; it finishes."""
+    r = Running(make_config(host, sockdir, allow_reset=True, request_timeout=0.1, read_timeout=2))
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        plan = ok(ask(r, "reset_plan", bridge=BRIDGE, mode="crypto"))
+        systemd.hang_start(RESET_UNIT)  # the reset's last step waits until this is off
+        body = {"v": 1, "token": TOKEN, "op": "reset", "bridge": BRIDGE, "mode": "crypto",
+                "plan": plan["id"], "digest": plan["digest"], "requested_by": ADMIN}  # fmt: skip
+        client.connect(r.path)
+        client.sendall(json.dumps(body).encode() + b"\n")
+        until(lambda: f"start {RESET_UNIT}" in systemd.calls(), "the reset's start")
+        with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+            started = time.monotonic()
+            r.call(r.helper.close(), timeout=30)
+            waited = time.monotonic() - started
+        r.closed = True
+        assert 4.1 <= waited < 5.5  # 0.1 + 2 * 2 s
+        said = [x.getMessage() for x in caplog.records if x.name.startswith("bridgedoctor.helper")]
+        (line,) = [x for x in said if x.startswith("request op=reset ")]
+        assert line.startswith(f"request op=reset bridge={BRIDGE} uid=")
+        assert " result=cancelled ms=" in line and line.endswith(f" by={ADMIN}")
+        assert said[-2:] == [line, "stopped"]
+    finally:
+        client.close()
+        systemd.hang_start(RESET_UNIT, on=False)
+        backups = r.cfg.backup_dir / BRIDGE
+        until(lambda: [m.state for m in all_for(backups)] == ["done"], "the reset's end")
         r.stop()

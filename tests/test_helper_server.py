@@ -246,6 +246,111 @@ def test_the_inventory_setting_reaches_the_rules(start: Any, sockdir: Path) -> N
     assert INVENTORY_SECRETS[0] not in json.dumps(report)
 
 
+def _tool(bindir: Path, name: str, script: str) -> None:
+    """A stand-in for a host tool at the process boundary (first on PATH)."""
+    bindir.mkdir(exist_ok=True)
+    tool = bindir / name
+    tool.write_text("#!/bin/sh\n" + script + "\n")
+    tool.chmod(0o755)
+
+
+def test_logs_and_verify_follow_the_named_bridge(
+    start: Any, sockdir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`logs` and `verify` read the unit (systemctl show) and its journal, here a running unit
+    whose current run logged a fatal line: what a plugin shows after `apply`."""
+    bindir = sockdir / "bin"
+    props = (
+        "Id=%s\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\nResult=success\\n"
+        "NRestarts=0\\nExecMainStartTimestampMonotonic=1000\\nInvocationID=abc\\n"
+    )
+    _tool(bindir, "systemctl", f"printf '{props}' \"$3\"")
+    entry = {
+        "MESSAGE": "FTL Failed to open the crypto store",
+        "__MONOTONIC_TIMESTAMP": "2000",
+        "__REALTIME_TIMESTAMP": "1796006297205426",
+        "_SYSTEMD_INVOCATION_ID": "abc",
+        "_PID": "7",
+    }
+    _tool(bindir, "journalctl", f"echo '{json.dumps(entry)}'")
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    helper = start(verify_seconds=1)
+    unit = "matrix-mautrix-gmessages.service"
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper.audit"):
+        logs = helper.req("logs", "gmessages")["result"]
+        started = time.monotonic()
+        verified = helper.req("verify", "gmessages")["result"]
+        waited = time.monotonic() - started
+    assert logs == {
+        "bridge": "gmessages",
+        "status": "errors",
+        "unit": unit,
+        "state": "active (running)",
+        "run": "current run",
+        "lines": ["2026-11-30T02:38:17Z FTL Failed to open the crypto store"],
+        "truncated": False,
+        "problem": None,
+    }
+    # Followed for verify_seconds, then judged by the fatal line, with the check's cause.
+    assert waited >= 1
+    assert {k: v for k, v in verified.items() if k != "finding"} == {
+        "bridge": "gmessages",
+        "unit": unit,
+        "state": "failing",
+        "seconds": 1,
+        "fatal": "FTL Failed to open the crypto store",
+        "restarts": 0,
+        "detail": "active (running)",
+    }
+    assert verified["finding"]["code"] == "pickle_key_mismatch"
+    audit = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
+    assert [line.split(" uid=")[0] for line in audit] == [
+        "request op=logs bridge=gmessages",
+        "request op=verify bridge=gmessages",
+    ]
+    assert [line.split(" result=")[1].split()[0] for line in audit] == ["errors", "failing"]
+
+
+def test_the_audit_line_says_each_operations_outcome(
+    start: Any, sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (sockdir / "empty" / "systemd").mkdir(parents=True)
+    full, empty = (
+        start(),
+        start(
+            socket=str(sockdir / "e.sock"),
+            root=str(sockdir / "empty"),
+            systemd_dir=str(sockdir / "empty" / "systemd"),
+        ),
+    )
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper.audit"):
+        full.req("list")
+        full.req("check_all")
+        assert empty.req("check_all")["result"]["bridges"] == []
+    audit = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
+    assert [line.split(" result=")[1].split()[0] for line in audit] == [
+        "ok",
+        "broken,ok",  # every status of the fleet, once each
+        "empty",
+    ]
+
+
+def test_check_all_answers_within_the_request_limit(start: Any) -> None:
+    """A database that never answers: each of its bridges is given up at 80% of the request's
+    limit, so the fleet report still arrives, with the other bridges checked."""
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)
+        helper = start(request_timeout=2.5, db_host=f"127.0.0.1:{mute.getsockname()[1]}")
+        body = helper.req("check_all")
+    reports = {r["bridge"]: r for r in body["result"]["bridges"]}
+    assert reports["signal"]["status"] == "ok"  # SQLite: no server to wait for
+    for name in ("gmessages", "whatsapp"):
+        (finding,) = reports[name]["findings"]
+        assert finding["code"] == "check_timeout"
+        assert finding["summary"].startswith(f"Checking {name} took longer than 2 s and was")
+
+
 # --- refusals ------------------------------------------------------------------------------------
 
 
