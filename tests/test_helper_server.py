@@ -351,7 +351,6 @@ def test_check_all_answers_within_the_request_limit(start: Any) -> None:
         assert finding["summary"].startswith(f"Checking {name} took longer than 2 s and was")
 
 
-
 def test_the_naming_setting_reaches_the_fix(start: Any) -> None:
     """naming: legacy (an older MDAD checkout) gives the snippet in that checkout's variables."""
     report = start(naming="legacy").req("check", "gmessages")["result"]
@@ -360,6 +359,7 @@ def test_the_naming_setting_reaches_the_fix(start: Any) -> None:
         "# MDAD checkouts from 2024-10-11 to 2026-07-15:\n"
         'matrix_mautrix_gmessages_bridge_encryption_pickle_key: "go.mau.fi/mautrix-gmessages"\n'
     )
+
 
 # --- refusals ------------------------------------------------------------------------------------
 
