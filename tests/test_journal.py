@@ -325,3 +325,169 @@ async def test_a_fleet_whose_systemctl_fails_says_so_for_each_unit(tmp_path, mon
         ("service_unknown", f"systemctl show {u} failed: Failed to connect to bus: Host is down")
         for u in ("a.service", "b.service")
     ]
+
+
+# ---- command.run: the bounds, the environment, the answer ------------------------------------
+async def test_a_tool_sees_only_path_and_systemds_quiet_settings(tmp_path, monkeypatch) -> None:
+    """No pager, no colours, no localisation, and nothing else of the caller's environment."""
+    from bridgedoctor.probes.command import run
+
+    _tool(tmp_path, "systemctl", "env", monkeypatch)
+    monkeypatch.setenv("BD_CALLER_SECRET", "s3cret")
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    out = await run(["systemctl"], code="service_unknown")
+    assert not isinstance(out, ProbeError)
+    env = dict(line.split("=", 1) for line in out.stdout.decode().splitlines())
+    env.pop("PWD", None)  # the shell sets it itself
+    env.pop("SHLVL", None)
+    env.pop("_", None)
+    assert env == {
+        "PATH": f"{tmp_path}:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "SYSTEMD_PAGER": "",
+        "SYSTEMD_COLORS": "0",
+        "SYSTEMD_LOG_COLOR": "0",
+    }
+
+
+async def test_a_tool_gets_its_arguments_and_an_empty_stdin(tmp_path, monkeypatch) -> None:
+    from bridgedoctor.probes.command import Output, run
+
+    _tool(tmp_path, "journalctl", 'printf "%s|" "$@"; cat; echo end', monkeypatch)
+    out = await run(["journalctl", "-u", "a b", "--x=1"], code="journal_unknown")
+    assert out == Output(0, b"-u|a b|--x=1|end\n", "", False)
+
+
+async def test_the_exit_status_and_the_first_line_of_stderr_are_kept(
+    tmp_path, monkeypatch
+) -> None:
+    from bridgedoctor.probes.command import Output, run
+
+    long = "y" * 300
+    _tool(
+        tmp_path,
+        "systemctl",
+        f"printf 'out'; printf '\\n\\n  first\\n{long}\\n' >&2; exit 3",
+        monkeypatch,
+    )
+    out = await run(["systemctl"], code="service_unknown")
+    assert out == Output(3, b"out", "first", False)
+    _tool(tmp_path, "systemctl", f"printf '{long}\\nsecond' >&2; exit 0", monkeypatch)
+    out = await run(["systemctl"], code="service_unknown")
+    assert out == Output(0, b"", "y" * 200, False)
+    _tool(tmp_path, "systemctl", "printf 'bad \\377 byte' >&2", monkeypatch)
+    out = await run(["systemctl"], code="service_unknown")
+    assert out == Output(0, b"", "bad \ufffd byte", False)
+
+
+async def test_output_of_exactly_the_bound_is_not_cut(tmp_path, monkeypatch) -> None:
+    from bridgedoctor.probes.command import run
+
+    for size, cut in ((100_000, False), (100_001, True), (65_536, False), (65_537, True)):
+        _tool(tmp_path, "journalctl", f"head -c {size} /dev/zero", monkeypatch)
+        limit = 100_000 if size > 65_537 else 65_536
+        out = await run(["journalctl"], code="journal_unknown", max_bytes=limit)
+        assert not isinstance(out, ProbeError)
+        assert (out.truncated, out.stdout) == (cut, bytes(min(size, limit))), size
+
+
+async def test_a_tool_that_cannot_be_started_could_not_determine(tmp_path, monkeypatch) -> None:
+    from bridgedoctor.probes.command import run
+
+    _tool(tmp_path, "systemctl", "", monkeypatch)
+    (tmp_path / "systemctl").write_text("#!/nonexistent/interpreter\n")
+    out = await run(["systemctl", "show"], code="service_unknown")
+    assert out == ProbeError("service_unknown", "systemctl could not be run (FileNotFoundError).")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    out = await run(["journalctl"], code="journal_unknown")
+    assert out == ProbeError("journal_unknown", "journalctl is not installed or not on PATH.")
+
+
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie of a process that was not ours to reap still answers kill(0): read its state.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def test_a_timeout_kills_what_the_tool_started_too(tmp_path, monkeypatch) -> None:
+    """The tool runs in its own process group, and the kill reaches the whole group."""
+    import asyncio
+
+    from bridgedoctor.probes.command import run
+
+    pidfile = tmp_path / "child"
+    _tool(tmp_path, "systemctl", f"sleep 60 & echo $! > {pidfile}; wait", monkeypatch)
+    out = await run(["systemctl"], code="service_unknown", timeout=1.0)
+    assert out == ProbeError("service_unknown", "systemctl did not answer within 1 s.")
+    child = int(pidfile.read_text())
+    for _ in range(50):
+        if _gone(child):
+            break
+        await asyncio.sleep(0.1)
+    assert _gone(child), "the tool's own child outlived the timeout"
+
+
+async def test_a_cut_kills_what_the_tool_started_too(tmp_path, monkeypatch) -> None:
+    import asyncio
+
+    from bridgedoctor.probes.command import run
+
+    pidfile = tmp_path / "child"
+    _tool(
+        tmp_path,
+        "journalctl",
+        f"(sleep 60; echo late) & echo $! > {pidfile}; head -c 200000 /dev/zero; wait",
+        monkeypatch,
+    )
+    out = await run(["journalctl"], code="journal_unknown", timeout=10, max_bytes=1000)
+    assert not isinstance(out, ProbeError) and out.truncated and out.stdout == bytes(1000)
+    child = int(pidfile.read_text())
+    for _ in range(50):
+        if _gone(child):
+            break
+        await asyncio.sleep(0.1)
+    assert _gone(child), "the tool's own child outlived the cut"
+
+
+async def test_a_child_holding_stderr_open_does_not_hold_the_answer(tmp_path, monkeypatch) -> None:
+    """The tool has answered and exited; something it left behind keeps stderr open. (asyncio's
+    own wait() waits for every pipe it watches to close: its stderr pipe made this answer wait
+    for the child, up to the timeout, whenever the tool was still running when waited for.)"""
+    import time
+
+    from bridgedoctor.probes.command import Output, run
+
+    _tool(
+        tmp_path,
+        "systemctl",
+        "sleep 30 >/dev/null & echo done; echo warned >&2; exec >&-; sleep 0.5",
+        monkeypatch,
+    )
+    started = time.monotonic()
+    out = await run(["systemctl"], code="service_unknown", timeout=20)
+    assert out == Output(0, b"done\n", "warned", False)
+    assert time.monotonic() - started < 15
+
+
+async def test_a_tool_that_says_much_on_stderr_is_not_stalled(tmp_path, monkeypatch) -> None:
+    """Its stderr is read as it comes: 1 MB there neither fills the pipe nor the answer."""
+    from bridgedoctor.probes.command import Output, run
+
+    _tool(
+        tmp_path,
+        "journalctl",
+        "echo first >&2; head -c 1000000 /dev/zero | tr '\\0' x >&2; echo answered",
+        monkeypatch,
+    )
+    out = await run(["journalctl"], code="journal_unknown", timeout=20)
+    assert out == Output(0, b"answered\n", "first", False)
+    _tool(tmp_path, "journalctl", "head -c 5000 /dev/zero | tr '\\0' x >&2", monkeypatch)
+    out = await run(["journalctl"], code="journal_unknown")
+    assert out == Output(0, b"", "x" * 200, False)

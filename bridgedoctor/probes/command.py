@@ -47,6 +47,12 @@ async def run(
     if exe is None:
         return ProbeError(code, f"{argv[0]} is not installed or not on PATH.")
     env = {**{k: v for k, v in os.environ.items() if k == "PATH"}, **_ENV}
+    # stderr is a pipe of our own, not asyncio's: asyncio's wait() returns only once every pipe
+    # it watches is closed, and a child the tool left behind may hold stderr open for long.
+    # It is read as it comes (a tool that says much there must not fill it and stall); what
+    # the tool said is in it by the time the tool has exited.
+    err_read, err_write = os.pipe()
+    os.set_blocking(err_read, False)
     try:
         proc = await asyncio.create_subprocess_exec(
             exe,
@@ -55,54 +61,72 @@ async def run(
             # need (tests/test_helper_property.py records every open).
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=err_write,
             env=env,
             # Its own process group: a kill reaches whatever it started too.
             start_new_session=True,
         )
     except OSError as e:
+        os.close(err_read)
         return ProbeError(code, f"{argv[0]} could not be run ({type(e).__name__}).")
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    finally:
+        os.close(err_write)
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.close()
+    said = bytearray()  # its first 4 KiB: enough to say why
+    loop = asyncio.get_running_loop()
 
-    async def collect() -> tuple[bytes, bytes, bool]:
-        assert proc.stdout is not None and proc.stderr is not None
-        err_task = asyncio.ensure_future(proc.stderr.read(4096))
+    def hear() -> bool:
+        """Read what waits in stderr; False once it is empty (a child the tool left behind may
+        still hold it open) or closed."""
+        try:
+            chunk = os.read(err_read, 65536)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            loop.remove_reader(err_read)
+        said.extend(chunk[: 4096 - len(said)])
+        return bool(chunk)
+
+    loop.add_reader(err_read, hear)
+
+    async def collect() -> tuple[bytes, bool]:
+        assert proc.stdout is not None
         chunks: list[bytes] = []
         size = 0
         truncated = False
-        try:
-            while True:
-                chunk = await proc.stdout.read(65536)
-                if not chunk:
-                    break
-                if size + len(chunk) > max_bytes:
-                    chunks.append(chunk[: max_bytes - size])
-                    truncated = True
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            if truncated:
-                _kill(proc)
-                # asyncio's wait() returns only once every pipe is closed, and a stdout paused
-                # with a full buffer never reads its EOF: drain what the killed tool left.
-                while await proc.stdout.read(65536):
-                    pass
-            await proc.wait()
-            # A child that outlived it may hold stderr open: do not wait for its end.
-            done, _ = await asyncio.wait({err_task}, timeout=1.0)
-            return b"".join(chunks), err_task.result() if done else b"", truncated
-        finally:
-            err_task.cancel()
+        while True:
+            chunk = await proc.stdout.read(65536)
+            if not chunk:
+                break
+            if size + len(chunk) > max_bytes:
+                chunks.append(chunk[: max_bytes - size])
+                truncated = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if truncated:
+            _kill(proc)
+            # asyncio's wait() returns only once every pipe is closed, and a stdout paused
+            # with a full buffer never reads its EOF: drain what the killed tool left.
+            while await proc.stdout.read(65536):
+                pass
+        await proc.wait()
+        return b"".join(chunks), truncated
 
     try:
-        out, err, truncated = await asyncio.wait_for(collect(), timeout)
-    except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
-        _kill(proc)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait(), 1.0)
-        return ProbeError(code, f"{argv[0]} did not answer within {timeout:g} s.")
-    first = err.decode("utf-8", "replace").strip().splitlines()
+        try:
+            out, truncated = await asyncio.wait_for(collect(), timeout)
+        except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
+            _kill(proc)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 1.0)
+            return ProbeError(code, f"{argv[0]} did not answer within {timeout:g} s.")
+        hear()  # the rest the tool said: at most a pipe's 64 KiB, one read
+    finally:
+        loop.remove_reader(err_read)
+        os.close(err_read)
+    first = bytes(said).decode("utf-8", "replace").strip().splitlines()
     return Output(proc.returncode or 0, out, first[0][:200] if first else "", truncated)
 
 
