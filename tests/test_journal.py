@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bridgedoctor import logline
-from bridgedoctor.facts import ProbeError
+from bridgedoctor.facts import ProbeError, ServiceFacts
 from bridgedoctor.probes import journal, service
 from bridgedoctor.scrub import scrub
+from tests.support.facts import service as facts_service
 
 ESC = "\x1b"
 
@@ -491,3 +494,490 @@ async def test_a_tool_that_says_much_on_stderr_is_not_stalled(tmp_path, monkeypa
     _tool(tmp_path, "journalctl", "head -c 5000 /dev/zero | tr '\\0' x >&2", monkeypatch)
     out = await run(["journalctl"], code="journal_unknown")
     assert out == Output(0, b"", "x" * 200, False)
+
+
+# ---- service: systemctl show, field by field ------------------------------------------------
+PROPS = (
+    "Id,LoadState,ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,NRestarts,"
+    "ExecMainStartTimestampMonotonic,ActiveEnterTimestampMonotonic,InvocationID"
+)
+
+
+def test_now_mono_is_the_monotonic_clock_in_microseconds() -> None:
+    import time
+
+    before = time.monotonic_ns() // 1000
+    now = service.now_mono()
+    after = time.monotonic_ns() // 1000
+    assert type(now) is int and before <= now <= after
+
+
+def test_show_is_parsed_field_by_field() -> None:
+    from bridgedoctor.facts import ServiceFacts
+
+    text = SHOW.replace("ActiveEnterTimestampMonotonic=1000000", "ActiveEnterTimestampMonotonic=7")
+    assert service.parse("x.service", text, now=31_000_000) == ServiceFacts(
+        unit="x.service",
+        load_state="loaded",
+        active_state="activating",
+        sub_state="auto-restart",
+        result="exit-code",
+        exit_code="exited",
+        exit_status=16,
+        restarts=7,
+        main_start_mono=1_000_000,
+        active_enter_mono=7,
+        age=30.0,
+        invocation="abc",
+    )
+
+
+def test_show_of_a_unit_that_never_ran() -> None:
+    """No main process yet: no exit, no age; absent, empty and odd numbers read as 0."""
+    from bridgedoctor.facts import ServiceFacts
+
+    text = "LoadState=loaded\nActiveState=inactive\nSubState=dead\nNRestarts=\nExecMainStatus=x\n"
+    assert service.parse("y.service", text, now=5) == ServiceFacts(
+        unit="y.service",
+        load_state="loaded",
+        active_state="inactive",
+        sub_state="dead",
+        result="",
+        exit_code="",
+        exit_status=None,
+        restarts=0,
+        main_start_mono=0,
+        active_enter_mono=0,
+        age=None,
+        invocation="",
+    )
+    odd = service.parse("y", text + "NRestarts=many\nExecMainCode=1\nExecMainStatus=-\n", 5)
+    assert not isinstance(odd, ProbeError)
+    assert (odd.restarts, odd.exit_code, odd.exit_status) == (0, "exited", 0)
+    # An ExecMainCode systemd does not define (0: no process has ended) says nothing.
+    none = service.parse("y", text + "ExecMainCode=0\nExecMainStatus=3\n", 5)
+    assert not isinstance(none, ProbeError) and (none.exit_code, none.exit_status) == ("", None)
+
+
+def test_show_values_holding_equals_signs_and_clock_skew() -> None:
+    text = SHOW.replace("InvocationID=abc", "InvocationID=a=b=c").replace(
+        "Result=exit-code", "Result=x=y"
+    )
+    s = service.parse("x.service", text, now=400_000)  # read before the start was stamped
+    assert not isinstance(s, ProbeError)
+    assert (s.invocation, s.result, s.age) == ("a=b=c", "x=y", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "missing"),
+    [
+        ("", "LoadState, ActiveState, SubState"),
+        ("LoadState=loaded\nActiveState=active\nSubState=\n", "SubState"),
+        ("ActiveState=active\nSubState=running\n", "LoadState"),
+        ("LoadState=loaded\nSubState=running\n", "ActiveState"),
+    ],
+)
+def test_show_says_which_state_is_missing(text: str, missing: str) -> None:
+    assert service.parse("x.service", text, 0) == ProbeError(
+        "service_unknown", f"systemctl show x.service did not report {missing}."
+    )
+
+
+def _systemctl(tmp_path, monkeypatch, body: str) -> Path:
+    """A systemctl that logs its arguments, one call a line, then runs `body`."""
+    log = tmp_path / "calls"
+    _tool(tmp_path, "systemctl", f'echo "$*" >> {log}\n{body}', monkeypatch)
+    return log
+
+
+async def test_show_asks_for_its_properties_and_nothing_else(tmp_path, monkeypatch) -> None:
+    start = service.now_mono() - 5_000_000
+    log = _systemctl(
+        tmp_path,
+        monkeypatch,
+        "printf 'Id=x.service\\nLoadState=loaded\\nActiveState=active\\nSubState=r\\377n\\n"
+        f"ExecMainStartTimestampMonotonic={start}\\n'",
+    )
+    s = await service.show("x.service")
+    assert not isinstance(s, ProbeError)
+    assert s.sub_state == "r\ufffdn" and s.main_start_mono == start
+    assert s.age is not None and 5.0 <= s.age < 60
+    assert log.read_text() == f"show x.service --no-pager --property={PROPS}\n"
+
+
+async def test_show_of_a_failing_systemctl_without_a_word(tmp_path, monkeypatch) -> None:
+    _systemctl(tmp_path, monkeypatch, "exit 4")
+    assert await service.show("x.service") == ProbeError(
+        "service_unknown", "systemctl show x.service failed: exit status 4"
+    )
+
+
+def _padded(unit: str) -> str:
+    """A `systemctl show` block whose SubState starts exactly 64 KiB into the answer."""
+    head = f"Id={unit}\nLoadState=loaded\nActiveState=active\n"
+    pad = 64 * 1024 - len(head) - len("Description=\n")
+    return f"printf '{head}Description=%s\\nSubState=running\\n' \"$(head -c {pad} /dev/zero | tr '\\0' x)\""
+
+
+async def test_an_answer_is_read_to_64_kib_a_unit(tmp_path, monkeypatch) -> None:
+    """Past the bound the answer is cut (and systemctl killed): could not determine, however
+    the cut reads (the tool may or may not have exited before the kill)."""
+    _systemctl(tmp_path, monkeypatch, _padded("x.service"))
+    alone = await service.show("x.service")
+    assert isinstance(alone, ProbeError) and alone.code == "service_unknown"
+    (fleet,) = (await service.show_many(["x.service"])).values()
+    assert isinstance(fleet, ProbeError) and fleet.code == "service_unknown"
+    # Two units may take 128 KiB: one long block is read whole.
+    _systemctl(
+        tmp_path,
+        monkeypatch,
+        _padded("a.service")
+        + "; printf '\\nId=b.service\\nLoadState=loaded\\nActiveState=active\\nSubState=x\\n'",
+    )
+    states = await service.show_many(["a.service", "b.service"])
+    a = states["a.service"]
+    assert not isinstance(a, ProbeError) and a.sub_state == "running"
+
+
+async def test_a_fleet_without_systemctl_could_not_determine_each(monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    missing = ProbeError("service_unknown", "systemctl is not installed or not on PATH.")
+    assert await service.show_many(["a.service", "b.service"]) == {
+        "a.service": missing,
+        "b.service": missing,
+    }
+
+
+async def test_a_fleet_of_none_starts_nothing(tmp_path, monkeypatch) -> None:
+    log = _systemctl(tmp_path, monkeypatch, "echo Id=x")
+    assert await service.show_many([]) == {}
+    assert not log.exists()
+
+
+async def test_a_fleet_answer_keeps_only_the_units_asked(tmp_path, monkeypatch) -> None:
+    """Blocks without an Id, for units not asked, or twice for one unit: the first answer of
+    each unit asked counts. Its age is measured against the clock when the answer came."""
+    start = service.now_mono() - 5_000_000
+    log = _systemctl(
+        tmp_path,
+        monkeypatch,
+        "printf 'LoadState=loaded\\n\\n"
+        "Id=zzz.service\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\n\\n"
+        "Id=a.service\\nLoadState=loaded\\nActiveState=active\\nSubState=first\\n"
+        f"ExecMainStartTimestampMonotonic={start}\\n\\n"
+        "Id=a.service\\nLoadState=loaded\\nActiveState=active\\nSubState=second\\n\\n'",
+    )
+    states = await service.show_many(["a.service"])
+    assert list(states) == ["a.service"]
+    a = states["a.service"]
+    assert not isinstance(a, ProbeError) and a.sub_state == "first"
+    assert a.age is not None and 5.0 <= a.age < 60
+    assert log.read_text() == f"show a.service --no-pager --property={PROPS}\n"
+
+
+async def test_a_fleet_is_bounded_in_time_and_so_is_each_unit_asked_alone(
+    tmp_path, monkeypatch
+) -> None:
+    _systemctl(tmp_path, monkeypatch, "sleep 5")
+    late = ProbeError("service_unknown", "systemctl did not answer within 0.5 s.")
+    assert await service.show_many(["a.service"], timeout=0.5) == {"a.service": late}
+    # Asked together it answers at once, but not for b; asked alone about b it hangs.
+    _systemctl(
+        tmp_path,
+        monkeypatch,
+        'if [ "$2" = b.service ]; then sleep 5; fi\n'
+        "printf 'Id=a.service\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\n'",
+    )
+    states = await service.show_many(["a.service", "b.service"], timeout=0.5)
+    assert states["b.service"] == late
+    assert not isinstance(states["a.service"], ProbeError)
+
+
+# ---- journal: entries decoded field by field, read through journalctl ------------------------
+def test_an_entry_is_decoded_field_by_field() -> None:
+    e = journal.decode(
+        json.dumps(
+            {
+                "MESSAGE": "ERR x",
+                "__MONOTONIC_TIMESTAMP": "1234",
+                "__REALTIME_TIMESTAMP": "1796006297205426",
+                "_SYSTEMD_INVOCATION_ID": "inv",
+                "_BOOT_ID": "boot",
+                "_PID": "68",
+            }
+        ).encode()
+    )
+    assert e == journal.Entry("ERR x", 1234, 1796006297.205426, "inv", False, None, "boot")
+
+
+def test_an_entry_without_stamps_or_with_odd_fields() -> None:
+    e = journal.decode(b'{"MESSAGE": "hi", "_SYSTEMD_INVOCATION_ID": 5, "_BOOT_ID": ["b"]}')
+    assert e == journal.Entry("hi", 0, 0.0, "", False, None, "")
+    for bad in ('"abc"', "null", "[1]"):
+        assert (
+            journal.decode(f'{{"MESSAGE": "hi", "__MONOTONIC_TIMESTAMP": {bad}}}'.encode()) is None
+        )
+        assert (
+            journal.decode(f'{{"MESSAGE": "hi", "__REALTIME_TIMESTAMP": {bad}}}'.encode()) is None
+        )
+
+
+@pytest.mark.parametrize(
+    ("message", "text"),
+    [
+        (list(b"caf\xc3\xa9 \xff"), "café \ufffd"),  # bytes, not all UTF-8
+        (["first", "second"], "first\nsecond"),  # a field logged twice
+        ([list(b"bin"), "text", 7], "bin\ntext"),
+        ([], ""),
+    ],
+)
+def test_messages_journalctl_gives_as_arrays(message: object, text: str) -> None:
+    e = journal.decode(json.dumps({"MESSAGE": message}).encode())
+    assert e is not None and e.message == text
+
+
+@pytest.mark.parametrize("message", [[300, 1], [104, "i"], [-1]])
+def test_an_array_that_is_not_bytes_is_no_message(message: object) -> None:
+    assert journal.decode(json.dumps({"MESSAGE": message}).encode()) is None
+
+
+def test_a_deeply_nested_line_is_skipped() -> None:
+    assert journal.decode(b"[" * 100_000 + b"]" * 100_000) is None
+
+
+def test_a_long_message_is_cut_at_twice_a_line() -> None:
+    from bridgedoctor import logline
+
+    e = journal.decode(json.dumps({"MESSAGE": "x" * 10_000}).encode())
+    assert e is not None and e.message == "x" * (2 * logline.MAX_LINE)
+
+
+@pytest.mark.parametrize(
+    ("fields", "manager"),
+    [
+        ({"_PID": "1"}, True),
+        ({"SYSLOG_IDENTIFIER": "systemd", "_PID": "5"}, True),
+        ({"SYSLOG_IDENTIFIER": "init", "_PID": "5"}, True),
+        ({"SYSLOG_IDENTIFIER": "mautrix-whatsapp", "_PID": "5"}, False),
+        ({"_PID": 1}, False),
+        ({}, False),
+    ],
+)
+def test_systemds_own_messages_are_told_apart(fields: dict, manager: bool) -> None:
+    msg = "x.service: Main process exited, code=exited, status=2/INVALIDARGUMENT"
+    e = journal.decode(json.dumps({"MESSAGE": msg, **fields}).encode())
+    assert e is not None and e.manager is manager
+    # Only systemd's word on how the main process ended counts, not a bridge quoting it.
+    assert e.exit == (("exited", 2) if manager else None)
+
+
+@pytest.mark.parametrize(
+    ("message", "fields", "exit"),
+    [
+        ("Main process exited, code=killed, status=SIGTERM", {}, ("killed", 15)),
+        ("Main process exited, code=killed, status=SEGV", {}, ("killed", 11)),
+        ("Main process exited, code=dumped, status=ABRT/x", {}, ("dumped", 6)),
+        ("Main process exited, code=killed, status=SIGFOO", {}, None),
+        ("Main process exited, code=killed, status=sigterm", {}, None),
+        ("Started x.service.", {}, None),
+        ("x", {"EXIT_CODE": "killed", "EXIT_STATUS": "9"}, ("killed", 9)),
+        ("code=exited, status=4", {"EXIT_CODE": "exited", "EXIT_STATUS": "4"}, ("exited", 4)),
+        # A structured field that does not hold a status: the sentence decides.
+        (
+            "Main process exited, code=exited, status=3/NOTIMPLEMENTED",
+            {"EXIT_CODE": "exited", "EXIT_STATUS": "n/a"},
+            ("exited", 3),
+        ),
+        (
+            "Main process exited, code=exited, status=3/x",
+            {"EXIT_CODE": 1, "EXIT_STATUS": "9"},
+            ("exited", 3),
+        ),
+        (
+            "Main process exited, code=exited, status=3/x",
+            {"EXIT_CODE": "exited", "EXIT_STATUS": 9},
+            ("exited", 3),
+        ),
+        ("x", {"EXIT_CODE": 1, "EXIT_STATUS": "9"}, None),
+    ],
+)
+def test_how_the_main_process_ended(message: str, fields: dict, exit: object) -> None:
+    e = journal.decode(json.dumps({"MESSAGE": message, "_PID": "1", **fields}).encode())
+    assert e is not None and e.exit == exit
+
+
+def test_the_run_before_without_invocation_ids_is_every_earlier_line() -> None:
+    def e(mono: int, inv: str = "") -> journal.Entry:
+        return journal.Entry(f"m{mono}", mono, 0.0, inv, False)
+
+    found = [e(10, "a"), e(20, "b"), e(30), e(40)]
+    assert journal.split(found, 40) == ([found[3]], found[:3])
+    found = [e(10, "a"), e(20, "b"), e(30, "c"), e(35, "c"), e(40)]
+    assert journal.split(found, 40) == ([found[4]], found[2:4])
+
+
+def _journalctl(tmp_path, monkeypatch, entries: list[dict], extra: str = "") -> Path:
+    """A journalctl that logs its arguments and prints these entries as `-o json` lines."""
+    data = tmp_path / "journal.json"
+    data.write_text("".join(json.dumps(x) + "\n" for x in entries))
+    log = tmp_path / "calls"
+    _tool(tmp_path, "journalctl", f'echo "$*" >> {log}\ncat {data}\n{extra}', monkeypatch)
+    return log
+
+
+FIELDS = "MESSAGE,_BOOT_ID,_PID,SYSLOG_IDENTIFIER,_SYSTEMD_INVOCATION_ID,EXIT_CODE,EXIT_STATUS"
+
+
+async def test_entries_asks_journalctl_for_the_unit_and_keeps_the_newest_boot(
+    tmp_path, monkeypatch
+) -> None:
+    log = _journalctl(
+        tmp_path,
+        monkeypatch,
+        [
+            {"MESSAGE": "old boot", "_BOOT_ID": "b1", "__MONOTONIC_TIMESTAMP": "900"},
+            {"MESSAGE": "this boot", "_BOOT_ID": "b2", "__MONOTONIC_TIMESTAMP": "10"},
+            {"MESSAGE": 5},
+            {"MESSAGE": "also this", "_BOOT_ID": "b2", "__MONOTONIC_TIMESTAMP": "20"},
+        ],
+    )
+    got = await journal.entries("x.service", max_entries=7)
+    assert not isinstance(got, ProbeError)
+    found, cut = got
+    assert [e.message for e in found] == ["this boot", "also this"] and cut is False
+    assert log.read_text() == (
+        f"--no-pager --quiet -u x.service -o json -n 7 --output-fields={FIELDS}\n"
+    )
+
+
+async def test_entries_without_boot_ids_are_all_kept(tmp_path, monkeypatch) -> None:
+    _journalctl(
+        tmp_path,
+        monkeypatch,
+        [
+            {"MESSAGE": "a", "_BOOT_ID": "b1"},
+            {"MESSAGE": "b", "_BOOT_ID": "b2"},
+            {"MESSAGE": "c"},
+        ],
+    )
+    got = await journal.entries("x.service")
+    assert not isinstance(got, ProbeError)
+    assert [e.message for e in got[0]] == ["a", "b", "c"]
+    _journalctl(tmp_path, monkeypatch, [])
+    assert await journal.entries("x.service") == ([], False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ("echo 'No journal files were found.' >&2", "No journal files were found."),
+        (
+            "echo 'No journal files were opened due to insufficient permissions.' >&2",
+            "No journal files were opened due to insufficient permissions.",
+        ),
+        ("echo 'Failed: insufficient permissions' >&2", "Failed: insufficient permissions"),
+        ("echo 'Failed to parse timestamp' >&2; exit 1", "Failed to parse timestamp"),
+        ("exit 1", "exit status 1"),
+        ("exit 3", "exit status 3"),
+    ],
+)
+async def test_journalctl_that_cannot_read_the_journal_could_not_determine(
+    tmp_path, monkeypatch, extra: str, why: str
+) -> None:
+    _journalctl(tmp_path, monkeypatch, [{"MESSAGE": "a"}], extra)
+    assert await journal.entries("x.service") == ProbeError(
+        "journal_unknown", f"journalctl -u x.service failed: {why}"
+    )
+
+
+async def test_journalctl_that_warns_and_answers_is_an_answer(tmp_path, monkeypatch) -> None:
+    _journalctl(tmp_path, monkeypatch, [{"MESSAGE": "a"}], "echo 'Journal file corrupted' >&2")
+    got = await journal.entries("x.service")
+    assert not isinstance(got, ProbeError) and [e.message for e in got[0]] == ["a"]
+
+
+async def test_a_hanging_journalctl_is_bounded(tmp_path, monkeypatch) -> None:
+    _journalctl(tmp_path, monkeypatch, [], "sleep 5")
+    assert await journal.entries("x.service", timeout=0.5) == ProbeError(
+        "journal_unknown", "journalctl did not answer within 0.5 s."
+    )
+    svc = _svc(0)
+    assert await journal.read(svc, timeout=0.5) == ProbeError(
+        "journal_unknown", "journalctl did not answer within 0.5 s."
+    )
+
+
+def _svc(start: int) -> ServiceFacts:
+    return replace(facts_service(), unit="x.service", main_start_mono=start)
+
+
+def _e(mono: int, msg: str, **fields: object) -> dict:
+    return {"MESSAGE": msg, "__MONOTONIC_TIMESTAMP": str(mono), **fields}
+
+
+async def test_read_splits_the_runs_scrubs_and_says_how_the_last_ended(
+    tmp_path, monkeypatch
+) -> None:
+    from bridgedoctor.facts import LogLine
+
+    log = _journalctl(
+        tmp_path,
+        monkeypatch,
+        [
+            _e(5, "ERR before", _SYSTEMD_INVOCATION_ID="r1"),
+            _e(6, "x: Main process exited, code=exited, status=1/FAILURE", _PID="1"),
+            _e(7, "x: Main process exited, code=killed, status=9/KILL", _PID="1"),
+            _e(10, "Started x.service.", _PID="1"),
+            _e(
+                11,
+                "ERR now: password=hunter2hunter2 and hush-hush-value",
+                _SYSTEMD_INVOCATION_ID="r2",
+            ),
+        ],
+    )
+    before = service.now_mono()
+    facts = await journal.read(_svc(10), known_secrets=["hush-hush-value"], max_entries=9)
+    after = service.now_mono()
+    assert not isinstance(facts, ProbeError)
+    assert facts.unit == "x.service" and before <= facts.read_mono <= after
+    assert facts.lines == (
+        LogLine(
+            "error",
+            "ERR now: password=<redacted> and <redacted>",
+            "now: password=<redacted> and <redacted>",
+            11,
+        ),
+    )
+    assert [ln.text for ln in facts.previous] == ["ERR before"]
+    assert facts.last_exit == ("killed", 9) and facts.truncated is False
+    assert " -n 9 " in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("monos", "start", "truncated"),
+    [
+        ((10, 11, 12), 10, True),  # all of the bound, all of this run: there may be more
+        ((10, 11), 10, False),  # fewer than the bound: all of it
+        ((9, 11, 12), 10, False),  # the run's start is among them
+        ((10, 11, 12), 0, False),  # nothing of a current run
+    ],
+)
+async def test_read_says_when_the_run_may_have_said_more(
+    tmp_path, monkeypatch, monos: tuple[int, ...], start: int, truncated: bool
+) -> None:
+    _journalctl(tmp_path, monkeypatch, [_e(m, f"INF m{m}") for m in monos])
+    facts = await journal.read(_svc(start), max_entries=3)
+    assert not isinstance(facts, ProbeError)
+    assert facts.truncated is truncated and facts.last_exit is None
+
+
+async def test_read_of_a_cut_answer_is_truncated(tmp_path, monkeypatch) -> None:
+    _tool(
+        tmp_path,
+        "journalctl",
+        'yes \'{"MESSAGE": "ERR again", "__MONOTONIC_TIMESTAMP": "5"}\'',
+        monkeypatch,
+    )
+    facts = await journal.read(_svc(1), timeout=30)
+    assert not isinstance(facts, ProbeError) and facts.truncated
+    assert facts.lines and facts.lines[0].text == "ERR again"
