@@ -384,3 +384,133 @@ def test_a_homeserver_config_odd_or_absent(tmp_path: Path) -> None:
     )
     got = read_homeserver(root, systemd)
     assert isinstance(got, ProbeError) and got.code == "homeserver_refused"
+
+
+# ---- host.py: the bridges found under a root, and what their units say ------------------------
+def test_reroot_maps_only_paths_under_matrix(tmp_path: Path) -> None:
+    assert reroot("/matrix/mautrix-x/config", tmp_path) == tmp_path / "mautrix-x" / "config"
+    assert reroot("/matrix", tmp_path) == tmp_path
+    assert reroot("/matrixfoo/x", tmp_path) == Path("/matrixfoo/x")
+    assert reroot("/srv/x", tmp_path) == Path("/srv/x")
+
+
+def test_a_bridge_is_found_by_its_config_or_its_unit(tmp_path: Path) -> None:
+    from bridgedoctor.knowledge import load
+    from bridgedoctor.probes.host import discover
+
+    kb = load()
+    root, units = tmp_path / "matrix", tmp_path / "systemd"
+    units.mkdir()
+    (root / "mautrix-whatsapp" / "config").mkdir(parents=True)
+    (root / "mautrix-whatsapp" / "config" / "config.yaml").write_text("x: 1\n")
+    (units / "matrix-mautrix-signal.service").write_text("[Unit]\n")
+    # Neither a config.yaml that is a directory nor a unit that is one counts.
+    (root / "mautrix-discord" / "config" / "config.yaml").mkdir(parents=True)
+    (units / "matrix-mautrix-slack.service").mkdir()
+    (root / "mautrix-telegram").mkdir()
+    found = discover(root, units, kb)
+    assert found == [name for name in kb.bridges if name in ("whatsapp", "signal")]
+    assert discover(tmp_path / "nothing", tmp_path / "none", kb) == []
+
+
+def _unit_facts(tmp_path: Path, text: str | bytes) -> Any:
+    from bridgedoctor.probes.host import read_unit
+
+    unit = tmp_path / "x.service"
+    if isinstance(text, bytes):
+        unit.write_bytes(text)
+    else:
+        unit.write_text(text)
+    return read_unit(unit, tmp_path / "root")
+
+
+def test_an_mdad_unit_is_read_field_by_field(tmp_path: Path) -> None:
+    from bridgedoctor.facts import UnitFacts
+
+    root = tmp_path / "root"
+    got = _unit_facts(tmp_path, mdad.render_unit("whatsapp", image_tag="v0.11.1"))
+    assert got == UnitFacts(
+        path=tmp_path / "x.service",
+        image="dock.mau.dev/mautrix/whatsapp",
+        tag="v0.11.1",
+        config_dir=root / "mautrix-whatsapp" / "config",
+        data_dir=root / "mautrix-whatsapp" / "data",
+        config_read_only=False,
+        no_update=True,
+        mounts=(
+            ("/config", root / "mautrix-whatsapp" / "config"),
+            ("/data", root / "mautrix-whatsapp" / "data"),
+        ),
+    )
+    ro = _unit_facts(tmp_path, mdad.render_unit("bluesky", image_tag="v1", root="/srv/m"))
+    assert (ro.config_dir, ro.config_read_only, ro.data_dir) == (
+        Path("/srv/m/mautrix-bluesky/config"),
+        True,
+        Path("/srv/m/mautrix-bluesky/data"),
+    )
+
+
+def test_a_hand_written_unit_with_quotes_a_registry_port_and_more_mounts(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    got = _unit_facts(
+        tmp_path,
+        "[Service]\n"
+        "ExecStartPre=/usr/bin/docker pull 'reg.example:5000/other:latest'\n"
+        "ExecStartPre=/usr/bin/docker create --rm --user=1:1 \\\n"
+        "  --mount type=bind,src=/matrix/x/extra,dst=/extra,ro \\\n"
+        "  --mount type=bind,src=/srv/x/data,dst=/data \\\n"
+        "  --mount type=bind,src=/matrix/x/cfg,dst=/config,ro \\\n"
+        "  'reg.example:5000/mautrix/what'\"sapp\":v\\2 \\\n"
+        "  /usr/bin/mautrix-whatsapp --listen http://0.0.0.0:29318\n"
+        "ExecStart=/usr/bin/docker start --attach x\n",
+    )
+    assert (got.image, got.tag, got.no_update) == (
+        "reg.example:5000/mautrix/whatsapp",
+        "v2",
+        False,
+    )
+    assert (got.config_dir, got.config_read_only, got.data_dir) == (
+        root / "x" / "cfg",
+        True,
+        Path("/srv/x/data"),
+    )
+    assert got.mounts == (
+        ("/extra", root / "x" / "extra"),
+        ("/data", Path("/srv/x/data")),
+        ("/config", root / "x" / "cfg"),
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "  docker create img.example/a/b:v3 \\\n  --no-update\n",  # not an ExecStart= line
+        "ExecStartPre=/usr/bin/env docker create\timg.example/a/b:v3\n".replace("\t", " "),
+    ],
+)
+def test_the_image_is_read_from_any_docker_create_line(tmp_path: Path, line: str) -> None:
+    got = _unit_facts(tmp_path, "[Service]\n" + line)
+    assert (got.image, got.tag) == ("img.example/a/b", "v3")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ExecStart=/usr/bin/env docker run img.example/a/b:v3\n",  # not a create
+        "ExecStart=/usr/bin/env podman create img.example/a/b:v3\n",  # not docker
+        "ExecStartPre=/usr/bin/env docker-create img.example/a/b:v3\n",
+        "ExecStart=/usr/bin/env docker create --image=img.example/a/b:v3 plain:v3\n",
+    ],
+)
+def test_no_image_without_a_docker_create(tmp_path: Path, line: str) -> None:
+    got = _unit_facts(tmp_path, "[Service]\n" + line)
+    assert (got.image, got.tag, got.config_dir, got.mounts) == (None, None, None, ())
+
+
+def test_a_unit_that_cannot_be_read_or_is_not_utf8(tmp_path: Path) -> None:
+    from bridgedoctor.probes.host import read_unit
+
+    assert read_unit(tmp_path / "absent.service", tmp_path) is None
+    assert read_unit(tmp_path, tmp_path) is None  # a directory
+    got = _unit_facts(tmp_path, b"ExecStart=docker create r\xffg.example/a/b:v1\n")
+    assert (got.image, got.tag) == ("r\ufffdg.example/a/b", "v1")

@@ -357,3 +357,83 @@ def test_probe_survives_deep_nesting(tmp_path: Path) -> None:
 def test_unit_pins_are_rendered_for_each_era() -> None:
     # The fixtures' legacy-era unit really is older than the rename tag MDAD pinned.
     assert mdad.render_unit("gmessages", image_tag=LEGACY_TAG).count(LEGACY_TAG) == 1
+
+
+def _vars(tmp_path: Path, text: str, host: str = "h") -> Path:
+    """An inventory whose one vars.yml is exactly `text` (lines counted from 1)."""
+    inv = tmp_path / "inv"
+    (inv / "host_vars" / host).mkdir(parents=True, exist_ok=True)
+    (inv / "host_vars" / host / "vars.yml").write_text(text)
+    return inv
+
+
+def test_each_kind_of_value_with_its_line(tmp_path: Path) -> None:
+    """Every value that can set a pickle key, classified as Ansible would read it, with the
+    line it is on; the extension's key reported at the extension variable's line."""
+    from bridgedoctor.facts import VarsValue
+
+    p = "matrix_bridge_mautrix_"
+    text = (
+        f"{p}a_bridge_encryption_pickle_key: plain-key\n"  # 1
+        f"{p}b_bridge_encryption_pickle_key: yes\n"  # 2: YAML 1.1 reads a bool
+        f"{p}c_bridge_encryption_pickle_key: 'yes'\n"  # 3: quoted, a string
+        f"{p}d_bridge_encryption_pickle_key: !custom abc\n"  # 4: a tag Ansible does not know
+        f"{p}e_bridge_encryption_pickle_key: {{a: 1}}\n"  # 5
+        f"{p}f_bridge_encryption_pickle_key: !vault |\n"  # 6
+        "  $ANSIBLE_VAULT;1.1;AES256\n  3338\n"
+        f"{p}g_bridge_encryption_pickle_key: '{{% if x %}}k{{% endif %}}'\n"  # 9
+        f'{p}h_bridge_encryption_pickle_key: "{{{{ k }}}}"\n'  # 10
+        f"{p}i_bridge_encryption_pickle_key: !unsafe '{{{{ raw }}}}'\n"  # 11
+        f"{p}j_configuration_extension_yaml: |\n"  # 12
+        "  bridge: {}\n  encryption:\n    pickle_key: ext-key\n"
+        f"{p}k_configuration_extension_yaml: {{encryption: {{pickle_key: x}}}}\n"  # 16
+        f"{p}l_configuration_extension_yaml: !vault |\n"  # 17
+        "  $ANSIBLE_VAULT;1.1;AES256\n  3338\n"
+        f"{p}m_configuration_extension_yaml: |\n"  # 20
+        "  encryption:\n    pickle_key: 'a{% if x %}b{% endif %}'\n"
+        f"{p}n_configuration_extension_yaml: |\n"  # 23
+        "  encryption: [\n"
+        f"{p}o_configuration_extension_yaml: |\n"  # 25
+        "  encryption:\n    pickle_key: '{{ k }}'\n"
+        f"{p}p_configuration_extension_yaml: 'encryption: {{pickle_key: no}}'\n"  # 28
+        "matrix_domain: example.org\n"  # 29
+    )
+    path = _vars(tmp_path, text)
+    inv = read_inventory(path)
+    assert isinstance(inv, InventoryFacts)
+    (f,) = inv.files
+    assert f.values == {
+        f"{p}a_bridge_encryption_pickle_key": VarsValue("literal", "plain-key", 1),
+        f"{p}b_bridge_encryption_pickle_key": VarsValue("other", "", 2),
+        f"{p}c_bridge_encryption_pickle_key": VarsValue("literal", "yes", 3),
+        f"{p}d_bridge_encryption_pickle_key": VarsValue("other", "", 4),
+        f"{p}e_bridge_encryption_pickle_key": VarsValue("other", "", 5),
+        f"{p}f_bridge_encryption_pickle_key": VarsValue("vault", "", 6),
+        f"{p}g_bridge_encryption_pickle_key": VarsValue("template", "{% if x %}k{% endif %}", 9),
+        f"{p}h_bridge_encryption_pickle_key": VarsValue("template", "{{ k }}", 10),
+        f"{p}i_bridge_encryption_pickle_key": VarsValue("literal", "{{ raw }}", 11),
+        f"{p}j_configuration_extension_yaml": VarsValue("literal", "ext-key", 12),
+        f"{p}k_configuration_extension_yaml": VarsValue("other", "", 16),
+        f"{p}l_configuration_extension_yaml": VarsValue("vault", "", 17),
+        f"{p}m_configuration_extension_yaml": VarsValue("unparsable", "", 20),
+        f"{p}n_configuration_extension_yaml": VarsValue("unparsable", "", 23),
+        f"{p}o_configuration_extension_yaml": VarsValue("template", "{{ k }}", 25),
+        f"{p}p_configuration_extension_yaml": VarsValue("other", "", 28),
+    }
+    assert f.domain == VarsValue("literal", "example.org", 29)
+    assert f.eras == frozenset({"current"}) and f.path == path / "host_vars" / "h" / "vars.yml"
+
+
+def test_a_later_extension_without_a_key_undoes_an_earlier_one(tmp_path: Path) -> None:
+    """Ansible keeps the last of a duplicate key: an extension that sets no pickle key."""
+    text = (
+        pin_extension("gmessages", "first")
+        + "matrix_mautrix_gmessages_configuration_extension_yaml: |\n  bridge: {}\n"
+        + "matrix_bridge_mautrix_gmessages_configuration_extension_yaml: |\n  bridge: {}\n"
+        + "other_variable: 1\n"
+    )
+    inv = read_inventory(_vars(tmp_path, text))
+    assert isinstance(inv, InventoryFacts)
+    (f,) = inv.files
+    assert f.values == {} and f.domain is None
+    assert f.eras == frozenset({"current", "legacy"})
