@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -192,6 +193,7 @@ def test_helper_start_recovers_an_interrupted_reset(
     host: Host,
     systemd: Systemd,
     sockdir: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A reset killed after its verified backup and the clearing, before the manifest says so
     (the unit stopped, the manifest 'backed_up'), is finished by the next helper start, before
@@ -202,10 +204,16 @@ def test_helper_start_recovers_an_interrupted_reset(
     (m,) = all_for(cfg.backup_dir / BRIDGE)
     assert m.state == "backed_up" and systemd.get(RESET_UNIT) == "inactive"
 
-    r = Running(cfg)  # start() runs recovery before listening
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+        r = Running(cfg)  # start() runs recovery before listening
     try:
         m = Manifest.load(m.dir / "manifest.json")
         assert m.state == "done", json.dumps(m.steps)
+        said = caplog.records[0]  # before "listening on"
+        assert said.levelno == logging.WARNING
+        assert said.getMessage().startswith(
+            f"recovered: the interrupted reset {m.id} of {BRIDGE} was finished: done"
+        )
         assert set(crypto_rows(host).values()) == {0}
         assert systemd.get(RESET_UNIT) == "active"
         assert ok(ask(r, "backups", bridge=BRIDGE))["backups"][0]["state"] == "done"
@@ -268,6 +276,26 @@ def until(done: Callable[[], bool], what: str, seconds: float = 120) -> None:
         time.sleep(0.05)
 
 
+def planned(host: Host, sockdir: Path) -> dict[str, Any]:
+    """A crypto reset's plan from a helper with the usual limits, stopped since: the plans
+    shown are remembered in the process, so a helper with other limits takes the confirmation."""
+    first = Running(make_config(host, sockdir, allow_reset=True))
+    try:
+        return ok(ask(first, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    finally:
+        first.stop()
+
+
+def send_confirmation(helper: Running, plan: dict[str, Any]) -> socket.socket:
+    """Confirm a reset plan on a connection left open (its answer is not waited for)."""
+    body = {"v": 1, "token": TOKEN, "op": "reset", "bridge": BRIDGE, "mode": plan["mode"],
+            "plan": plan["id"], "digest": plan["digest"], "requested_by": ADMIN}  # fmt: skip
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(helper.path)
+    client.sendall(json.dumps(body).encode() + b"\n")
+    return client
+
+
 @pytest.mark.parametrize("engine", ["sqlite"])
 def test_shutdown_gives_up_on_a_reset_after_its_grace(
     host: Host, systemd: Systemd, sockdir: Path, caplog: pytest.LogCaptureFixture
@@ -275,15 +303,11 @@ def test_shutdown_gives_up_on_a_reset_after_its_grace(
     """Stopping the helper waits request_timeout + 2 read_timeouts for the requests in flight
     (a reset has no limit of its own), then cancels what is left: its audit line says so,
     before the helper's last line. The reset's own thread is not stopped; it finishes."""
+    plan = planned(host, sockdir)
     r = Running(make_config(host, sockdir, allow_reset=True, request_timeout=0.1, read_timeout=2))
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    systemd.hang_start(RESET_UNIT)  # the reset's last step waits until this is off
+    client = send_confirmation(r, plan)
     try:
-        plan = ok(ask(r, "reset_plan", bridge=BRIDGE, mode="crypto"))
-        systemd.hang_start(RESET_UNIT)  # the reset's last step waits until this is off
-        body = {"v": 1, "token": TOKEN, "op": "reset", "bridge": BRIDGE, "mode": "crypto",
-                "plan": plan["id"], "digest": plan["digest"], "requested_by": ADMIN}  # fmt: skip
-        client.connect(r.path)
-        client.sendall(json.dumps(body).encode() + b"\n")
         until(lambda: f"start {RESET_UNIT}" in systemd.calls(), "the reset's start")
         with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
             started = time.monotonic()
@@ -302,3 +326,67 @@ def test_shutdown_gives_up_on_a_reset_after_its_grace(
         backups = r.cfg.backup_dir / BRIDGE
         until(lambda: [m.state for m in all_for(backups)] == ["done"], "the reset's end")
         r.stop()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_reset_is_not_bound_by_the_request_timeout(
+    host: Host, systemd: Systemd, sockdir: Path
+) -> None:
+    """A check is cut off at request_timeout; a reset never is (half a reset is worse than a
+    slow one): here its start waits a second, ten times the limit."""
+    plan = planned(host, sockdir)
+    r = Running(make_config(host, sockdir, allow_reset=True, request_timeout=0.1))
+    try:
+        systemd.hang_start(RESET_UNIT)
+        release = threading.Timer(1.0, systemd.hang_start, (RESET_UNIT, False))
+        release.start()
+        done = ok(run_plan(r, plan))
+        release.join()
+        assert done["state"] == "done" and systemd.get(RESET_UNIT) == "active"
+    finally:
+        r.stop()
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+def test_helper_start_says_what_it_could_not_recover(
+    host: Host, systemd: Systemd, sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The unit was started again after the crash and will not stop: recovery changes nothing,
+    says so in the helper's log, and the helper serves anyway."""
+    cfg = make_config(host, sockdir, allow_reset=True)
+    assert cli(host.args(), cfg.backup_dir, "reset", BRIDGE, "--yes", crash="apply") == 137
+    systemd.set(RESET_UNIT, "active")
+    systemd.refuse_stop_once(RESET_UNIT)
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+        r = Running(cfg)
+    try:
+        (m,) = all_for(cfg.backup_dir / BRIDGE)
+        assert m.state == "backed_up"
+        (said,) = [x for x in caplog.records if x.getMessage().startswith("not recovered yet: ")]
+        assert said.levelno == logging.ERROR
+        assert said.getMessage() == (
+            f"not recovered yet: the interrupted reset {m.id} of {BRIDGE} could not be finished "
+            f"({RESET_UNIT} is still active after systemctl stop; nothing was changed); nothing "
+            "more was changed. The next bridgedoctor command tries again."
+        )
+        assert ok(ask(r, "list"))["bridges"] == [BRIDGE]
+    finally:
+        r.stop()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_helper_start_recovers_nothing_unless_resets_are_allowed(
+    host: Host, systemd: Systemd, sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without allow_reset the unit may lack the rights: the host's CLI recovers instead."""
+    cfg = make_config(host, sockdir)
+    assert cli(host.args(), cfg.backup_dir, "reset", BRIDGE, "--yes", crash="apply") == 137
+    calls = len(systemd.calls())
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+        Running(cfg).stop()
+    assert [m.state for m in all_for(cfg.backup_dir / BRIDGE)] == ["backed_up"]
+    assert systemd.calls()[calls:] == [] and systemd.get(RESET_UNIT) == "inactive"
+    assert [x.getMessage() for x in caplog.records] == [
+        f"listening on {cfg.socket} (max_concurrent={cfg.max_concurrent})",
+        "stopped",
+    ]
