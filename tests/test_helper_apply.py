@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bridgedoctor.apply.record import all_for
 from tests.support.fleet import Host
 from tests.support.reset_env import Systemd
-from tests.test_apply import MDAD, OLD, UNIT, broken_gmessages, config_path
+from tests.test_apply import MDAD, OLD, UNIT, broken_gmessages, config_path, run_cli
 from tests.test_helper_reset import ADMIN, ask, ok, refused, stale
 from tests.test_helper_server import TOKEN, Running, make_config, sockdir
 
@@ -135,3 +137,39 @@ def test_nothing_to_apply_is_a_refusal_in_one_sentence(
     ok(confirm(helper, ok(ask(helper, "apply_plan", bridge=BRIDGE))))
     message = refused(ask(helper, "apply_plan", bridge=BRIDGE))
     assert message.startswith("Config.yaml already has the key that opens the gmessages store")
+
+
+@pytest.mark.parametrize(
+    "step,state,why",
+    [("apply_backup", "rolled_back", " (interrupted before config.yaml was written)"),
+     ("apply_write", "done", "")],
+)  # fmt: skip
+def test_helper_start_finishes_an_interrupted_apply(
+    host: Host,
+    systemd: Systemd,
+    sockdir: Path,
+    caplog: pytest.LogCaptureFixture,
+    step: str,
+    state: str,
+    why: str,
+) -> None:
+    """An apply killed before or after writing config.yaml: the next helper start rolls it
+    back or finishes it (the restart) before serving, and says so in its log."""
+    cfg = make_config(host, sockdir, allow_reset=True)
+    argv = [*host.args(), "--backup-dir", str(cfg.backup_dir), "--yes", "--follow", "0"]
+    crashed = run_cli("apply", BRIDGE, *argv, env={**systemd.env(), "BRIDGEDOCTOR_CRASH_AT": step})
+    assert crashed.returncode == 137, crashed.stderr
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+        helper = Running(cfg)
+    try:
+        (record,) = all_for(cfg.backup_dir / BRIDGE)
+        assert record.state == state
+        assert (f"restart {UNIT}" in systemd.calls()) == (state == "done")
+        said = caplog.records[0]  # before "listening on"
+        assert said.levelno == logging.WARNING
+        assert said.getMessage() == (
+            f"recovered: the interrupted apply {record.id} of {BRIDGE} was finished: {state}{why}."
+        )
+        assert ok(ask(helper, "backups", bridge=BRIDGE))["backups"][0]["state"] == state
+    finally:
+        helper.stop()

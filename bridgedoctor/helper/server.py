@@ -12,6 +12,8 @@ import traceback
 from typing import Any
 
 from ..apply import run as apply_run
+from ..apply.record import FINAL as APPLY_FINAL
+from ..apply.record import ApplyRecord
 from ..knowledge import Knowledge, load
 from ..protocol import (
     E_BAD_REQUEST,
@@ -43,6 +45,13 @@ def _write_progress(writer: asyncio.StreamWriter, line: bytes) -> None:
         writer.write(line)
 
 
+def _applied(r: ApplyRecord) -> tuple[bool, str]:
+    """An apply's recovery as a reset's reads (reset/recover.Recovered): finished, and what."""
+    why = f" ({r.error})" if r.error else ""
+    sentence = f"the interrupted apply {r.id} of {r.bridge} was finished: {r.state}{why}."
+    return r.state in APPLY_FINAL, sentence
+
+
 class Helper:
     def __init__(self, cfg: HelperConfig, kb: Knowledge | None = None) -> None:
         self.cfg = cfg
@@ -72,16 +81,17 @@ class Helper:
             return
         root = self.cfg.backup_dir
         try:
-            done: list[Any] = await reset_ops.in_worker(lambda: recover(root))
-            done += await reset_ops.in_worker(lambda: apply_run.recover(root))
+            resets = await reset_ops.in_worker(lambda: recover(root))
+            applies = await reset_ops.in_worker(lambda: apply_run.recover(root))
         except Exception as e:  # noqa: BLE001 - checks must still be served; say what is left
             log.error("could not recover interrupted resets in %s: %s", root, e)
             return
-        for r in done:
-            if r.finished:
-                log.warning("recovered: %s", r.sentence)
+        done = [(r.finished, r.sentence) for r in resets] + [_applied(a) for a in applies]
+        for finished, sentence in done:
+            if finished:
+                log.warning("recovered: %s", sentence)
             else:
-                log.error("not recovered yet: %s", r.sentence)
+                log.error("not recovered yet: %s", sentence)
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), remove the socket."""
