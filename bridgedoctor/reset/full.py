@@ -17,7 +17,6 @@ from typing import Any
 
 from ..probes.database import SqliteTarget
 from . import pgdump
-from .backup import tar_dir, verify_tar
 from .dbio import Db, PgDb, file_sum, qi
 from .errors import ResetError
 
@@ -119,9 +118,3 @@ def _sql(path: Path) -> str:
     ]
     return "\n".join(out)
 
-
-def backup_data(data_dir: Path, dest: Path) -> str:
-    """Tar the data directory, re-read it and compare it file by file; returns the tar sha256."""
-    sha = tar_dir(data_dir, dest / "data.tar")
-    verify_tar(dest / "data.tar", sha, data_dir)
-    return sha
