@@ -4,12 +4,13 @@ and the DELETE fallback when TRUNCATE is refused (real PostgreSQL and SQLite).""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from bridgedoctor.reset import crypto
-from bridgedoctor.reset.dbio import open_db
+from bridgedoctor.reset.dbio import PgDb, file_sum, open_db
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.target import resolve
 from tests.support.cli import run
@@ -85,3 +86,50 @@ def test_truncate_refused_falls_back_to_delete(
                      *backup_args(tmp_path))  # fmt: skip
     assert code == 0, text
     assert state(host, BRIDGE)["tables"] == before["tables"]
+
+
+def test_dump_sum_is_what_dump_would_write_now(host: Host, tmp_path: Path) -> None:
+    """Recovery asks whether the rows are still exactly the backed-up ones without writing a
+    file: its lines and sha256 must be the dump's, for the rows the WHERE picks, read live."""
+    table = "crypto_megolm_inbound_session"
+    empty = (0, hashlib.sha256(b"").hexdigest())
+
+    async def go() -> None:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            rows = await db.dump(table, tmp_path / "all.copy")
+            assert rows == 1
+            assert await db.dump_sum(table) == file_sum(tmp_path / "all.copy")
+            assert await db.dump_sum(table, "1 = 1") == (rows, file_sum(tmp_path / "all.copy")[1])
+            assert await db.dump_sum(table, "1 = 0") == empty
+            assert await db.dump_sum("crypto_account") != await db.dump_sum(table)
+            await db.delete(table)
+            assert await db.dump_sum(table) == empty
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+
+
+def test_the_row_estimate_is_the_planners_or_none(host: Host) -> None:
+    """Progress's total for a backup: PostgreSQL's estimate once the table was analyzed (0 for
+    an analyzed empty table), none before, none for a table that is not there, none in SQLite."""
+    table = "crypto_megolm_inbound_session"
+
+    async def go() -> list[int | None]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            seen = [await db.estimate(table), await db.estimate("no_such_table")]
+            if isinstance(db, PgDb):
+                await db.conn.execute(f"ANALYZE {table}")
+            seen.append(await db.estimate(table))
+            await db.delete(table)
+            if isinstance(db, PgDb):
+                await db.conn.execute(f"VACUUM ANALYZE {table}")
+            seen.append(await db.estimate(table))
+            return seen
+        finally:
+            await db.close()
+
+    got = asyncio.run(go())
+    assert got == ([None, None, 1, 0] if host.pg is not None else [None] * 4)
