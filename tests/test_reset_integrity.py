@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridgedoctor.reset import crypto
+from bridgedoctor.probes.database import SqliteTarget
+from bridgedoctor.reset import crypto, full
 from bridgedoctor.reset.dbio import PgDb, file_sum, open_db
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.target import resolve
@@ -103,6 +104,8 @@ def test_dump_sum_is_what_dump_would_write_now(host: Host, tmp_path: Path) -> No
             assert await db.dump_sum(table, "1 = 1") == (rows, file_sum(tmp_path / "all.copy")[1])
             assert await db.dump_sum(table, "1 = 0") == empty
             assert await db.dump_sum("crypto_account") != await db.dump_sum(table)
+            await db.delete(table, "1 = 0")  # a WHERE that picks nothing deletes nothing
+            assert await db.dump_sum(table) == file_sum(tmp_path / "all.copy")
             await db.delete(table)
             assert await db.dump_sum(table) == empty
         finally:
@@ -133,3 +136,55 @@ def test_the_row_estimate_is_the_planners_or_none(host: Host) -> None:
 
     got = asyncio.run(go())
     assert got == ([None, None, 1, 0] if host.pg is not None else [None] * 4)
+
+
+def test_the_fence_is_only_ours_while_set(host: Host) -> None:
+    """Recovery reads a step as done when the database holds that step's fence token: a store
+    without one, or with another token, must not count."""
+
+    async def go() -> list[bool]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            seen = [await db.has_fence("op-1:apply")]
+            await db.set_fence("op-1:apply")
+            seen += [await db.has_fence("op-1:apply"), await db.has_fence("op-2:apply")]
+            await db.drop_fence()
+            seen.append(await db.has_fence("op-1:apply"))
+            return seen
+        finally:
+            await db.close()
+
+    assert asyncio.run(go()) == [False, True, False, False]
+
+
+def test_a_load_reports_what_it_streams(host: Host, tmp_path: Path) -> None:
+    """The restore's progress counts the lines that stream in: every chunk handed on is bytes of
+    the file, together the whole file."""
+    table = "crypto_megolm_inbound_session"
+    path = tmp_path / "rows.copy"
+
+    async def go() -> list[bytes]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        seen: list[bytes] = []
+        try:
+            await db.dump(table, path)
+            rows, sha = file_sum(path)
+            assert rows == 1
+            async with db.transaction():
+                await db.delete(table)
+                await db.load(table, path, rows, sha, await db.schema(), seen.append)
+            assert await db.dump_sum(table) == (rows, sha)
+        finally:
+            await db.close()
+        return seen
+
+    assert b"".join(asyncio.run(go())) == path.read_bytes()
+
+
+def test_a_full_reset_of_sqlite_removes_the_store_and_its_sidecars(tmp_path: Path) -> None:
+    store = tmp_path / "bridge.db"
+    names = ["bridge.db", "bridge.db-wal", "bridge.db-shm", "bridge.db-journal", "other.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    full.clear_sqlite(SqliteTarget(path=store))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
