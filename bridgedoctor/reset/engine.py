@@ -85,7 +85,8 @@ class Ctx:
     _db: Db | None = field(default=None, repr=False)
     # The manifest write that failed after the point of no return (the work went on).
     unsaved: RecordError | None = None
-    began: set[str] = field(default_factory=set)  # steps started in this process
+    # A restore began replacing the data directory (every check before it had passed).
+    data_written: bool = False
     # Whether the record reserve existed when this run began (manifest.keep_reserve).
     reserve: bool = False
 
@@ -198,7 +199,6 @@ async def drive(ctx: Ctx, steps: tuple[str, ...], final: bool = True) -> None:
                     f"no space left in {m.dir.parent} (the room kept for the record had to be "
                     "used)"
                 )
-            ctx.began.add(step)
             ctx.progress.step(step, index, len(steps))
             if not fenced(ctx, step):
                 await STEP[step](ctx)
@@ -364,6 +364,8 @@ async def _restore_data(ctx: Ctx) -> None:
     await ctx.close()  # a SQLite database is replaced by the untar
     tar = src.dir / "data.tar"
     backup.verify_tar_sha(tar, src.data_tar_sha256)
+    full.check_files(src.dir, {**src.extra.get("db", {}), "files": src.tables})
+    ctx.data_written = True
     backup.untar_into(tar, ctx.bridge.data_dir)
     if backup.dir_digest(ctx.bridge.data_dir) != src.data_digest:
         raise ResetError("the restored data directory differs from the backup.", touched=True)

@@ -84,6 +84,18 @@ def clear_sqlite(t: SqliteTarget) -> None:
         Path(f"{t.path}{suffix}").unlink(missing_ok=True)
 
 
+def check_files(src: Path, info: dict[str, Any]) -> None:
+    """Before a full restore writes anything (its data directory goes back first): every file
+    the database will be rebuilt from must still be as verified, or the restore would stop
+    half-way with the data directory already replaced."""
+    for name, sha in info.get("sql", {}).items():
+        if file_sum(src / name)[1] != sha:
+            raise ResetError(f"backup file {name} is damaged")
+    for rec in info.get("files", {}).values():
+        if file_sum(src / rec["file"]) != (rec["rows"], rec["sha256"]):
+            raise ResetError(f"backup file {rec['file']} is damaged")
+
+
 async def restore_db(db: Db, src: Path, info: dict[str, Any]) -> None:
     if not isinstance(db, PgDb):
         return
@@ -117,4 +129,3 @@ def _sql(path: Path) -> str:
         if not line.startswith("\\")
     ]
     return "\n".join(out)
-

@@ -315,7 +315,7 @@ async def restore(
             await drive(ctx, RESTORE_STEPS[src.mode])
         except Exception as e:  # noqa: BLE001
             reason = describe(e)
-            if not (ctx.past_return or "restore_data" in ctx.began):
+            if not (ctx.past_return or ctx.data_written):
                 # Nothing was written (a refusal after the stop, a failed load that rolled
                 # back): the unit goes back as it was.
                 tail = await roll_back(m, reason, ctx)
