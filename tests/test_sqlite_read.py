@@ -487,3 +487,174 @@ def _busy_soon() -> bool:
     while not _busy(server) and time.monotonic() < deadline:
         time.sleep(0.01)
     return _busy(server) == 1
+
+
+# ---- `--deep` on SQLite, and the reader of its own when no server serves ------------------------
+def test_a_deep_scan_counts_every_row_per_table_and_key(tmp_path: Path) -> None:
+    """The keys go to the child (its stdin), every pickled row comes back counted: opened under
+    which key, sealed under one but not a pickle, under none, not a pickle at all."""
+    from bridgedoctor.bulk_verify import Tally
+    from tests.support.store import seal, session_rows
+
+    key, other, lost = mdad_default_key("whatsapp"), "mautrix.bridge.e2ee", "nobody-kept-it"
+    rows = session_rows(key, inbound=3, secrets=1, tag="a")
+    rows += session_rows(other, olm_sessions=2, tag="b")
+    rows += session_rows(lost, inbound=1, tag="c")
+    insert = (
+        "INSERT INTO crypto_olm_session (account_id, session_id, sender_key, session) "
+        "VALUES (?, ?, ?, ?)"
+    )
+    rows += [(insert, ("", "sealed", "k" * 43, seal(b"not a session", key)))]
+    rows += [(insert, ("", "corrupt", "k" * 43, b"not base64 at all!"))]
+    db = tmp_path / "mautrix-x" / "data" / "x.db"
+    db.parent.mkdir(parents=True)
+    write_sqlite(db, StoreSpec("whatsapp", account_key=key, extra=rows))
+    tallies = asyncio.run(sqlite_read.scan(db, db.parents[1], [other, key]))
+    assert tallies == {
+        "olm_session": Tally(rows=5, opened={0: 2, 1: 1}, bad_plaintext={1: 1}, corrupt=1),
+        "megolm_inbound": Tally(rows=5, opened={1: 4}, unknown=1),
+        "megolm_outbound": Tally(rows=1, opened={1: 1}),
+        "secret": Tally(rows=1, opened={1: 1}),
+    }
+    refused = asyncio.run(sqlite_read.scan(db.with_name("nope.db"), db.parents[1], [key]))
+    assert refused == ProbeError(
+        "db_unreachable", f"the SQLite database {db.with_name('nope.db')} does not exist."
+    )
+
+
+@contextlib.contextmanager
+def _locked(db: Path) -> Iterator[None]:
+    """A writer holding an exclusive lock: a reader waits on it (SQLite's busy wait, 5 s)."""
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=DELETE")
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_a_reader_of_its_own_is_bounded_and_killed_too(store: Path) -> None:
+    """Without a server (given up after its failures) the deadline holds the same way."""
+    _kill_servers(sqlite_read.MAX_SERVER_FAILURES)
+    with _locked(store):
+        started = time.monotonic()
+        result = asyncio.run(sqlite_read.probe(store, store.parents[1], timeout=1.0))
+        assert time.monotonic() - started < 4
+    assert result == ProbeError(
+        "db_unreachable",
+        f"reading {store} took longer than 1 s and was stopped (a FIFO or a file system that "
+        "hangs?).",
+    )
+    assert children() == set()
+
+
+def _first_child() -> int:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        found = children()
+        if found:
+            return found.pop()
+        time.sleep(0.01)
+    raise AssertionError("no reader started")
+
+
+def test_a_reader_that_dies_says_how(store: Path) -> None:
+    """A reader of its own killed mid-read: its exit status; a fork of the server: no answer."""
+
+    async def go(kill: object) -> object:
+        task = asyncio.create_task(sqlite_read.probe(store, store.parents[1], timeout=10))
+        await asyncio.sleep(0.3)
+        kill()
+        return await task
+
+    def kill_own() -> None:
+        os.kill(_first_child(), 9)
+
+    def kill_fork() -> None:
+        (server,) = children()
+        deadline = time.monotonic() + 5
+        while not _busy(server) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for pid in _forks_of(server):
+            if os.readlink(f"/proc/{pid}/fd/1").startswith("pipe:"):
+                os.kill(pid, 9)
+
+    with _locked(store):
+        forked = asyncio.run(go(kill_fork))
+        _kill_servers(sqlite_read.MAX_SERVER_FAILURES)
+        own = asyncio.run(go(kill_own))
+    assert forked == ProbeError(
+        "db_unreachable", f"reading {store} failed (the reader ended without an answer)."
+    )
+    assert own == ProbeError(
+        "db_unreachable", f"reading {store} failed (the reader exited with status -9)."
+    )
+
+
+@pytest.mark.parametrize("servers", ["server", "own"])
+def test_a_reader_runs_nothing_the_environment_plants(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, servers: str
+) -> None:
+    """PYTHONPATH, PYTHONSTARTUP and a sitecustomize on them are the caller's environment, not
+    the reader's: it imports only from our own directories (-I -S)."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    pwned = tmp_path / "pwned"
+    for name in ("sitecustomize.py", "usercustomize.py", "startup.py"):
+        (planted / name).write_text(f"open({str(pwned)!r}, 'a').write({name!r})\n")
+    monkeypatch.setenv("PYTHONPATH", str(planted))
+    monkeypatch.setenv("PYTHONSTARTUP", str(planted / "startup.py"))
+    if servers == "own":
+        _kill_servers(sqlite_read.MAX_SERVER_FAILURES)
+    assert isinstance(asyncio.run(sqlite_read.probe(store, store.parents[1])), DbFacts)
+    assert not pwned.exists()
+
+
+def test_a_read_given_up_stops_its_reader_at_once(store: Path) -> None:
+    """`close` (a check stopped at its deadline): the fork waiting on the lock is killed and
+    reaped now, not when the lock or its own deadline lets it go."""
+
+    async def go() -> bool:
+        read = await sqlite_read.start(store, store.parents[1], timeout=20)
+        (server,) = children()
+        await asyncio.sleep(0.5)  # its pid read: the server can be told to reap it
+        assert _busy(server) == 1
+        read.close()
+        await asyncio.sleep(0.2)
+        with pytest.raises(asyncio.CancelledError):
+            await read.result()
+        return _reaped(server)
+
+    with _locked(store):
+        assert asyncio.run(go())
+
+
+def test_a_reader_holds_no_directory_of_the_callers(store: Path) -> None:
+    """Started from a bridge's data directory (the helper or the CLI may run anywhere), the
+    server, its forks and a reader of its own work in /, holding nothing of it open."""
+    old = os.getcwd()
+    os.chdir(store.parent)
+
+    async def go() -> list[str]:
+        task = asyncio.create_task(sqlite_read.probe(store, store.parents[1], timeout=10))
+        await asyncio.sleep(0.5)
+        pids = set(children())
+        for server in list(pids):
+            pids |= _forks_of(server)
+        cwds = [os.readlink(f"/proc/{pid}/cwd") for pid in sorted(pids)]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return cwds
+
+    try:
+        with _locked(store):
+            forked = asyncio.run(go())
+            _kill_servers(sqlite_read.MAX_SERVER_FAILURES)
+            own = asyncio.run(go())
+    finally:
+        os.chdir(old)
+    assert forked == ["/"] * (1 + sqlite_zygote.READY + 1)  # the server, its forks
+    assert own == ["/"]
