@@ -658,3 +658,125 @@ def test_a_reader_holds_no_directory_of_the_callers(store: Path) -> None:
         os.chdir(old)
     assert forked == ["/"] * (1 + sqlite_zygote.READY + 1)  # the server, its forks
     assert own == ["/"]
+
+
+# ---- the fork server's parts, in this process (its loop, `serve`, runs only in the server) -----
+def _exit_status(pid: int, within: float = 5.0) -> int | None:
+    """The exit status of our child `pid` once it ends within `within` s, else None."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    return None
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_warm_up_reads_nothing_of_a_bridges_and_leaves_nothing_open() -> None:
+    before = _fds()
+    sqlite_zygote._warm_up()
+    assert _fds() == before
+
+
+def test_readers_forked_ahead_take_requests_in_turn_and_end_at_end_of_input(
+    store: Path,
+) -> None:
+    """Each reader holds only its own request socket: closing ours ends it, even while a later
+    reader (forked with the earlier ones' sockets around) waits."""
+    import json
+    import socket
+
+    server, client = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ready: list[tuple[int, socket.socket]] = []
+    pids = []
+    try:
+        for _ in range(3):
+            ready.append(sqlite_zygote._fork_ahead(server, ready))
+        pids = [pid for pid, _ in ready]
+        r, w = os.pipe()
+        msg = json.dumps([str(store.parents[1]), str(store), 5.0]).encode()
+        try:
+            assert sqlite_zygote._hand_over(server, ready, msg, w) == pids[0]
+        finally:
+            os.close(w)
+        # Its pid first. Its answer is tested through the real server above: a fork of this
+        # process holds pytest's descriptors, which the reader's check of what it has open
+        # refuses, and writes to pytest's capture.
+        with os.fdopen(r, "rb") as answer:
+            first = answer.read().split(b"\n", 1)[0]
+        assert int(first) == pids[0] and [p for p, _ in ready] == pids[1:]
+        assert _exit_status(pids[0]) == 0
+        # The second reader, whose socket the third was forked next to, ends at our end.
+        pid, sock = ready.pop(0)
+        sock.close()
+        assert _exit_status(pid) == 0
+        pid, sock = ready.pop(0)
+        sock.close()
+        assert _exit_status(pid) == 0
+    finally:
+        for pid, sock in ready:
+            sock.close()
+            with contextlib.suppress(ChildProcessError):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+        server.close()
+        client.close()
+
+
+def test_a_request_passes_over_a_dead_reader_and_forks_when_none_is_left(store: Path) -> None:
+    import json
+    import socket
+
+    server, client = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ready = [sqlite_zygote._fork_ahead(server, [])]
+    dead = ready[0][0]
+    os.kill(dead, 9)
+    while _state(dead) not in ("Z", None):
+        time.sleep(0.01)
+    r, w = os.pipe()
+    msg = json.dumps([str(store.parents[1]), str(store), 5.0]).encode()
+    try:
+        pid = sqlite_zygote._hand_over(server, ready, msg, w)
+    finally:
+        os.close(w)
+        server.close()
+        client.close()
+    with os.fdopen(r, "rb") as answer:
+        first = answer.read().split(b"\n", 1)[0]
+    assert pid != dead and int(first) == pid and ready == []
+    assert _state(dead) is None  # reaped as it was passed over
+    assert _exit_status(pid) == 0
+
+
+def test_the_server_kills_and_reaps_its_children() -> None:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    sqlite_zygote._kill(pid)
+    assert _state(pid) is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_the_server_reaps_only_readers_that_ended() -> None:
+    ended, waiting = os.fork(), None
+    if ended == 0:
+        os._exit(3)
+    waiting = os.fork()
+    if waiting == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        while _state(ended) != "Z":
+            time.sleep(0.01)
+        live = {ended, waiting}
+        sqlite_zygote._reap_finished(live)
+        assert live == {waiting} and _state(ended) is None
+    finally:
+        os.kill(waiting, 9)
+        os.waitpid(waiting, 0)
