@@ -5,19 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from bridgedoctor.probes.database import SqliteTarget
 from bridgedoctor.reset import crypto, full
-from bridgedoctor.reset.dbio import PgDb, file_sum, open_db
+from bridgedoctor.reset.dbio import PgDb, UnreadableStore, file_sum, open_db
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.target import resolve
 from tests.support.cli import run
 from tests.support.fleet import Host
 from tests.support.reset_env import Systemd, options, state
-from tests.test_reset import BRIDGE, CRYPTO_GONE, _exec, backup_args, engine, host, only_backup
+from tests.test_reset import (
+    BRIDGE,
+    CRYPTO_GONE,
+    _exec,
+    backup_args,
+    deploy,
+    engine,
+    host,
+    only_backup,
+)
 
 __all__ = ["engine", "host"]  # fixtures used by name below
 
@@ -188,3 +199,142 @@ def test_a_full_reset_of_sqlite_removes_the_store_and_its_sidecars(tmp_path: Pat
         (tmp_path / name).write_bytes(b"x")
     full.clear_sqlite(SqliteTarget(path=store))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def _sql(db: object, sql: str) -> object:
+    """Run one statement on either engine's connection (asyncpg awaits, sqlite3 does not)."""
+    return db.conn.execute(sql)  # type: ignore[attr-defined]
+
+
+async def _run(db: object, sql: str) -> None:
+    r = _sql(db, sql)
+    if asyncio.iscoroutine(r):
+        await r
+
+
+def test_clear_removes_only_the_rows_its_where_picks(host: Host) -> None:
+    """An old backup recorded kv_store's recovery key by a WHERE: restoring it clears that row,
+    never the bridge's other settings (a TRUNCATE of the whole table would)."""
+
+    async def go() -> tuple[int, int, int]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            await _run(db, "INSERT INTO kv_store VALUES ('', 'other', 'kept')")
+            async with db.transaction():
+                await db.clear([("crypto_account", ""), ("kv_store", crypto.RECOVERY_WHERE)])
+            kept = await db.dump_sum("kv_store", "key = 'other'")
+            return (
+                (await db.dump_sum("crypto_account"))[0],
+                (await db.dump_sum("kv_store"))[0],
+                kept[0],
+            )
+        finally:
+            await db.close()
+
+    assert asyncio.run(go()) == (0, 1, 1)
+
+
+def test_a_failed_transaction_keeps_every_row(host: Host) -> None:
+    """A step's transaction that fails rolls back, also one nested in the fence's (a savepoint
+    in SQLite, as asyncpg nests): the outer part still commits."""
+    table = "crypto_megolm_inbound_session"
+
+    async def go() -> tuple[tuple[int, str], tuple[int, str], tuple[int, str]]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            before = await db.dump_sum(table)
+            with pytest.raises(RuntimeError):
+                async with db.transaction():
+                    await db.delete(table)
+                    raise RuntimeError("the step failed")
+            after_failure = await db.dump_sum(table)
+            async with db.transaction():
+                await db.delete("crypto_account")
+                with pytest.raises(RuntimeError):
+                    async with db.transaction():
+                        await db.delete(table)
+                        raise RuntimeError("the inner part failed")
+            return before, after_failure, await db.dump_sum(table)
+        finally:
+            await db.close()
+
+    before, after_failure, after_nested = asyncio.run(go())
+    assert before[0] == 1 and after_failure == before and after_nested == before
+    assert state(host, BRIDGE)["tables"]["crypto_account"][0] == 0  # the outer part committed
+
+
+def test_a_digest_is_the_rows_in_order_whatever_order_they_were_written(host: Host) -> None:
+    """A full reset compares whole tables by digest: every row, sorted by all columns in turn,
+    in the dump's own encoding."""
+
+    async def go(rows: list[str]) -> tuple[object, int, str]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            await _run(db, "DROP TABLE IF EXISTS ordered")
+            await _run(db, "CREATE TABLE ordered (a INTEGER, b TEXT)")
+            for row in rows:
+                await _run(db, f"INSERT INTO ordered VALUES {row}")
+            n = await db.dump("ordered", host.root / "ordered.copy")
+            return await db.digest("ordered"), n, file_sum(host.root / "ordered.copy")[1]
+        finally:
+            await db.close()
+
+    # Sorted by a, then b; by b alone the order would be the other one.
+    digest, n, as_dumped = asyncio.run(go(["(1, 'z')", "(2, 'a')", "(2, 'b')"]))
+    assert (digest.rows, digest.sha256, n) == (3, as_dumped, 3)
+    again, _, _ = asyncio.run(go(["(2, 'b')", "(2, 'a')", "(1, 'z')"]))
+    assert again == digest
+
+
+def test_a_sqlite_store_busy_for_a_moment_is_waited_for(tmp_path: Path) -> None:
+    """Another program holding the store's write lock for a few seconds (sqlite3's `.backup`
+    from a cron job) delays a reset step; SQLite's default of 5 s would fail it."""
+    host = deploy(tmp_path, None, "sqlite")
+    path = resolve(BRIDGE, options(host)).db.path
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(6.0, other.execute, ("COMMIT",))
+    timer.start()
+
+    async def go() -> tuple[int, str]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            async with db.transaction():
+                await db.delete("crypto_account")
+            return await db.dump_sum("crypto_account")
+        finally:
+            await db.close()
+
+    try:
+        assert asyncio.run(go())[0] == 0
+    finally:
+        timer.join()
+        other.close()
+
+
+def test_a_sqlite_plan_lists_the_bridges_tables_not_sqlites_own(tmp_path: Path) -> None:
+    host = deploy(tmp_path, None, "sqlite")
+    target = resolve(BRIDGE, options(host)).db
+    with sqlite3.connect(target.path) as conn:
+        conn.execute("CREATE TABLE counted (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)")
+        conn.execute("INSERT INTO counted (v) VALUES ('x')")  # SQLite adds sqlite_sequence
+
+    async def go() -> list[str]:
+        db = await open_db(target, read_only=True)
+        try:
+            return await db.tables()
+        finally:
+            await db.close()
+
+    tables = asyncio.run(go())
+    assert "counted" in tables and "crypto_account" in tables
+    assert not [t for t in tables if t.startswith("sqlite_")]
+
+
+def test_a_sqlite_store_that_is_not_one_is_a_sentence(tmp_path: Path) -> None:
+    host = deploy(tmp_path, None, "sqlite")
+    target = resolve(BRIDGE, options(host)).db
+    target.path.write_bytes(b"not a database, " * 512)
+    with pytest.raises(UnreadableStore) as e:
+        asyncio.run(open_db(target, read_only=True))
+    assert str(e.value) == f"reading {target.path} failed (file is not a database)."

@@ -243,21 +243,20 @@ class PgDb:
 class SqliteDb:
     kind = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection, target: SqliteTarget) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.target = target
 
     @classmethod
-    async def open(cls, t: SqliteTarget, read_only: bool = False) -> SqliteDb:
-        """Never creates the file (mode=rw, not rwc): a missing store is an error, not a new
+    async def open(cls, t: SqliteTarget) -> SqliteDb:
+        """For a reset's own steps, with the bridge stopped (plans read through SqlitePlanDb).
+        Never creates the file (mode=rw, not rwc): a missing store is an error, not a new
         empty root-owned file the bridge could not open afterwards."""
         if not t.path.is_file():
             raise MissingDatabase(f"the database {t.path} does not exist")
-        mode = "ro" if read_only else "rw"
-        uri = f"file:{quote(str(t.path))}?mode={mode}"
+        uri = f"file:{quote(str(t.path))}?mode=rw"
         # isolation_level None: we issue BEGIN/COMMIT ourselves so a step is one transaction.
         conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_SECONDS, isolation_level=None)
-        return cls(conn, t)
+        return cls(conn)
 
     async def close(self) -> None:
         self.conn.close()
@@ -295,10 +294,6 @@ class SqliteDb:
 
     async def drop_fence(self) -> None:
         self.conn.execute(f"DROP TABLE IF EXISTS {qi(FENCE)}")
-
-    async def size(self, tables: list[str] | None) -> int:
-        # Row payloads are bounded by the file; a crypto backup is at most the whole file.
-        return self.target.path.stat().st_size
 
     def _rows(self, sql: str) -> Any:
         return self.conn.execute(sql)
@@ -436,7 +431,7 @@ async def open_db(target: PgTarget | SqliteTarget, read_only: bool = False) -> D
     if isinstance(target, SqliteTarget):
         if read_only:
             return await SqlitePlanDb.open(target)
-        return await SqliteDb.open(target, read_only)
+        return await SqliteDb.open(target)
     return await PgDb.open(target, read_only)
 
 
