@@ -338,3 +338,24 @@ def test_a_sqlite_store_that_is_not_one_is_a_sentence(tmp_path: Path) -> None:
     with pytest.raises(UnreadableStore) as e:
         asyncio.run(open_db(target, read_only=True))
     assert str(e.value) == f"reading {target.path} failed (file is not a database)."
+
+
+def test_a_sqlite_backup_line_is_one_compact_json_array(tmp_path: Path) -> None:
+    """docs/reset.md's format: one JSON array a row, bytes as {"b64": ...}; a backup file
+    written today reads back in any later version."""
+    host = deploy(tmp_path, None, "sqlite")
+    target = resolve(BRIDGE, options(host)).db
+    with sqlite3.connect(target.path) as conn:
+        conn.execute("CREATE TABLE mixed (t TEXT, i INTEGER, n BLOB, b BLOB)")
+        conn.execute("INSERT INTO mixed VALUES ('é \"q\"', 7, NULL, ?)", (b"\x00\x01\xff",))
+
+    async def go() -> None:
+        db = await open_db(target)
+        try:
+            await db.dump("mixed", tmp_path / "mixed.jsonl")
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+    line = '["\\u00e9 \\"q\\"",7,null,{"b64":"AAH/"}]\n'
+    assert (tmp_path / "mixed.jsonl").read_bytes() == line.encode("ascii")
