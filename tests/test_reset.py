@@ -7,13 +7,14 @@ import itertools
 import json
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bridgedoctor.reset.dbio import open_db
 from bridgedoctor.reset.target import resolve
 from tests.support.cli import run
 from tests.support.fleet import Host
-from tests.support.pg import PgServer
+from tests.support.pg import PgServer, bindir
 from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, options, state
 from tests.support.store import StoreSpec
 
@@ -222,6 +223,59 @@ def test_full_restore_of_a_changed_table_file_restores_nothing(
     assert code == 1, text
     assert "backup file table.crypto_device.copy is damaged; nothing was changed" in text
     assert state(host, BRIDGE) == emptied
+
+
+NOT_OWNED = (
+    "the bridge's database user does not own its database (or is a superuser); a full reset "
+    "would touch more than the bridge. Nothing was changed."
+)
+
+
+def test_full_reset_of_a_database_the_bridge_does_not_own_is_refused(
+    pg: PgServer, systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """DROP OWNED is the bridge's own database emptied only in MDAD's shape (the bridge's user
+    owns it): in a shared database it would take other owners' grants and objects along. The
+    plan says so, before the bridge is stopped."""
+    host = deploy(tmp_path, pg, "postgres")
+    (name,) = host.databases.values()
+    asyncio.run(_as_superuser(pg, f'ALTER DATABASE "{name}" OWNER TO "{pg.user}"'))
+    before = state(host, BRIDGE)
+    code, text = run(
+        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
+    )
+    assert code == 1, text
+    assert NOT_OWNED in text
+    assert state(host, BRIDGE) == before
+    assert f"stop {UNIT}" not in systemd.calls() and systemd.get(UNIT) == "active"
+
+
+def test_a_database_given_away_while_the_bridge_stops_is_refused_too(
+    pg: PgServer, systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """The backup step asks again: what the plan saw may have changed by the stop."""
+    host = deploy(tmp_path, pg, "postgres")
+    (name,) = host.databases.values()
+    psql = bindir() / "psql"
+    sql = f'ALTER DATABASE "{name}" OWNER TO "{pg.user}"'
+    systemd.on_stop_once(UNIT, f"PGPASSWORD={pg.password} {psql} -qX -h {pg.host} -p {pg.port} "
+                               f"-U {pg.user} -d postgres -c '{sql}'")  # fmt: skip
+    before = state(host, BRIDGE)
+    code, text = run(
+        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
+    )
+    assert code == 1, text
+    # One sentence, not "... Nothing was changed); nothing was changed."
+    assert f"{NOT_OWNED} {UNIT} is running again." in text
+    assert state(host, BRIDGE) == before and systemd.get(UNIT) == "active"
+
+
+async def _as_superuser(pg: PgServer, sql: str) -> None:
+    conn = await asyncpg.connect(pg.dsn("postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 def test_unit_that_does_not_stop_aborts_untouched(

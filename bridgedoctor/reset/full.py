@@ -26,9 +26,8 @@ async def backup_db(db: Db, dest: Path) -> dict[str, Any]:
     if not isinstance(db, PgDb):
         return {}
     conn = db.conn
-    await _guard(db)
-    major = int(await conn.fetchval("SHOW server_version_num")) // 10000
-    dumper = pgdump.choose(db.target, major)
+    await check_owner(db)
+    dumper = await dumper_for(db)
     schema = await db.schema()
     pgdump.dump(dumper, db.target, "pre-data", schema, dest / "schema-pre.sql")
     pgdump.dump(dumper, db.target, "post-data", schema, dest / "schema-post.sql")
@@ -47,7 +46,14 @@ async def backup_db(db: Db, dest: Path) -> dict[str, Any]:
     }
 
 
-async def _guard(db: PgDb) -> None:
+async def dumper_for(db: PgDb) -> pgdump.Dumper:
+    """The pg_dump for this server (a plan asks too, so that a host without one is told before
+    its bridge is stopped); a refusal naming the client to install otherwise."""
+    num = int(await db.conn.fetchval("SHOW server_version_num"))
+    return pgdump.choose(db.target, num // 10000)
+
+
+async def check_owner(db: PgDb) -> None:
     """DROP OWNED is only safe in a database that is the bridge's own (MDAD's shape)."""
     ok = await db.conn.fetchval(
         "SELECT NOT r.rolsuper AND d.datdba = r.oid FROM pg_roles r, pg_database d "

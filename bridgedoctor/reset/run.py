@@ -38,7 +38,8 @@ async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None
     if ident is not None and (backup_root / bridge.name / ident).exists():
         raise ResetError(f"backup {ident} of {bridge.name} already exists; plan again.")
     from ..dbpin import IdentityRefused
-    from .dbio import MissingDatabase, UnreadableStore, open_db
+    from . import full
+    from .dbio import MissingDatabase, PgDb, UnreadableStore, open_db
 
     try:
         db = await open_db(bridge.db, read_only=True)
@@ -56,6 +57,9 @@ async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None
             need = await db.size([t for t in tables if t in crypto.CLEARED])
         else:
             need = await db.size(None) + backup.tree_size(bridge.data_dir)
+            if isinstance(db, PgDb):  # what the backup step would refuse: say so before a stop
+                await full.check_owner(db)
+                await full.dumper_for(db)
     finally:
         await db.close()
     bridge_dir = backup_root / bridge.name
@@ -269,7 +273,7 @@ def _after_rollback(m: Manifest, reason: str, changed: bool) -> str:
     if changed:
         return f"reset failed ({reason}); its backup was put back, the bridge is as before."
     running = f" {m.unit} is running again." if m.was_active else ""
-    if reason.endswith("nothing was changed"):
+    if reason.lower().endswith("nothing was changed"):
         return reason + "." + running
     return f"reset failed ({reason}); nothing was changed.{running}"
 
