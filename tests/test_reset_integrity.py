@@ -359,3 +359,12 @@ def test_a_sqlite_backup_line_is_one_compact_json_array(tmp_path: Path) -> None:
     asyncio.run(go())
     line = '["\\u00e9 \\"q\\"",7,null,{"b64":"AAH/"}]\n'
     assert (tmp_path / "mixed.jsonl").read_bytes() == line.encode("ascii")
+
+
+def test_a_full_backup_file_short_of_rows_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "table.portal.copy").write_bytes(b"1\tone\n")
+    files = {"portal": {"table": "portal", "file": "table.portal.copy", "rows": 2}}
+    with pytest.raises(ResetError) as e:
+        asyncio.run(full.verify_db(None, tmp_path, {"files": files}))  # type: ignore[arg-type]
+    assert str(e.value) == "backup of portal has 1 rows on disk, the dump sent 2; aborted."
+    assert "sha256" not in files["portal"]  # nothing recorded for a file refused

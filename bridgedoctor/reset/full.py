@@ -67,7 +67,7 @@ async def check_owner(db: PgDb) -> None:
 
 
 async def verify_db(db: Db, dest: Path, info: dict[str, Any]) -> None:
-    for rec in info.get("files", {}).values():
+    for rec in info["files"].values():
         rows, sha = file_sum(dest / rec["file"])
         if rows != rec["rows"]:
             raise ResetError(
