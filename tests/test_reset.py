@@ -143,6 +143,58 @@ def test_full_reset_then_restore(host: Host, systemd: Systemd, tmp_path: Path, c
     assert state(host, BRIDGE) == before
 
 
+def _store_in_config_dir(tmp_path: Path) -> Host:
+    """A SQLite bridge whose store is in its config directory, not its data directory (a custom
+    setup): a full reset keeps a copy of its own, database.sqlite."""
+    host = deploy(tmp_path, None, "sqlite")
+    b = resolve(BRIDGE, options(host))
+    config = b.data_dir.parent / "config"
+    b.db.path.rename(config / b.db.path.name)
+    yml = config / "config.yaml"
+    yml.write_text(yml.read_text().replace(f"uri: /data/{b.db.path.name}",
+                                           f"uri: /config/{b.db.path.name}"))  # fmt: skip
+    assert resolve(BRIDGE, options(host)).db.path == config / b.db.path.name
+    return host
+
+
+def test_full_reset_of_a_sqlite_store_outside_the_data_dir_restores_it(
+    systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    host = _store_in_config_dir(tmp_path)
+    before = state(host, BRIDGE)
+    code, text = run(
+        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
+    )
+    assert code == 0, text
+    assert not resolve(BRIDGE, options(host)).db.path.exists()
+    item = only_backup(capsys, host, tmp_path)
+    copy = Path(item["location"]) / "database.sqlite"
+    assert copy.stat().st_mode & 0o777 == 0o600
+    code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
+                     *backup_args(tmp_path))  # fmt: skip
+    assert code == 0, text
+    assert state(host, BRIDGE) == before
+
+
+def test_a_damaged_sqlite_copy_restores_nothing(systemd: Systemd, tmp_path: Path, capsys) -> None:
+    host = _store_in_config_dir(tmp_path)
+    code, text = run(
+        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
+    )
+    assert code == 0, text
+    emptied = state(host, BRIDGE)
+    item = only_backup(capsys, host, tmp_path)
+    copy = Path(item["location"]) / "database.sqlite"
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 1
+    copy.write_bytes(bytes(data))
+    code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
+                     *backup_args(tmp_path))  # fmt: skip
+    assert code == 1, text
+    assert "backup file database.sqlite is damaged; nothing was changed" in text
+    assert state(host, BRIDGE) == emptied
+
+
 def _sequences(host: Host) -> dict[str, int]:
     """Each sequence's next value, as the bridge's next INSERT would take it."""
 

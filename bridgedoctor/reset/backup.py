@@ -75,6 +75,22 @@ def tar_dir(src: Path, dest: Path) -> str:
     return _file_sha(dest)
 
 
+def copy_file(src: Path, dest: Path) -> str:
+    """Copy src to a new private dest, on disk before this returns; dest's sha256 read back."""
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out, src.open("rb") as f:
+        shutil.copyfileobj(f, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+    return _file_sha(dest)
+
+
+def verify_copy(copy: Path, expected_sha: str, src: Path) -> None:
+    """Re-read a copied file: as written, and the same as its source (the bridge is stopped)."""
+    if _file_sha(copy) != expected_sha or _file_sha(src) != expected_sha:
+        raise ResetError(f"{copy.name} differs from {src} in the backup; nothing was changed.")
+
+
 def verify_tar(tar: Path, expected_sha: str, src: Path) -> None:
     """Re-read the tar: its checksum, and every regular file's content against the source."""
     if _file_sha(tar) != expected_sha:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,7 +240,7 @@ async def _backup(ctx: Ctx) -> None:
     m.data_tar_sha256 = backup.tar_dir(data, dest / "data.tar")
     db_path = getattr(ctx.bridge.db, "path", None)
     if db_path is not None and not db_path.is_relative_to(data):
-        shutil.copy2(db_path, dest / "database.sqlite")
+        m.extra["db"]["sqlite_sha256"] = backup.copy_file(db_path, dest / full.SQLITE_COPY)
 
 
 async def _verify(ctx: Ctx) -> None:
@@ -251,6 +250,10 @@ async def _verify(ctx: Ctx) -> None:
         return
     await full.verify_db(db, m.dir, {"files": m.tables})
     backup.verify_tar(m.dir / "data.tar", m.data_tar_sha256, Path(m.data_dir))
+    sqlite_sha = m.extra.get("db", {}).get("sqlite_sha256")
+    db_path = getattr(ctx.bridge.db, "path", None)
+    if sqlite_sha is not None and db_path is not None:
+        backup.verify_copy(m.dir / full.SQLITE_COPY, sqlite_sha, db_path)
     now = {t: {"rows": s.rows, "sha256": s.sha256} for t, s in (await snapshot(db)).items()}
     if now != m.snapshot:
         raise ResetError("the database changed while it was backed up; aborted.")
@@ -314,8 +317,11 @@ async def _restore_db(ctx: Ctx) -> None:
     assert src is not None
     t = ctx.bridge.db
     if src.mode == "full" and isinstance(t, full.SqliteTarget):
-        copy = src.dir / "database.sqlite"
-        if fenced(ctx, "restore_db") and copy.exists():
+        # Outside the data directory the store has a copy of its own (inside, the data tar
+        # brought it back). A store a full reset removed has no fence to set: the rename is
+        # then done again on recovery, with the same copy.
+        copy = src.dir / full.SQLITE_COPY
+        if copy.exists() and not t.path.is_relative_to(ctx.bridge.data_dir):
             await ctx.close()
             _replace_file(copy, t.path)
         return

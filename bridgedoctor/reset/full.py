@@ -20,6 +20,10 @@ from . import pgdump
 from .dbio import Db, PgDb, file_sum, qi
 from .errors import ResetError
 
+# A SQLite store kept outside the data directory is backed up as this copy (inside, data.tar
+# holds it).
+SQLITE_COPY = "database.sqlite"
+
 
 async def backup_db(db: Db, dest: Path) -> dict[str, Any]:
     """Returns what the manifest needs to restore: files and sequence values."""
@@ -100,6 +104,10 @@ def check_files(src: Path, info: dict[str, Any]) -> None:
     for rec in info.get("files", {}).values():
         if file_sum(src / rec["file"]) != (rec["rows"], rec["sha256"]):
             raise ResetError(f"backup file {rec['file']} is damaged")
+    sqlite_sha = info.get("sqlite_sha256")  # recorded since 2026-11-30; older copies unchecked
+    copy = src / SQLITE_COPY
+    if sqlite_sha is not None and (not copy.is_file() or file_sum(copy)[1] != sqlite_sha):
+        raise ResetError(f"backup file {SQLITE_COPY} is damaged")
 
 
 async def restore_db(db: Db, src: Path, info: dict[str, Any]) -> None:
