@@ -162,37 +162,14 @@ def test_full_reset_of_a_sqlite_store_outside_the_data_dir_restores_it(
 ) -> None:
     host = _store_in_config_dir(tmp_path)
     before = state(host, BRIDGE)
-    code, text = run(
-        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
-    )
-    assert code == 0, text
+    item = _full_reset(host, tmp_path, capsys)
     assert not resolve(BRIDGE, options(host)).db.path.exists()
-    item = only_backup(capsys, host, tmp_path)
     copy = Path(item["location"]) / "database.sqlite"
     assert copy.stat().st_mode & 0o777 == 0o600
     code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
                      *backup_args(tmp_path))  # fmt: skip
     assert code == 0, text
     assert state(host, BRIDGE) == before
-
-
-def test_a_damaged_sqlite_copy_restores_nothing(systemd: Systemd, tmp_path: Path, capsys) -> None:
-    host = _store_in_config_dir(tmp_path)
-    code, text = run(
-        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
-    )
-    assert code == 0, text
-    emptied = state(host, BRIDGE)
-    item = only_backup(capsys, host, tmp_path)
-    copy = Path(item["location"]) / "database.sqlite"
-    data = bytearray(copy.read_bytes())
-    data[-1] ^= 1
-    copy.write_bytes(bytes(data))
-    code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
-                     *backup_args(tmp_path))  # fmt: skip
-    assert code == 1, text
-    assert "backup file database.sqlite is damaged; nothing was changed" in text
-    assert state(host, BRIDGE) == emptied
 
 
 def _sequences(host: Host) -> dict[str, int]:
@@ -224,57 +201,63 @@ def test_full_restore_puts_sequences_back_where_they_were(
         "INSERT INTO bridge_log (msg) VALUES ('a'), ('b'), ('c')",
         "CREATE SEQUENCE never_used",
     )
-    code, text = run(
-        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
-    )
-    assert code == 0, text
+    item = _full_reset(host, tmp_path, capsys)
     assert _sequences(host) == {}
-    item = only_backup(capsys, host, tmp_path)
     code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
                      *backup_args(tmp_path))  # fmt: skip
     assert code == 0, text
     assert _sequences(host) == {"bridge_log_id_seq": 4, "never_used": 1}
 
 
-def test_full_restore_of_a_changed_schema_file_restores_nothing(
-    pg: PgServer, systemd: Systemd, tmp_path: Path, capsys
-) -> None:
-    host = deploy(tmp_path, pg, "postgres")
+def _full_reset(host: Host, tmp_path: Path, capsys) -> dict:
     code, text = run(
         capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
     )
     assert code == 0, text
+    return only_backup(capsys, host, tmp_path)
+
+
+def _append(path: Path) -> None:
+    path.write_text(path.read_text() + "\nDROP TABLE crypto_account;\n")
+
+
+def _same_rows_other_bytes(path: Path) -> None:
+    path.write_bytes(path.read_bytes().replace(b"phone", b"phony"))
+
+
+def _flip_last_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("layout", "name", "damage"),
+    [
+        ("postgres", "schema-post.sql", _append),
+        ("postgres", "table.crypto_device.copy", _same_rows_other_bytes),
+        ("sqlite outside data", "database.sqlite", _flip_last_bit),
+    ],
+)
+def test_a_damaged_full_backup_file_restores_nothing(
+    layout: str, name: str, damage, pg: PgServer, systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """Refused before anything is written: the data directory goes back first, so every file
+    the database is rebuilt from must read back as verified before it does."""
+    host = (
+        deploy(tmp_path, pg, "postgres")
+        if layout == "postgres"
+        else _store_in_config_dir(tmp_path)
+    )
+    item = _full_reset(host, tmp_path, capsys)
     emptied = state(host, BRIDGE)
-    item = only_backup(capsys, host, tmp_path)
-    schema = Path(item["location"]) / "schema-post.sql"
-    schema.write_text(schema.read_text() + "\nDROP TABLE crypto_account;\n")
+    damage(Path(item["location"]) / name)
     code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
                      *backup_args(tmp_path))  # fmt: skip
     assert code == 1, text
-    # Refused before anything was written: the data directory goes back only once every file
-    # the database is rebuilt from reads back as verified.
-    assert "restore refused (backup file schema-post.sql is damaged; nothing was changed)" in text
+    assert f"restore refused (backup file {name} is damaged; nothing was changed)" in text
     assert state(host, BRIDGE) == emptied
     assert systemd.get(UNIT) == "active"  # as the admin had it
-
-
-def test_full_restore_of_a_changed_table_file_restores_nothing(
-    pg: PgServer, systemd: Systemd, tmp_path: Path, capsys
-) -> None:
-    host = deploy(tmp_path, pg, "postgres")
-    code, text = run(
-        capsys, "reset", BRIDGE, "--mode", "full", "--yes", *host.args(), *backup_args(tmp_path)
-    )
-    assert code == 0, text
-    emptied = state(host, BRIDGE)
-    item = only_backup(capsys, host, tmp_path)
-    rows = Path(item["location"]) / "table.crypto_device.copy"
-    rows.write_bytes(rows.read_bytes().replace(b"phone", b"phony"))  # same rows, other bytes
-    code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
-                     *backup_args(tmp_path))  # fmt: skip
-    assert code == 1, text
-    assert "backup file table.crypto_device.copy is damaged; nothing was changed" in text
-    assert state(host, BRIDGE) == emptied
 
 
 NOT_OWNED = (
