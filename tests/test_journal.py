@@ -867,6 +867,17 @@ async def test_entries_without_boot_ids_are_all_kept(tmp_path, monkeypatch) -> N
     got = await journal.entries("x.service")
     assert not isinstance(got, ProbeError)
     assert [e.message for e in got[0]] == ["a", "b", "c"]
+    _journalctl(
+        tmp_path,
+        monkeypatch,
+        [
+            {"MESSAGE": "a", "_BOOT_ID": "b1"},
+            {"MESSAGE": "b", "_BOOT_ID": "b1"},
+            {"MESSAGE": "c", "_BOOT_ID": "b2"},
+        ],
+    )
+    got = await journal.entries("x.service")
+    assert not isinstance(got, ProbeError) and [e.message for e in got[0]] == ["c"]
     _journalctl(tmp_path, monkeypatch, [])
     assert await journal.entries("x.service") == ([], False)
 

@@ -57,7 +57,50 @@ def children() -> set[int]:
 def test_reads_a_store(store: Path) -> None:
     facts = asyncio.run(sqlite_read.probe(store, store.parents[1]))
     assert isinstance(facts, DbFacts) and facts.accounts and "crypto_account" in facts.tables
-    assert facts.location == str(store)
+    assert facts.location == str(store) and facts.kind == "sqlite"
+    assert facts.versions == {"version": 29, "mx_version": 11, "crypto_version": 21}
+    assert facts.owner == "megabridge/mautrix-whatsapp"
+    (account,) = facts.accounts
+    assert (account.account_id, account.device_id) == ("", "BRIDGEDEV1")
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        assert account.pickle == conn.execute("SELECT account FROM crypto_account").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("out", "status", "answer"),
+    [
+        (b'{"result": {"x": 1}}', 0, {"x": 1}),
+        (b'{"result": {"x": 1}}', None, {"x": 1}),  # a fork's: its exit status is the server's
+        (b'{"error": "db_refused", "message": "m"}', 0, ProbeError("db_refused", "m")),
+        (b'{"result": {"x": 1}}', 3, "exited with status 3"),
+        (b'{"result": {"x": 1}}', -9, "exited with status -9"),
+        (b"", 0, "ended without an answer"),
+        (b"", None, "ended without an answer"),
+        (b'{"result": {"x"', None, "ended without an answer"),  # cut short
+        (b"[1, 2]", 0, "ended without an answer"),
+        (b'{"x": 1}', 0, "ended without an answer"),
+        (b"null", 0, "ended without an answer"),
+    ],
+)
+def test_a_readers_answer_is_taken_only_whole(
+    out: bytes, status: int | None, answer: object
+) -> None:
+    path = Path("/srv/x.db")
+    got = sqlite_read._answer(path, out, status)
+    if isinstance(answer, str):
+        answer = ProbeError("db_unreachable", f"reading {path} failed (the reader {answer}).")
+    assert got == answer
+
+
+def test_a_readers_answer_is_bounded() -> None:
+    """Up to MAX_OUTPUT bytes; past it, however well formed, no answer."""
+    path = Path("/srv/x.db")
+    head, tail = b'{"result": "', b'"}'
+    fill = sqlite_read.MAX_OUTPUT - len(head) - len(tail)
+    assert sqlite_read._answer(path, head + b"x" * fill + tail, 0) == "x" * fill
+    assert sqlite_read._answer(path, head + b"x" * (fill + 1) + tail, 0) == ProbeError(
+        "db_unreachable", f"reading {path} failed (the reader ended without an answer)."
+    )
 
 
 def test_text_that_is_not_utf8_is_read_replaced_not_a_failed_read(store: Path) -> None:
