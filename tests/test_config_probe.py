@@ -503,8 +503,9 @@ def test_the_image_is_read_from_any_docker_create_line(tmp_path: Path, line: str
     ],
 )
 def test_no_image_without_a_docker_create(tmp_path: Path, line: str) -> None:
-    got = _unit_facts(tmp_path, "[Service]\n" + line)
-    assert (got.image, got.tag, got.config_dir, got.mounts) == (None, None, None, ())
+    from bridgedoctor.facts import UnitFacts
+
+    assert _unit_facts(tmp_path, "[Service]\n" + line) == UnitFacts(path=tmp_path / "x.service")
 
 
 def test_a_unit_that_cannot_be_read_or_is_not_utf8(tmp_path: Path) -> None:

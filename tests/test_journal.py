@@ -999,3 +999,16 @@ async def test_read_of_a_cut_answer_is_truncated(tmp_path, monkeypatch) -> None:
     facts = await journal.read(_svc(1), timeout=30)
     assert not isinstance(facts, ProbeError) and facts.truncated
     assert facts.lines and facts.lines[0].text == "ERR again"
+
+
+async def test_a_tool_that_said_too_much_and_is_gone_is_still_cut(tmp_path, monkeypatch) -> None:
+    """The tool has written past the bound and exited (reaped, its process group gone) before
+    the cut: killing it finds nothing, and the answer is the cut one."""
+    from bridgedoctor.probes.command import Output, run
+
+    _tool(tmp_path, "journalctl", "head -c 3000 /dev/zero", monkeypatch)
+    for _ in range(20):
+        out = await run(["journalctl"], code="journal_unknown", max_bytes=1000)
+        # Its exit status is whatever the race left (0, -9, or asyncio's 255 when the kill's
+        # own poll reaped it first): a cut answer is judged by its bytes alone.
+        assert isinstance(out, Output) and (out.stdout, out.truncated) == (bytes(1000), True)
