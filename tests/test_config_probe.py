@@ -457,6 +457,7 @@ def test_a_hand_written_unit_with_quotes_a_registry_port_and_more_mounts(tmp_pat
         "[Service]\n"
         "ExecStartPre=/usr/bin/docker pull 'reg.example:5000/other:latest'\n"
         "ExecStartPre=/usr/bin/docker create --rm --user=1:1 \\\n"
+        "  --env HS=http://synapse:8008/_matrix --env=X=a:b/c \\\n"
         "  --mount type=bind,src=/matrix/x/extra,dst=/extra,ro \\\n"
         "  --mount type=bind,src=/srv/x/data,dst=/data \\\n"
         "  --mount type=bind,src=/matrix/x/cfg,dst=/config,ro \\\n"
@@ -500,6 +501,8 @@ def test_the_image_is_read_from_any_docker_create_line(tmp_path: Path, line: str
         "ExecStart=/usr/bin/env podman create img.example/a/b:v3\n",  # not docker
         "ExecStartPre=/usr/bin/env docker-create img.example/a/b:v3\n",
         "ExecStart=/usr/bin/env docker create --image=img.example/a/b:v3 plain:v3\n",
+        # Untagged (a registry with a port): no tag to compare, so no image either.
+        "ExecStart=/usr/bin/env docker create reg.example:5000/a/b /usr/bin/b\n",
     ],
 )
 def test_no_image_without_a_docker_create(tmp_path: Path, line: str) -> None:
