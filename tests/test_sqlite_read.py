@@ -823,3 +823,31 @@ def test_the_server_reaps_only_readers_that_ended() -> None:
     finally:
         os.kill(waiting, 9)
         os.waitpid(waiting, 0)
+
+
+def test_a_server_that_stops_answering_is_retired(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that takes a request and forks no reader (stopped, here) is given up within
+    FORK_TIMEOUT: the read is answered by a reader of its own, the server ended, the next
+    read served by a new one, and the failure counted."""
+    import signal
+
+    monkeypatch.setattr(sqlite_read, "FORK_TIMEOUT", 0.5)
+    server = sqlite_read._server()
+    assert server is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answer = asyncio.run(sqlite_read.probe(store, store.parents[1]))
+        assert time.monotonic() - started < 8
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.proc.pid, signal.SIGCONT)
+    assert isinstance(answer, DbFacts) and answer.location == str(store)
+    assert server.proc.poll() is not None and sqlite_read._SERVER is None
+    assert sqlite_read._failures == 1
+    assert asyncio.run(sqlite_read.probe(store, store.parents[1])) == answer
+    new = sqlite_read._SERVER
+    assert new is not None and new is not server and new.alive()
+    assert sqlite_read._failures == 0  # a fork came: the failure before no longer counts
