@@ -437,3 +437,27 @@ def test_a_later_extension_without_a_key_undoes_an_earlier_one(tmp_path: Path) -
     (f,) = inv.files
     assert f.values == {} and f.domain is None
     assert f.eras == frozenset({"current", "legacy"})
+
+
+def test_a_vars_file_that_cannot_be_read_too_big_or_not_text(tmp_path: Path) -> None:
+    """Each refusal is one sentence with the file's path; the size cap holds to the byte."""
+    from bridgedoctor.probes.inventory import MAX_VARS_BYTES
+
+    inv = tmp_path / "inv"
+    path = inv / "host_vars" / "h" / "vars.yml"
+    path.mkdir(parents=True)  # a directory where the file should be
+    assert read_inventory(inv) == ProbeError(
+        "inventory_unreadable", f"{path} cannot be read (Is a directory)."
+    )
+    path.rmdir()
+    line = "matrix_domain: example.org\n"
+    path.write_text(line + "#" * (MAX_VARS_BYTES - len(line) - 1) + "\n")
+    fits = read_inventory(inv)
+    assert isinstance(fits, InventoryFacts) and fits.files[0].domain is not None
+    with path.open("a") as f:
+        f.write("#")
+    assert read_inventory(inv) == ProbeError(
+        "inventory_unreadable", f"{path} is larger than 4 MiB."
+    )
+    path.write_bytes(b"matrix_domain: caf\xe9\n")
+    assert read_inventory(inv) == ProbeError("inventory_unreadable", f"{path} is not UTF-8 text.")
