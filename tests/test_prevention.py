@@ -461,3 +461,21 @@ def test_a_vars_file_that_cannot_be_read_too_big_or_not_text(tmp_path: Path) -> 
     )
     path.write_bytes(b"matrix_domain: caf\xe9\n")
     assert read_inventory(inv) == ProbeError("inventory_unreadable", f"{path} is not UTF-8 text.")
+
+
+def test_a_vars_file_that_is_not_yaml_or_not_a_mapping(tmp_path: Path) -> None:
+    inv = tmp_path / "inv"
+    (inv / "host_vars" / "h").mkdir(parents=True)
+    path = inv / "host_vars" / "h" / "vars.yml"
+    for text, why in (
+        ("a: 1\nb: [\n", "is not valid YAML at line 3"),
+        ("x: " + "[" * 100_000 + "\n", "is not valid YAML"),  # too deep: no line to name
+        ("- a\n- b\n", "does not hold a YAML mapping"),
+        ("just text\n", "does not hold a YAML mapping"),
+    ):
+        path.write_text(text)
+        assert read_inventory(inv) == ProbeError("inventory_unreadable", f"{path} {why}.")
+    path.write_text("# nothing set yet\n")  # empty is no error: it pins nothing
+    empty = read_inventory(inv)
+    assert isinstance(empty, InventoryFacts)
+    assert (empty.files[0].values, empty.files[0].domain, empty.files[0].eras) == ({}, None, set())
