@@ -118,3 +118,11 @@ def test_a_host_pg_dump_is_asked_its_version(tmp_path: Path, monkeypatch) -> Non
     only_path(monkeypatch, bin_dir)
     assert pgdump.host_pg_dump(18) is None
     assert pgdump.host_pg_dump(15) == str(bin_dir / "pg_dump")
+
+
+@pytest.mark.parametrize(
+    ("num", "major"), [(180001, 18), (150018, 15), (150002, 15), (170000, 17), (90624, 9)]
+)
+def test_the_servers_major_is_its_version_number_over_ten_thousand(num: int, major: int) -> None:
+    """MDAD's PostgreSQL 18.1 is 180001: an early minor must not read as the major before."""
+    assert pgdump.major_of(num) == major

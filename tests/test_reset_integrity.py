@@ -114,6 +114,8 @@ def test_dump_sum_is_what_dump_would_write_now(host: Host, tmp_path: Path) -> No
             assert await db.dump_sum(table) == file_sum(tmp_path / "all.copy")
             assert await db.dump_sum(table, "1 = 1") == (rows, file_sum(tmp_path / "all.copy")[1])
             assert await db.dump_sum(table, "1 = 0") == empty
+            assert await db.dump(table, tmp_path / "none.copy", "1 = 0") == 0
+            assert file_sum(tmp_path / "none.copy") == empty
             assert await db.dump_sum("crypto_account") != await db.dump_sum(table)
             await db.delete(table, "1 = 0")  # a WHERE that picks nothing deletes nothing
             assert await db.dump_sum(table) == file_sum(tmp_path / "all.copy")

@@ -54,7 +54,7 @@ async def dumper_for(db: PgDb) -> pgdump.Dumper:
     """The pg_dump for this server (a plan asks too, so that a host without one is told before
     its bridge is stopped); a refusal naming the client to install otherwise."""
     num = int(await db.conn.fetchval("SHOW server_version_num"))
-    return pgdump.choose(db.target, num // 10000)
+    return pgdump.choose(db.target, pgdump.major_of(num))
 
 
 async def check_owner(db: PgDb) -> None:

@@ -66,6 +66,11 @@ def _major(exe: str) -> int | None:
     return int(m.group(1)) if r.returncode == 0 and m else None
 
 
+def major_of(server_version_num: int) -> int:
+    """PostgreSQL's `server_version_num` (e.g. 180001 for 18.1, 90624 for 9.6.24) to its major."""
+    return server_version_num // 10000
+
+
 def choose(t: PgTarget, server_major: int) -> Dumper:
     """The host's pg_dump when it is new enough, else MDAD's container's; else a refusal."""
     exe = host_pg_dump(server_major)
