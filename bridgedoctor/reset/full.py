@@ -38,7 +38,7 @@ async def backup_db(db: Db, dest: Path) -> dict[str, Any]:
     tables = {}
     for t in await db.tables():
         f = f"table.{t}.copy"
-        tables[t] = {"table": t, "where": "", "file": f, "rows": await db.dump(t, dest / f)}
+        tables[t] = {"table": t, "file": f, "rows": await db.dump(t, dest / f)}
     seqs = await conn.fetch(
         "SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = current_schema()"
     )
@@ -101,7 +101,7 @@ def check_files(src: Path, info: dict[str, Any]) -> None:
     for name, sha in info.get("sql", {}).items():
         if file_sum(src / name)[1] != sha:
             raise ResetError(f"backup file {name} is damaged")
-    for rec in info.get("files", {}).values():
+    for rec in info["files"].values():
         if file_sum(src / rec["file"]) != (rec["rows"], rec["sha256"]):
             raise ResetError(f"backup file {rec['file']} is damaged")
     sqlite_sha = info.get("sqlite_sha256")  # recorded since 2026-11-30; older copies unchecked
