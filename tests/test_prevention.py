@@ -479,3 +479,22 @@ def test_a_vars_file_that_is_not_yaml_or_not_a_mapping(tmp_path: Path) -> None:
     empty = read_inventory(inv)
     assert isinstance(empty, InventoryFacts)
     assert (empty.files[0].values, empty.files[0].domain, empty.files[0].eras) == ({}, None, set())
+
+
+def test_the_inventory_or_its_host_vars_may_be_given(tmp_path: Path) -> None:
+    inv = tmp_path / "inv"
+    (inv / "host_vars" / "h").mkdir(parents=True)
+    assert read_inventory(inv) == ProbeError(
+        "inventory_unreadable", f"{inv / 'host_vars'} holds no */vars.yml."
+    )
+    (inv / "host_vars" / "h" / "vars.yml").write_text("matrix_domain: example.org\n")
+    for given in (inv, inv / "host_vars"):
+        facts = read_inventory(given)
+        assert isinstance(facts, InventoryFacts) and facts.path == given
+        assert [f.path for f in facts.files] == [inv / "host_vars" / "h" / "vars.yml"]
+    for given in (tmp_path, inv / "host_vars" / "h"):
+        assert read_inventory(given) == ProbeError(
+            "inventory_unreadable",
+            f"{given} has no host_vars directory: give the MDAD inventory directory (the one "
+            "holding hosts and host_vars/).",
+        )
