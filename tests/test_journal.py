@@ -1012,3 +1012,21 @@ async def test_a_tool_that_said_too_much_and_is_gone_is_still_cut(tmp_path, monk
         # Its exit status is whatever the race left (0, -9, or asyncio's 255 when the kill's
         # own poll reaped it first): a cut answer is judged by its bytes alone.
         assert isinstance(out, Output) and (out.stdout, out.truncated) == (bytes(1000), True)
+
+
+async def test_only_the_first_4_kib_of_stderr_are_looked_at(tmp_path, monkeypatch) -> None:
+    """A line that starts past them is not the tool's word, however it arrives."""
+    from bridgedoctor.probes.command import Output, run
+
+    (tmp_path / "a").write_text("\n" * 100)
+    (tmp_path / "b").write_text("\n" * 3996 + "late\n")
+    (tmp_path / "c").write_text("\n" * 4095 + "in\n")
+    _tool(
+        tmp_path,
+        "journalctl",
+        f"cat {tmp_path}/a >&2; sleep 0.3; cat {tmp_path}/b >&2",
+        monkeypatch,
+    )
+    assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", "", False)
+    _tool(tmp_path, "journalctl", f"cat {tmp_path}/c >&2", monkeypatch)
+    assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", "i", False)

@@ -76,17 +76,15 @@ async def run(
     said = bytearray()  # its first 4 KiB: enough to say why
     loop = asyncio.get_running_loop()
 
-    def hear() -> bool:
-        """Read what waits in stderr; False once it is empty (a child the tool left behind may
-        still hold it open) or closed."""
+    def hear() -> None:
+        """Read what waits in stderr (none: a child the tool left behind may hold it open)."""
         try:
             chunk = os.read(err_read, 65536)
         except BlockingIOError:
-            return False
+            return
         if not chunk:
             loop.remove_reader(err_read)
         said.extend(chunk[: 4096 - len(said)])
-        return bool(chunk)
 
     loop.add_reader(err_read, hear)
 
