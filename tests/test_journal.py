@@ -1030,3 +1030,35 @@ async def test_only_the_first_4_kib_of_stderr_are_looked_at(tmp_path, monkeypatc
     assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", "", False)
     _tool(tmp_path, "journalctl", f"cat {tmp_path}/c >&2", monkeypatch)
     assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", "i", False)
+
+
+async def test_a_child_that_left_the_tools_group_does_not_hold_a_timeout(
+    tmp_path, monkeypatch
+) -> None:
+    """The kill reaches the tool's process group; a child that left it (a session of its own)
+    and holds stdout open is not waited for past a second after the timeout."""
+    import time
+
+    from bridgedoctor.probes.command import run
+
+    pidfile = tmp_path / "child"
+    _tool(
+        tmp_path,
+        "systemctl",
+        f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & sleep 30",
+        monkeypatch,
+    )
+    started = time.monotonic()
+    try:
+        out = await run(["systemctl"], code="service_unknown", timeout=0.5)
+        assert out == ProbeError("service_unknown", "systemctl did not answer within 0.5 s.")
+        assert time.monotonic() - started < 10
+    finally:
+        import os
+        import signal
+
+        for _ in range(50):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.05)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
