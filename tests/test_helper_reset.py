@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
+from bridgedoctor.helper.server import INTERNAL_MESSAGE
+from bridgedoctor.protocol import MAX_RESPONSE_BYTES
 from bridgedoctor.reset.manifest import Manifest, all_for
 from tests.support.fleet import Host
 from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, state
-from tests.test_helper_server import TOKEN, Running, make_config, sockdir
+from tests.test_helper_server import TOKEN, Running, answer, make_config, sockdir
 from tests.test_reset import CRYPTO_GONE, deploy, engine
 from tests.test_reset_faults import cli
 
@@ -390,3 +392,69 @@ def test_helper_start_recovers_nothing_unless_resets_are_allowed(
         f"listening on {cfg.socket} (max_concurrent={cfg.max_concurrent})",
         "stopped",
     ]
+
+
+def with_error(helper: Running, size: int) -> bytes:
+    """The answer to `backups` once the one backup's record carries an error of `size` bytes
+    (what makes a listing large: the records are the helper's own, each field unbounded)."""
+    (m,) = all_for(helper.cfg.backup_dir / BRIDGE)
+    path = m.dir / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "error": "x" * size}))
+    line = json.dumps({"v": 1, "token": TOKEN, "op": "backups", "bridge": BRIDGE}).encode()
+    return helper.raw(line + b"\n")
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_an_answer_may_be_as_large_as_the_protocol_allows_and_no_larger(
+    helper: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the plugin's reader takes (MAX_RESPONSE_BYTES, its newline included) is sent; one
+    byte more is an internal error, said in the helper's log, not an answer cut short."""
+    ok(run_plan(helper, ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))))
+    base = len(with_error(helper, 0))
+    largest = with_error(helper, MAX_RESPONSE_BYTES - base)
+    assert len(largest) == MAX_RESPONSE_BYTES and answer(largest)["ok"] is True
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+        over = answer(with_error(helper, MAX_RESPONSE_BYTES - base + 1))
+    assert over["error"] == {"code": "internal", "message": INTERNAL_MESSAGE}
+    said = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert said[0] == (
+        "bridgedoctor.helper",
+        logging.ERROR,
+        f"a response of {MAX_RESPONSE_BYTES + 1} bytes exceeds the protocol limit",
+    )
+    assert " result=internal ms=" in said[1][2]
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_client_that_stops_reading_is_given_up_after_read_timeout(
+    host: Host, systemd: Systemd, sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that asks for a large answer and never reads it must not pin the helper: the
+    flush and the close are each bounded by read_timeout, so the connection's task ends and
+    stopping the helper has nothing to wait for (its grace here is 6 s)."""
+    r = Running(make_config(host, sockdir, allow_reset=True, request_timeout=5, read_timeout=0.5))
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        ok(run_plan(r, ok(ask(r, "reset_plan", bridge=BRIDGE, mode="crypto"))))
+        with_error(r, 3 * 1024 * 1024)  # far more than the socket's buffers hold
+        line = json.dumps({"v": 1, "token": TOKEN, "op": "backups", "bridge": BRIDGE}).encode()
+        with (
+            caplog.at_level(logging.DEBUG, logger="bridgedoctor.helper"),
+            caplog.at_level(logging.DEBUG, logger="asyncio"),
+        ):
+            caplog.clear()
+            client.connect(r.path)
+            client.sendall(line + b"\n")
+            client.shutdown(socket.SHUT_WR)  # and never reads
+            until(lambda: "op=backups" in caplog.text, "the audit line")
+            time.sleep(2)  # 2 * read_timeout, and a margin
+            started = time.monotonic()
+            r.call(r.helper.close())
+            assert time.monotonic() - started < 3
+        r.closed = True
+        assert [x.getMessage() for x in caplog.records if x.levelno >= logging.WARNING] == []
+    finally:
+        client.close()
+        r.stop()

@@ -309,6 +309,8 @@ def test_logs_and_verify_follow_the_named_bridge(
         "request op=verify bridge=gmessages",
     ]
     assert [line.split(" result=")[1].split()[0] for line in audit] == ["errors", "failing"]
+    ms = int(audit[1].split(" ms=")[1])  # the request's duration, in milliseconds
+    assert 1000 <= ms <= waited * 1000 + 1
 
 
 def test_the_audit_line_says_each_operations_outcome(
@@ -491,6 +493,8 @@ def test_unexpected_error_is_generic(
     with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
         body = helper.req("list")
     assert error_code(body) == "internal"
+    (audit,) = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
+    assert " result=internal ms=" in audit
     assert "exploded" not in json.dumps(body)
     assert "RuntimeError" in caplog.text and TOKEN not in caplog.text
     # The admin's log has the whole traceback, line by line, with the token replaced.
@@ -507,7 +511,10 @@ def test_unexpected_error_is_generic(
 
 
 def test_one_audit_line_per_request(helper: Running, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper.audit"):
+    with (
+        caplog.at_level(logging.INFO, logger="bridgedoctor.helper.audit"),
+        caplog.at_level(logging.DEBUG, logger="asyncio"),
+    ):
         helper.req("check", "gmessages")
         helper.req("list", token="wrong-token-123456")
         helper.raw(b"\xff\n")
@@ -519,6 +526,8 @@ def test_one_audit_line_per_request(helper: Running, caplog: pytest.LogCaptureFi
     )
     assert lines[1].startswith(f"request op=list bridge=- uid={uid} pid={pid} result=unauthorized")
     assert lines[2].startswith(f"request op=- bridge=- uid={uid} pid={pid} result=bad_request")
+    # Nothing else went wrong on the way (asyncio logs a connection task's exception).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     for secret in (TOKEN, "wrong-token-123456", *SECRETS, "postgres://"):
         assert secret not in caplog.text
 
@@ -669,3 +678,44 @@ def test_a_signal_stops_the_helper_and_removes_its_socket(
     asyncio.run(asyncio.wait_for(serve(), 60))
     assert [a["ok"] for a in answers] == [True]
     assert not os.path.exists(path)
+
+
+def test_a_request_without_end_of_file_is_answered_at_its_newline(start: Any) -> None:
+    """The line ends the request: a client that keeps its side open (as the plugin may) gets
+    its answer at once, not after read_timeout."""
+    helper = start(read_timeout=30)
+    line = json.dumps({"v": VERSION, "token": TOKEN, "op": "list"}).encode() + b"\n"
+    started = time.monotonic()
+    body = answer(helper.raw(line, eof=False, timeout=60))
+    assert body["ok"] is True and time.monotonic() - started < 20
+
+
+def test_a_client_gone_before_its_answer_costs_nothing(
+    helper: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client sends its request and closes at once: the answer (a fleet check takes a
+    while) cannot be delivered, which the helper notes (debug) and gets over: one audit line
+    each, nothing logged as a problem, and it serves the next request."""
+    line = json.dumps({"v": VERSION, "token": TOKEN, "op": "check_all"}).encode() + b"\n"
+
+    def audit() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
+
+    with (
+        caplog.at_level(logging.DEBUG, logger="bridgedoctor.helper"),
+        caplog.at_level(logging.DEBUG, logger="asyncio"),
+    ):
+        for _ in range(2):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(helper.path)
+                s.sendall(line)
+        deadline = time.monotonic() + 60
+        while len(audit()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # what follows an audit line: the send, and its failure
+        assert helper.req("list")["ok"] is True
+    said = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert len(audit()) == 3 and all(" result=broken,ok ms=" in m for m in audit()[:2])
+    gone = ("bridgedoctor.helper", logging.DEBUG, "client went away before the answer was sent")
+    assert said.count(gone) == 2
+    assert [m for _, level, m in said if level >= logging.WARNING] == []
