@@ -321,6 +321,7 @@ def test_shutdown_gives_up_on_a_reset_after_its_grace(
         (line,) = [x for x in said if x.startswith("request op=reset ")]
         assert line.startswith(f"request op=reset bridge={BRIDGE} uid=")
         assert " result=cancelled ms=" in line and line.endswith(f" by={ADMIN}")
+        assert 4100 <= int(line.split(" ms=")[1].split()[0]) < 600_000  # from its connection
         assert said[-2:] == [line, "stopped"]
     finally:
         client.close()

@@ -440,6 +440,16 @@ def test_endless_line_is_refused_without_reading_it_all(helper: Running) -> None
     assert sent < 1 << 30
 
 
+def test_a_line_past_the_limit_is_refused_before_it_ends(start: Any) -> None:
+    """The reader's own limit is MAX_REQUEST_BYTES: past it the helper answers at once, without
+    waiting for the line's end (which may never come) or for read_timeout."""
+    helper = start(read_timeout=30)
+    started = time.monotonic()
+    body = answer(helper.raw(b"A" * (4 * MAX_REQUEST_BYTES), eof=False, timeout=60))
+    assert body["error"] == {"code": "bad_request", "message": "The request is too large."}
+    assert time.monotonic() - started < 20
+
+
 def test_silent_client_is_dropped_after_read_timeout(start: Any) -> None:
     helper = start(read_timeout=0.3)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
