@@ -10,7 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bridgedoctor.reset.backup import dir_digest
 from bridgedoctor.reset.dbio import open_db
+from bridgedoctor.reset.run import plan_restore
 from bridgedoctor.reset.target import resolve
 from tests.support.cli import run
 from tests.support.fleet import Host
@@ -258,6 +260,36 @@ def test_a_damaged_full_backup_file_restores_nothing(
     assert f"restore refused (backup file {name} is damaged; nothing was changed)" in text
     assert state(host, BRIDGE) == emptied
     assert systemd.get(UNIT) == "active"  # as the admin had it
+
+
+def test_a_restore_failing_after_its_data_dir_is_back_says_how_to_finish(
+    pg: PgServer, systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """Once the data directory is replaced there is no going back to the reset state: the
+    bridge stays stopped (half restored, it must not run), and the same command finishes."""
+    host = deploy(tmp_path, pg, "postgres")
+    before = state(host, BRIDGE)
+    item = _full_reset(host, tmp_path, capsys)
+    user = resolve(BRIDGE, options(host)).db.user
+    psql = bindir() / "psql"
+    sql = f'ALTER ROLE "{user}" CONNECTION LIMIT 0'  # the database refuses the bridge's user
+    systemd.on_stop_once(UNIT, f"PGPASSWORD={pg.password} {psql} -qX -h {pg.host} -p {pg.port} "
+                               f"-U {pg.user} -d postgres -c '{sql}'")  # fmt: skip
+    args = ["restore", BRIDGE, item["id"], "--yes", *host.args(), *backup_args(tmp_path)]
+    code, text = run(capsys, *args)
+    assert code == 1, text
+    assert "the bridge is left stopped, half restored. Retry with " in text
+    assert f"'bridgedoctor restore {BRIDGE} {item['id']}'" in text
+    assert systemd.get(UNIT) == "inactive"
+    # The data directory is back (read directly: the bridge's user cannot connect yet).
+    assert dir_digest(resolve(BRIDGE, options(host)).data_dir) == before["data"]
+
+    asyncio.run(_as_superuser(pg, f'ALTER ROLE "{user}" CONNECTION LIMIT -1'))
+    plan = plan_restore(BRIDGE, item["id"], options(host), tmp_path / "backups")
+    assert "then start it" in plan.render()  # as the admin had it before the failed restore
+    code, text = run(capsys, *args)
+    assert code == 0, text
+    assert state(host, BRIDGE) == before and systemd.get(UNIT) == "active"
 
 
 NOT_OWNED = (

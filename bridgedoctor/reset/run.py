@@ -81,9 +81,19 @@ async def _plan(bridge: Bridge, mode: Mode, backup_root: Path, ident: str | None
 
 def _was_active(bridge: Bridge, bridge_dir: Path) -> bool:
     """Whether the unit runs, as it will once any interrupted reset or restore is recovered
-    (recovery puts it back as the admin had it before that one)."""
-    pending = [m for m in all_for(bridge_dir) if m.state not in FINAL]
-    return pending[0].was_active if pending else services.is_active(bridge.unit)
+    (recovery puts it back as the admin had it before that one). A unit the last operation
+    left stopped because it failed half-way counts as the admin had it before that one: the
+    restore that finishes the job starts it again."""
+    ops = all_for(bridge_dir)
+    pending = [m for m in ops if m.state not in FINAL]
+    if pending:
+        return pending[0].was_active
+    if services.is_active(bridge.unit):
+        return True
+    if not ops:
+        return False
+    last = max(ops, key=lambda m: m.created_at)  # restores sort by their backup's name
+    return last.state == "failed" and last.was_active
 
 
 def _existing(path: Path) -> Path:
