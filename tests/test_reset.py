@@ -50,14 +50,19 @@ def deploy(tmp: Path, pg: PgServer | None, engine: str) -> Host:
     return host
 
 
+async def run_sql(db: object, sql: str) -> None:
+    """One statement on either engine's connection (asyncpg awaits, sqlite3 does not)."""
+    r = db.conn.execute(sql)  # type: ignore[attr-defined]
+    if asyncio.iscoroutine(r):
+        await r
+
+
 def _exec(host: Host, *sqls: str) -> None:
     async def go() -> None:
         db = await open_db(resolve(BRIDGE, options(host)).db)
         try:
             for sql in sqls:
-                r = db.conn.execute(sql)
-                if asyncio.iscoroutine(r):
-                    await r
+                await run_sql(db, sql)
         finally:
             await db.close()
 

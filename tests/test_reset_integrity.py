@@ -28,6 +28,7 @@ from tests.test_reset import (
     engine,
     host,
     only_backup,
+    run_sql,
 )
 
 __all__ = ["engine", "host"]  # fixtures used by name below
@@ -203,17 +204,6 @@ def test_a_full_reset_of_sqlite_removes_the_store_and_its_sidecars(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
 
 
-def _sql(db: object, sql: str) -> object:
-    """Run one statement on either engine's connection (asyncpg awaits, sqlite3 does not)."""
-    return db.conn.execute(sql)  # type: ignore[attr-defined]
-
-
-async def _run(db: object, sql: str) -> None:
-    r = _sql(db, sql)
-    if asyncio.iscoroutine(r):
-        await r
-
-
 def test_clear_removes_only_the_rows_its_where_picks(host: Host) -> None:
     """An old backup recorded kv_store's recovery key by a WHERE: restoring it clears that row,
     never the bridge's other settings (a TRUNCATE of the whole table would)."""
@@ -221,7 +211,7 @@ def test_clear_removes_only_the_rows_its_where_picks(host: Host) -> None:
     async def go() -> tuple[int, int, int]:
         db = await open_db(resolve(BRIDGE, options(host)).db)
         try:
-            await _run(db, "INSERT INTO kv_store VALUES ('', 'other', 'kept')")
+            await run_sql(db, "INSERT INTO kv_store VALUES ('', 'other', 'kept')")
             async with db.transaction():
                 await db.clear([("crypto_account", ""), ("kv_store", crypto.RECOVERY_WHERE)])
             kept = await db.dump_sum("kv_store", "key = 'other'")
@@ -272,10 +262,10 @@ def test_a_digest_is_the_rows_in_order_whatever_order_they_were_written(host: Ho
     async def go(rows: list[str]) -> tuple[object, int, str]:
         db = await open_db(resolve(BRIDGE, options(host)).db)
         try:
-            await _run(db, "DROP TABLE IF EXISTS ordered")
-            await _run(db, "CREATE TABLE ordered (a INTEGER, b TEXT)")
+            await run_sql(db, "DROP TABLE IF EXISTS ordered")
+            await run_sql(db, "CREATE TABLE ordered (a INTEGER, b TEXT)")
             for row in rows:
-                await _run(db, f"INSERT INTO ordered VALUES {row}")
+                await run_sql(db, f"INSERT INTO ordered VALUES {row}")
             n = await db.dump("ordered", host.root / "ordered.copy")
             return await db.digest("ordered"), n, file_sum(host.root / "ordered.copy")[1]
         finally:
