@@ -94,13 +94,18 @@ def clear_sqlite(t: SqliteTarget) -> None:
         Path(f"{t.path}{suffix}").unlink(missing_ok=True)
 
 
+def _damaged_sql(src: Path, sums: dict[str, str]) -> str | None:
+    """The first schema file that no longer reads back with its recorded sha256."""
+    return next((n for n, sha in sums.items() if file_sum(src / n)[1] != sha), None)
+
+
 def check_files(src: Path, info: dict[str, Any]) -> None:
     """Before a full restore writes anything (its data directory goes back first): every file
     the database will be rebuilt from must still be as verified, or the restore would stop
     half-way with the data directory already replaced."""
-    for name, sha in info.get("sql", {}).items():
-        if file_sum(src / name)[1] != sha:
-            raise ResetError(f"backup file {name} is damaged")
+    damaged = _damaged_sql(src, info.get("sql", {}))
+    if damaged:
+        raise ResetError(f"backup file {damaged} is damaged")
     for rec in info["files"].values():
         if file_sum(src / rec["file"]) != (rec["rows"], rec["sha256"]):
             raise ResetError(f"backup file {rec['file']} is damaged")
@@ -113,9 +118,9 @@ def check_files(src: Path, info: dict[str, Any]) -> None:
 async def restore_db(db: Db, src: Path, info: dict[str, Any]) -> None:
     if not isinstance(db, PgDb):
         return
-    for name, sha in info["sql"].items():
-        if file_sum(src / name)[1] != sha:
-            raise ResetError(f"backup file {name} is damaged; nothing restored.")
+    damaged = _damaged_sql(src, info["sql"])
+    if damaged:  # checked before the data directory went back; this is only a race
+        raise ResetError(f"backup file {damaged} is damaged; nothing restored.")
     schema = info["schema"]
     conn = db.conn
     async with db.transaction():
