@@ -185,7 +185,9 @@ def copy_new(src: Path, dest: Path) -> None:
         try:
             with src.open("rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
-                    os.write(out, chunk)
+                    view = memoryview(chunk)
+                    while view:  # a write may take less than it is given
+                        view = view[os.write(out, view) :]
             os.fchown(out, owner.st_uid, owner.st_gid)
             os.fchmod(out, stat.S_IMODE(os.stat(src).st_mode))
             os.fsync(out)
