@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,3 +175,93 @@ def test_helper_start_finishes_an_interrupted_apply(
         assert ok(ask(helper, "backups", bridge=BRIDGE))["backups"][0]["state"] == state
     finally:
         helper.stop()
+
+
+def test_an_apply_and_its_undo_answer_every_field_audit_and_log_who_confirmed(
+    helper: Running, host: Host, systemd: Systemd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the plugin renders after an apply and after its undo, field by field; the audit
+    line's outcome of each of the four requests; the log line naming who confirmed each
+    change; and the undo's record naming who undid it."""
+    backups = helper.cfg.backup_dir / BRIDGE
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+        plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+        done = ok(confirm(helper, plan))
+        undo = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+        body = {"v": 1, "token": TOKEN, "op": "restore", "bridge": BRIDGE, "backup": plan["id"],
+                "digest": undo["digest"], "requested_by": ADMIN}  # fmt: skip
+        back = ok(helper.ask(body))
+    (record,) = all_for(backups)
+    vars_yml = f'matrix_bridge_mautrix_gmessages_bridge_encryption_pickle_key: "{OLD}"'
+    assert plan["vars_yml"] == vars_yml and plan["pin_steps"]
+    common = {
+        "id": plan["id"], "bridge": BRIDGE, "kind": "apply", "mode": "apply",
+        "created_at": record.created_at, "requested_by": ADMIN,
+        "location": str(backups / plan["id"]), "error": "", "unit": UNIT,
+        "config": str(config_path(host)), "key_to": f'"{OLD}"', "vars_yml": vars_yml,
+        "pin_steps": plan["pin_steps"],
+    }  # fmt: skip
+    assert done == {**common, "state": "done", "source": "",
+                    "steps": ["backup", "verify", "write", "restart"]}  # fmt: skip
+    assert back == {**common, "state": "undone", "source": plan["id"],
+                    "steps": ["backup", "verify", "write", "restart", "put_back"]}  # fmt: skip
+    assert record.state == "undone" and record.undone_by == ADMIN
+
+    audit = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
+    assert [line.split(" result=")[1].split()[0] for line in audit] == [
+        "planned",
+        "done",
+        "planned",
+        "done",
+    ]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == [
+        f"apply to {BRIDGE} confirmed by {ADMIN}",
+        f"undo of apply {plan['id']} to {BRIDGE} confirmed by {ADMIN}",
+    ]
+
+
+def test_an_undo_confirmed_with_a_digest_never_shown_says_its_plan_differs(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    ok(confirm(helper, plan))
+    applied = config_path(host).read_bytes()
+    calls = len(changes(systemd))
+    body = {"v": 1, "token": TOKEN, "op": "restore", "bridge": BRIDGE, "backup": plan["id"],
+            "digest": "0" * 16, "requested_by": ADMIN}  # fmt: skip
+    assert refused(helper.ask(body)) == stale("the restore plan differs")
+    assert config_path(host).read_bytes() == applied and len(changes(systemd)) == calls
+
+
+def test_an_apply_recorded_without_its_pin_still_undoes_and_answers_empty_ones(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    """A record whose `extra` holds no pin (an apply recorded by an earlier helper, a record
+    edited by hand): its undo answers an empty snippet and no steps, never a placeholder."""
+    before = config_path(host).read_bytes()
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    ok(confirm(helper, plan))
+    path = helper.cfg.backup_dir / BRIDGE / plan["id"] / "apply.json"
+    saved = json.loads(path.read_text("utf-8"))
+    assert set(saved["extra"]) == {"vars_yml", "pin_steps"}
+    path.write_text(json.dumps({**saved, "extra": {}}), "utf-8")
+    undo = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+    body = {"v": 1, "token": TOKEN, "op": "restore", "bridge": BRIDGE, "backup": plan["id"],
+            "digest": undo["digest"], "requested_by": ADMIN}  # fmt: skip
+    back = ok(helper.ask(body))
+    assert (back["state"], back["vars_yml"], back["pin_steps"]) == ("undone", "", [])
+    assert config_path(host).read_bytes() == before
+
+
+def test_a_confirmation_seconds_after_the_plan_applies_under_the_plans_id(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    """Ids are stamped to the second: the apply re-plans under the id it showed (the one the
+    plan's undo line names), not a new one, so a confirmation in a later second still matches
+    its digest and records under that id."""
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    time.sleep(1.1)  # the next second's id would differ, and with it the digest
+    done = ok(confirm(helper, plan))
+    assert done["id"] == plan["id"] and done["state"] == "done"
+    assert [r.id for r in all_for(helper.cfg.backup_dir / BRIDGE)] == [plan["id"]]
