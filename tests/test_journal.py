@@ -359,29 +359,35 @@ async def test_a_tool_gets_its_arguments_and_an_empty_stdin(tmp_path, monkeypatc
 
     _tool(tmp_path, "journalctl", 'printf "%s|" "$@"; cat; echo end', monkeypatch)
     out = await run(["journalctl", "-u", "a b", "--x=1"], code="journal_unknown")
-    assert out == Output(0, b"-u|a b|--x=1|end\n", "", False)
+    assert out == Output(0, b"-u|a b|--x=1|end\n", (), False)
 
 
-async def test_the_exit_status_and_the_first_line_of_stderr_are_kept(
-    tmp_path, monkeypatch
-) -> None:
+async def test_the_exit_status_and_every_line_of_stderr_are_kept(tmp_path, monkeypatch) -> None:
     from bridgedoctor.probes.command import Output, run
 
     long = "y" * 300
     _tool(
         tmp_path,
         "systemctl",
-        f"printf 'out'; printf '\\n\\n  first\\n{long}\\n' >&2; exit 3",
+        f"printf 'out'; printf '\\n\\n  first \\n{long}\\n \\n\\tlast' >&2; exit 3",
         monkeypatch,
     )
     out = await run(["systemctl"], code="service_unknown")
-    assert out == Output(3, b"out", "first", False)
-    _tool(tmp_path, "systemctl", f"printf '{long}\\nsecond' >&2; exit 0", monkeypatch)
-    out = await run(["systemctl"], code="service_unknown")
-    assert out == Output(0, b"", "y" * 200, False)
+    assert out == Output(3, b"out", ("first", "y" * 200, "last"), False)
     _tool(tmp_path, "systemctl", "printf 'bad \\377 byte' >&2", monkeypatch)
     out = await run(["systemctl"], code="service_unknown")
-    assert out == Output(0, b"", "bad \ufffd byte", False)
+    assert out == Output(0, b"", ("bad \ufffd byte",), False)
+
+
+def test_how_a_tool_ended_in_words() -> None:
+    from bridgedoctor.probes.command import ended
+
+    assert [ended(n) for n in (0, 3, 255, -9)] == [
+        "exit status 0",
+        "exit status 3",
+        "exit status 255",
+        "killed by signal 9",
+    ]
 
 
 async def test_output_of_exactly_the_bound_is_not_cut(tmp_path, monkeypatch) -> None:
@@ -475,7 +481,7 @@ async def test_a_child_holding_stderr_open_does_not_hold_the_answer(tmp_path, mo
     )
     started = time.monotonic()
     out = await run(["systemctl"], code="service_unknown", timeout=20)
-    assert out == Output(0, b"done\n", "warned", False)
+    assert out == Output(0, b"done\n", ("warned",), False)
     assert time.monotonic() - started < 15
 
 
@@ -490,10 +496,10 @@ async def test_a_tool_that_says_much_on_stderr_is_not_stalled(tmp_path, monkeypa
         monkeypatch,
     )
     out = await run(["journalctl"], code="journal_unknown", timeout=20)
-    assert out == Output(0, b"answered\n", "first", False)
+    assert out == Output(0, b"answered\n", ("first", "x" * 200), False)
     _tool(tmp_path, "journalctl", "head -c 5000 /dev/zero | tr '\\0' x >&2", monkeypatch)
     out = await run(["journalctl"], code="journal_unknown")
-    assert out == Output(0, b"", "x" * 200, False)
+    assert out == Output(0, b"", ("x" * 200,), False)
 
 
 # ---- service: systemctl show, field by field ------------------------------------------------
@@ -623,10 +629,12 @@ async def test_an_answer_is_read_to_64_kib_a_unit(tmp_path, monkeypatch) -> None
     """Past the bound the answer is cut (and systemctl killed): could not determine, however
     the cut reads (the tool may or may not have exited before the kill)."""
     _systemctl(tmp_path, monkeypatch, _padded("x.service"))
-    alone = await service.show("x.service")
-    assert isinstance(alone, ProbeError) and alone.code == "service_unknown"
-    (fleet,) = (await service.show_many(["x.service"])).values()
-    assert isinstance(fleet, ProbeError) and fleet.code == "service_unknown"
+    cut = ProbeError(
+        "service_unknown",
+        "systemctl show x.service did not answer completely: its answer passed 64 KiB and was cut.",
+    )
+    assert await service.show("x.service") == cut
+    assert await service.show_many(["x.service"]) == {"x.service": cut}
     # Two units may take 128 KiB: one long block is read whole.
     _systemctl(
         tmp_path,
@@ -637,6 +645,89 @@ async def test_an_answer_is_read_to_64_kib_a_unit(tmp_path, monkeypatch) -> None
     states = await service.show_many(["a.service", "b.service"])
     a = states["a.service"]
     assert not isinstance(a, ProbeError) and a.sub_state == "running"
+
+
+# A block whose states come first and whose NRestarts lies past the bound of two units.
+_LONG_BLOCK = (
+    "printf 'Id=%s\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\n"
+    'Description=%s\\nNRestarts=7\\n\' "$1" "$(head -c 140000 /dev/zero | tr \'\\0\' x)"'
+)
+
+
+async def test_a_cut_answer_is_never_read_as_a_state(tmp_path, monkeypatch) -> None:
+    """systemctl gone with status 0 before the cut (here its child writes the answer): the
+    states before the cut are there, NRestarts is not. Not a running unit that never
+    restarted: it did not answer completely, whatever its exit status. The same in a fleet
+    for the unit whose block was cut, while the blocks before it stand."""
+    _systemctl(
+        tmp_path,
+        monkeypatch,
+        f"long() {{ {_LONG_BLOCK}; }}\n"
+        'if [ "$3" = b.service ]; then\n'
+        "  (printf 'Id=a.service\\nLoadState=loaded\\nActiveState=active\\nSubState=a\\n\\n'"
+        "; long b.service) &\n"
+        "else (long $2) & fi\n"
+        "exit 0",
+    )
+    cut = ProbeError(
+        "service_unknown",
+        "systemctl show b.service did not answer completely: its answer passed 64 KiB and was cut.",
+    )
+    for _ in range(3):  # the exit status is a race, the outcome is not
+        assert await service.show("b.service") == cut
+        states = await service.show_many(["a.service", "b.service"])
+        a = states["a.service"]
+        assert not isinstance(a, ProbeError) and a.sub_state == "a"
+        assert states["b.service"] == cut
+
+
+async def test_a_systemctl_killed_part_way_did_not_answer_completely(
+    tmp_path, monkeypatch
+) -> None:
+    """Killed in the middle of a state (the OOM killer, say): not "exit status -9", and not a
+    unit in state "runn". In a fleet the whole blocks before stand and the unit of the cut one
+    is asked alone."""
+    log = _systemctl(
+        tmp_path,
+        monkeypatch,
+        'if [ "$3" = b.service ] || [ -e ' + str(tmp_path / "kill") + " ]; then\n"
+        "  printf 'Id=a.service\\nLoadState=loaded\\nActiveState=active\\nSubState=a\\n\\n"
+        "Id=b.service\\nLoadState=loaded\\nActiveState=active\\nSubState=runn'\n"
+        "  kill -9 $$\n"
+        "fi\n"
+        "printf 'Id=%s\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\n' $2",
+    )
+    states = await service.show_many(["a.service", "b.service"])
+    assert {u: getattr(s, "sub_state", s) for u, s in states.items()} == {
+        "a.service": "a",
+        "b.service": "running",
+    }
+    assert [c.split(" --")[0] for c in log.read_text().splitlines()] == [
+        "show a.service b.service",
+        "show b.service",
+    ]
+    (tmp_path / "kill").touch()
+    assert await service.show("b.service") == ProbeError(
+        "service_unknown",
+        "systemctl show b.service did not answer completely: it was killed by signal 9.",
+    )
+
+
+async def test_a_failing_systemctl_says_its_last_word(tmp_path, monkeypatch) -> None:
+    """systemd's tools warn first and say what went wrong last."""
+    _systemctl(
+        tmp_path,
+        monkeypatch,
+        "echo 'Warning: something minor' >&2; echo 'Failed to connect to bus: Host is down' >&2"
+        "; exit 1",
+    )
+    why = "Failed to connect to bus: Host is down"
+    assert await service.show("x.service") == ProbeError(
+        "service_unknown", f"systemctl show x.service failed: {why}"
+    )
+    assert await service.show_many(["a.service"]) == {
+        "a.service": ProbeError("service_unknown", f"systemctl show a.service failed: {why}")
+    }
 
 
 async def test_a_fleet_without_systemctl_could_not_determine_each(monkeypatch) -> None:
@@ -911,6 +1002,66 @@ async def test_journalctl_that_warns_and_answers_is_an_answer(tmp_path, monkeypa
     assert not isinstance(got, ProbeError) and [e.message for e in got[0]] == ["a"]
 
 
+# journalctl 252's own words (src/shared/journal-util.c), warnings before the verdict.
+_SKIPPED = (
+    "Journal file /var/log/journal/0f/system@0005-0001.journal~ is truncated, ignoring file.\\n"
+    "Journal file /var/log/journal/0f/user-1000.journal corrupted, ignoring file.\\n"
+)
+_HINT = (
+    "Hint: You are currently not seeing messages from other users and the system.\\n"
+    "      Users in groups 'adm', 'systemd-journal' can see all messages.\\n"
+    "      Pass -q to turn off this notice.\\n"
+)
+_DENIED = "No journal files were opened due to insufficient permissions."
+
+
+@pytest.mark.parametrize(
+    ("said", "status", "why"),
+    [
+        # Whatever comes first, the access diagnosis is the reason.
+        (_SKIPPED + _DENIED + "\\n", 1, _DENIED),
+        (_HINT + _DENIED + "\\n" + _SKIPPED, 1, _DENIED),
+        # The hint alone, with an answer: the system's messages, the bridge's among them, are
+        # hidden; "no lines" would be a wrong answer.
+        (
+            _SKIPPED + _HINT,
+            0,
+            "Hint: You are currently not seeing messages from other users and the system.",
+        ),
+        # Otherwise a failing journalctl's reason is its last word, not a warning before it.
+        (
+            _SKIPPED + "Failed to add match x: Invalid argument\\n",
+            1,
+            "Failed to add match x: Invalid argument",
+        ),
+    ],
+)
+async def test_every_line_journalctl_says_is_read_for_why(
+    tmp_path, monkeypatch, said: str, status: int, why: str
+) -> None:
+    _journalctl(tmp_path, monkeypatch, [{"MESSAGE": "a"}], f"printf '{said}' >&2; exit {status}")
+    assert await journal.entries("x.service") == ProbeError(
+        "journal_unknown", f"journalctl -u x.service failed: {why}"
+    )
+
+
+async def test_journalctl_warnings_about_files_it_skips_are_harmless(
+    tmp_path, monkeypatch
+) -> None:
+    _journalctl(tmp_path, monkeypatch, [{"MESSAGE": "a"}], f"printf '{_SKIPPED}' >&2")
+    got = await journal.entries("x.service")
+    assert not isinstance(got, ProbeError) and [e.message for e in got[0]] == ["a"]
+
+
+async def test_a_journalctl_killed_after_a_warning_says_it_was_killed(
+    tmp_path, monkeypatch
+) -> None:
+    _journalctl(tmp_path, monkeypatch, [{"MESSAGE": "a"}], f"printf '{_SKIPPED}' >&2; kill -9 $$")
+    assert await journal.entries("x.service") == ProbeError(
+        "journal_unknown", "journalctl -u x.service failed: killed by signal 9"
+    )
+
+
 async def test_a_hanging_journalctl_is_bounded(tmp_path, monkeypatch) -> None:
     _journalctl(tmp_path, monkeypatch, [], "sleep 5")
     assert await journal.entries("x.service", timeout=0.5) == ProbeError(
@@ -1027,9 +1178,9 @@ async def test_only_the_first_4_kib_of_stderr_are_looked_at(tmp_path, monkeypatc
         f"cat {tmp_path}/a >&2; sleep 0.3; cat {tmp_path}/b >&2",
         monkeypatch,
     )
-    assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", "", False)
+    assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", (), False)
     _tool(tmp_path, "journalctl", f"cat {tmp_path}/c >&2", monkeypatch)
-    assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", "i", False)
+    assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", ("i",), False)
 
 
 async def test_a_child_that_left_the_tools_group_does_not_hold_a_timeout(

@@ -29,10 +29,20 @@ _ENV = {
 
 @dataclass(frozen=True)
 class Output:
-    returncode: int
+    returncode: int  # negative: killed by that signal
     stdout: bytes
-    stderr: str  # first line only: enough to say why
+    # Every line the tool said on stderr within its first 4 KiB, blank ones left out, each cut
+    # to 200 characters: systemd's tools may warn first (a journal file they skip) and say
+    # what went wrong last.
+    stderr: tuple[str, ...]
     truncated: bool  # stdout hit the byte bound; the rest was not read
+
+
+def ended(returncode: int) -> str:
+    """How a tool ended, in words ("exit status 3", "killed by signal 9")."""
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
 async def run(
@@ -124,8 +134,9 @@ async def run(
     finally:
         loop.remove_reader(err_read)
         os.close(err_read)
-    first = bytes(said).decode("utf-8", "replace").strip().splitlines()
-    return Output(proc.returncode or 0, out, first[0][:200] if first else "", truncated)
+    text = bytes(said).decode("utf-8", "replace").splitlines()
+    lines = tuple(line.strip()[:200] for line in text if line.strip())
+    return Output(proc.returncode or 0, out, lines, truncated)
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .. import logline
 from ..facts import JournalFacts, LogLine, ProbeError, ServiceFacts
-from .command import run
+from .command import ended, run
 from .service import now_mono
 
 MAX_ENTRIES = 400
@@ -52,11 +52,17 @@ _SIGNAL_NUMBERS = {
     "TERM": 15,
 }
 CODE = "journal_unknown"
-# journalctl says these on stderr and still exits 0.
+# journalctl's words for a journal it cannot read (src/shared/journal-util.c): it may still
+# exit 0, and they need not come first: the multi-line "Hint: You are currently not seeing
+# messages from other users and the system." (the unit's lines are among those hidden), and
+# warnings about single journal files it skips ("Journal file ... corrupted, ignoring file."),
+# which alone are harmless. --quiet silences the hint and "No journal files were found." in
+# systemd 252, not in every version or wrapper. The first sentence said, in this order, is why.
 _NO_ACCESS = (
     "No journal files were found",
     "insufficient permissions",
     "No journal files were opened",
+    "You are currently not seeing messages from",
 )
 
 
@@ -162,8 +168,13 @@ async def entries(
     )
     if isinstance(out, ProbeError):
         return out
-    if any(s in out.stderr for s in _NO_ACCESS) or (out.returncode != 0 and not out.truncated):
-        why = out.stderr or f"exit status {out.returncode}"
+    # Every line said: an access diagnosis after a warning still counts. Otherwise a failing
+    # journalctl says what went wrong last; a killed one said nothing about why. A cut
+    # answer's exit status is whatever the race with our kill left: not a failure.
+    why = next((line for s in _NO_ACCESS for line in out.stderr if s in line), None)
+    if why is None and out.returncode != 0 and not out.truncated:
+        why = out.stderr[-1] if out.stderr and out.returncode > 0 else ended(out.returncode)
+    if why is not None:
         return ProbeError(CODE, f"journalctl -u {unit} failed: {why}")
     found = [e for e in (decode(raw) for raw in out.stdout.splitlines()) if e is not None]
     if found and found[-1].boot:

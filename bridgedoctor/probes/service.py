@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from ..facts import ProbeError, ServiceFacts
-from .command import DEFAULT_TIMEOUT, Output, run
+from .command import DEFAULT_TIMEOUT, Output, ended, run
 
 PROPERTIES = (
     "Id",
@@ -29,6 +29,7 @@ PROPERTIES = (
 # ExecMainCode is the waitid() si_code: CLD_EXITED, CLD_KILLED, CLD_DUMPED.
 _EXIT_CODES = {"1": "exited", "2": "killed", "3": "dumped"}
 CODE = "service_unknown"
+MAX_BYTES = 64 * 1024  # a unit's answer: a few hundred bytes in practice
 
 
 def now_mono() -> int:
@@ -73,7 +74,7 @@ async def show(unit: str, *, timeout: float = DEFAULT_TIMEOUT) -> ServiceFacts |
         ["systemctl", "show", unit, "--no-pager", f"--property={','.join(PROPERTIES)}"],
         code=CODE,
         timeout=timeout,
-        max_bytes=64 * 1024,
+        max_bytes=MAX_BYTES,
     )
     if isinstance(out, ProbeError):
         return out
@@ -85,21 +86,24 @@ async def show_many(
 ) -> dict[str, ServiceFacts | ProbeError]:
     """Several units' states from one `systemctl show` (a fleet check starts one process, not
     one per bridge). systemctl answers one block per unit, each with its Id; a unit without
-    a block of its own is asked alone."""
+    a block of its own is asked alone, and so is the unit of the last block of an answer cut
+    short or killed part-way (that block may end anywhere)."""
     if not units:
         return {}
     out = await run(
         ["systemctl", "show", *units, "--no-pager", f"--property={','.join(PROPERTIES)}"],
         code=CODE,
         timeout=timeout,
-        max_bytes=64 * 1024 * len(units),
+        max_bytes=MAX_BYTES * len(units),
     )
     if isinstance(out, ProbeError):
         return dict.fromkeys(units, out)
-    if out.returncode != 0:
+    if out.returncode > 0 and not out.truncated:  # refused: the same for every unit
         return {unit: _answer(unit, out) for unit in units}
     now = now_mono()
     blocks = out.stdout.decode("utf-8", "replace").split("\n\n")
+    if not _whole(out):
+        blocks.pop()
     answers: dict[str, ServiceFacts | ProbeError] = {}
     for block in blocks:
         ident = next((line[3:] for line in block.splitlines() if line.startswith("Id=")), "")
@@ -111,8 +115,24 @@ async def show_many(
     return answers
 
 
+def _whole(out: Output) -> bool:
+    """Not cut at the byte bound, nor of a systemctl killed part-way. An answer that is not
+    whole is never parsed: its properties may stop anywhere (a state cut mid-word, NRestarts
+    not yet said). Cut, its exit status is whatever the race with the kill left (0, -9, or
+    asyncio's 255), so the cut is told by the bytes alone."""
+    return not out.truncated and out.returncode >= 0
+
+
 def _answer(unit: str, out: Output) -> ServiceFacts | ProbeError:
+    if not _whole(out):
+        how = (
+            f"its answer passed {MAX_BYTES // 1024} KiB and was cut"
+            if out.truncated
+            else f"it was {ended(out.returncode)}"
+        )
+        return ProbeError(CODE, f"systemctl show {unit} did not answer completely: {how}.")
     if out.returncode != 0:
-        why = out.stderr or f"exit status {out.returncode}"
+        # systemd's tools say what went wrong last, after any warning.
+        why = out.stderr[-1] if out.stderr else ended(out.returncode)
         return ProbeError(CODE, f"systemctl show {unit} failed: {why}")
     return parse(unit, out.stdout.decode("utf-8", "replace"), now_mono())
