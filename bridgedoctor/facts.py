@@ -16,8 +16,9 @@ Layout = Literal["bridgev2", "legacy-go", "python"]
 @dataclass(frozen=True)
 class UnitFacts:
     path: Path
-    image: str | None = None
+    image: str | None = None  # the name: registry (with its port) and path
     tag: str | None = None
+    digest: str | None = None  # "sha256:<64 hex>" for an image pinned by content
     config_dir: Path | None = None  # host side of the dst=/config mount, re-rooted
     data_dir: Path | None = None
     config_read_only: bool = False

@@ -511,6 +511,59 @@ def test_no_image_without_a_docker_create(tmp_path: Path, line: str) -> None:
     assert _unit_facts(tmp_path, "[Service]\n" + line) == UnitFacts(path=tmp_path / "x.service")
 
 
+SHA = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_an_mdad_unit_pinning_a_digest_is_read_field_by_field(tmp_path: Path) -> None:
+    """A version pinned as `tag@digest` in vars.yml: MDAD writes `image:tag@sha256:...`."""
+    got = _unit_facts(tmp_path, mdad.render_unit("gmessages", image_tag=f"v0.2608.0@{SHA}"))
+    assert (got.image, got.tag, got.digest) == ("dock.mau.dev/mautrix/gmessages", "v0.2608.0", SHA)
+    assert got.config_dir == tmp_path / "root" / "mautrix-gmessages" / "config"
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (
+            f"docker.io/dock.mau.dev/mautrix/gmessages@{SHA}",
+            ("docker.io/dock.mau.dev/mautrix/gmessages", None, SHA),
+        ),
+        (f"reg.example:5000/a/b:v3@{SHA}", ("reg.example:5000/a/b", "v3", SHA)),
+        (f"reg.example:5000/a/b@{SHA}", ("reg.example:5000/a/b", None, SHA)),
+        ("reg.example:5000/a/b:v3", ("reg.example:5000/a/b", "v3", None)),
+        ("a/b@sha512:" + "f" * 128, ("a/b", None, "sha512:" + "f" * 128)),
+    ],
+)
+def test_an_image_pinned_by_tag_digest_or_both(
+    tmp_path: Path, image: str, expected: tuple
+) -> None:
+    got = _unit_facts(
+        tmp_path,
+        "[Service]\nExecStartPre=/usr/bin/env docker create --rm --env URL=http://h:80/a:b "
+        f"{image} /usr/bin/b --x y/z:1\n",
+    )
+    assert (got.image, got.tag, got.digest) == expected
+
+
+@pytest.mark.parametrize(
+    "word",
+    [
+        "a/b@latest",  # not a digest
+        "a/b@sha256:",  # no digest value
+        "a/b@SHA256:abc",  # the algorithm is lower case
+        "a/b@sha256:ab/c",
+        "a/b:",  # an empty tag
+        "reg.example:5000/a/b",  # untagged: the port is no tag
+        "x=y/a:b",  # an assignment, not an image
+        "ab@sha256:" + "0" * 64,  # no path
+    ],
+)
+def test_words_that_are_no_pinned_image(word: str) -> None:
+    from bridgedoctor.probes.host import image_reference
+
+    assert image_reference(word) is None
+
+
 def test_a_unit_that_cannot_be_read_or_is_not_utf8(tmp_path: Path) -> None:
     from bridgedoctor.probes.host import read_unit
 

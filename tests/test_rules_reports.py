@@ -242,3 +242,18 @@ def test_report(name: str, utc: None) -> None:
 
 def test_every_expected_report_has_its_scenario() -> None:
     assert sorted(json.loads(EXPECTED.read_text("utf-8"))) == sorted(SCENARIOS)
+
+
+def test_an_image_pinned_by_digest_is_shown_with_the_digest_cut_short() -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    shown = {
+        (tag, d): with_facts(unit=replace(UNIT, tag=tag, digest=d)).facts.get("image")
+        for tag in ("v0.2608.0", None)
+        for d in (digest, None)
+    }
+    assert shown == {
+        ("v0.2608.0", digest): "dock.mau.dev/mautrix/whatsapp:v0.2608.0@sha256:0123456789ab",
+        (None, digest): "dock.mau.dev/mautrix/whatsapp@sha256:0123456789ab",
+        ("v0.2608.0", None): "dock.mau.dev/mautrix/whatsapp:v0.2608.0",
+        (None, None): None,
+    }

@@ -13,6 +13,8 @@ MDAD_ROOT = PurePosixPath("/matrix")
 _WORD_RE = re.compile(r"""(?:[^\s'"\\]+|'[^']*'|"(?:[^"\\]|\\.)*"|\\.)+""")
 _QUOTING_RE = re.compile(r"""\\(.)|["']""")
 _MOUNT_RE = re.compile(r"--mount[= ]type=bind,src=([^,\s]+),dst=([^,\s]+)(,ro)?")
+# An image's content digest (the OCI image spec's grammar): "sha256:" and 64 hex digits.
+_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 
 def reroot(path: str, root: Path) -> Path:
@@ -40,6 +42,23 @@ def _unquote(word: str) -> str:
     return _QUOTING_RE.sub(lambda m: m.group(1) or "", word)
 
 
+def image_reference(word: str) -> tuple[str, str | None, str | None] | None:
+    """(name, tag, digest) of an image pinned by tag, digest or both:
+    `[registry[:port]/]path[:tag][@digest]`, e.g. `reg:5000/a/b:v1@sha256:...`. None for a
+    word that is no such reference (no `/`, neither tag nor digest, an `=`, a bad digest)."""
+    name, at, digest = word.partition("@")
+    if (at and not _DIGEST_RE.fullmatch(digest)) or "/" not in name or "=" in name:
+        return None
+    # A colon after the last slash starts the tag; one before it is the registry's port.
+    colon = name.rfind(":")
+    tag = None
+    if colon > name.rfind("/"):
+        name, tag = name[:colon], name[colon + 1 :]
+    if not (tag or digest):
+        return None
+    return name, tag or None, digest or None
+
+
 def read_unit(path: Path, root: Path) -> UnitFacts | None:
     try:
         text = path.read_text("utf-8", errors="replace")
@@ -56,19 +75,21 @@ def read_unit(path: Path, root: Path) -> UnitFacts | None:
             config_dir, config_ro = reroot(src, root), bool(ro)
         elif dst == "/data":
             data_dir = reroot(src, root)
-    image = tag = None
+    image = tag = digest = None
     for line in flat.splitlines():
         if "docker" not in line or " create " not in f" {line} ":
             continue
         words = _WORD_RE.findall(line.split("=", 1)[1] if line.startswith("ExecStart") else line)
         for w in map(_unquote, words):
-            if not w.startswith("-") and "/" in w and ":" in w.rsplit("/", 1)[-1]:
-                image, tag = w.rsplit(":", 1)
+            ref = None if w.startswith("-") else image_reference(w)
+            if ref is not None:
+                image, tag, digest = ref
                 break
     return UnitFacts(
         path=path,
         image=image,
         tag=tag,
+        digest=digest,
         config_dir=config_dir,
         data_dir=data_dir,
         config_read_only=config_ro,

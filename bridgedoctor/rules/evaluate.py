@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..facts import BridgeFacts, ConfigFacts, ProbeError, ServiceFacts
+from ..facts import BridgeFacts, ConfigFacts, ProbeError, ServiceFacts, UnitFacts
 from ..findings import BridgeReport, Finding
 from . import config, database, logs, registration, service, verdict
 from .context import RuleContext
@@ -54,6 +54,19 @@ def _file_findings(facts: BridgeFacts, ctx: RuleContext, report: BridgeReport) -
     return out + database.db_findings(spec, cfg, db, ctx, report, facts.scan)
 
 
+def shown_image(unit: UnitFacts) -> str | None:
+    """The image the unit pins as shown to the admin, its digest cut to 12 digits (enough to
+    tell builds apart); None when it pins neither tag nor digest."""
+    if unit.image is None or not (unit.tag or unit.digest):
+        return None
+    algorithm, _, value = (unit.digest or "").partition(":")
+    return (
+        unit.image
+        + (f":{unit.tag}" if unit.tag else "")
+        + (f"@{algorithm}:{value[:12]}" if unit.digest else "")
+    )
+
+
 def evaluate(facts: BridgeFacts, ctx: RuleContext) -> BridgeReport:
     spec = facts.spec
     report = BridgeReport(bridge=spec.name)
@@ -64,8 +77,9 @@ def evaluate(facts: BridgeFacts, ctx: RuleContext) -> BridgeReport:
     )
     found: list[Finding] = []
     if facts.unit is not None:
-        if facts.unit.tag:
-            report.facts["image"] = f"{facts.unit.image}:{facts.unit.tag}"
+        image = shown_image(facts.unit)
+        if image:
+            report.facts["image"] = image
     else:
         found.append(service.unit_missing(spec))
     state = _service_fact(facts)

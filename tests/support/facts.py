@@ -164,7 +164,11 @@ def facts(
     return BridgeFacts(
         spec=spec,
         base_dir=ROOT / spec.dirname,
-        unit=UnitFacts(path=Path(f"/etc/systemd/system/{spec.service}.service"), tag="v0.2608.0"),
+        unit=UnitFacts(
+            path=Path(f"/etc/systemd/system/{spec.service}.service"),
+            image=spec.image,
+            tag="v0.2608.0",
+        ),
         config=cfg if cfg is not None else config(bridge),
         db=db,
         service=svc,
