@@ -265,3 +265,20 @@ def test_a_confirmation_seconds_after_the_plan_applies_under_the_plans_id(
     done = ok(confirm(helper, plan))
     assert done["id"] == plan["id"] and done["state"] == "done"
     assert [r.id for r in all_for(helper.cfg.backup_dir / BRIDGE)] == [plan["id"]]
+
+
+def test_a_listing_holds_applies_and_resets_in_the_order_they_were_made(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    plan = ok(ask(helper, "apply_plan", bridge=BRIDGE))
+    ok(confirm(helper, plan))
+    reset = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    body = {"v": 1, "token": TOKEN, "op": "reset", "bridge": BRIDGE, "mode": "crypto",
+            "plan": reset["id"], "digest": reset["digest"], "requested_by": ADMIN}  # fmt: skip
+    ok(helper.ask(body))
+    assert plan["id"] < reset["id"]
+    listing = ok(ask(helper, "backups", bridge=BRIDGE))["backups"]
+    assert [(b["id"], b["kind"], b["mode"]) for b in listing] == [
+        (plan["id"], "apply", "apply"),
+        (reset["id"], "reset", "crypto"),
+    ]

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from bridgedoctor.protocol import MAX_RESPONSE_BYTES
 from bridgedoctor.reset.manifest import Manifest, all_for
 from tests.support.fleet import Host
 from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, state
+from tests.support.store import StoreSpec
 from tests.test_helper_server import TOKEN, Running, answer, make_config, sockdir
 from tests.test_reset import CRYPTO_GONE, deploy, engine
 from tests.test_reset_faults import cli
@@ -459,3 +461,91 @@ def test_a_client_that_stops_reading_is_given_up_after_read_timeout(
     finally:
         client.close()
         r.stop()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_reset_and_its_restore_answer_every_field_audit_and_log_who_confirmed(
+    helper: Running, host: Host, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the plugin renders after a reset, a listing and a restore, field by field; each
+    request's audit outcome; the log line naming who confirmed each change. A restore's own
+    record is not listed, and a reset after it still is."""
+    backups = helper.cfg.backup_dir / BRIDGE
+    with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+        plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+        done = ok(run_plan(helper, plan))
+        listed = ok(ask(helper, "backups", bridge=BRIDGE))
+        rplan = ok(ask(helper, "restore_plan", bridge=BRIDGE, backup=plan["id"]))
+        back = ok(run_plan(helper, rplan))
+    reset, restore = all_for(backups)
+    assert (reset.id, restore.kind) == (plan["id"], "restore")
+    common = {"bridge": BRIDGE, "mode": "crypto", "state": "done", "requested_by": ADMIN,
+              "error": ""}  # fmt: skip
+    summary = {**common, "id": plan["id"], "kind": "reset", "created_at": reset.created_at,
+               "location": str(backups / plan["id"]), "source": "",
+               "steps": ["stop", "backup", "verify", "apply", "start"]}  # fmt: skip
+    assert done == {**summary, "after": plan["after"]} and plan["after"]
+    assert listed == {"bridge": BRIDGE, "backups": [summary], "recovered": []}
+    assert back == {**common, "id": restore.id, "kind": "restore",
+                    "created_at": restore.created_at, "location": str(backups / plan["id"]),
+                    "source": plan["id"], "steps": ["stop", "restore_db", "start"]}  # fmt: skip
+    assert back["id"] != plan["id"]
+
+    audit = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
+    assert [line.split(" result=")[1].split(" ms=")[0] for line in audit] == [
+        "planned",
+        "done",
+        "1 backups",
+        "planned",
+        "done",
+    ]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == [
+        f"reset of {BRIDGE} (crypto) confirmed by {ADMIN}",
+        f"restore of {BRIDGE} from {plan['id']} confirmed by {ADMIN}",
+    ]
+
+    again = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="full"))
+    assert again["mode"] == "full" and again["id"].split("-")[1].startswith("full")
+    ok(run_plan(helper, again))
+    listed = ok(ask(helper, "backups", bridge=BRIDGE))["backups"]
+    assert [(b["id"], b["mode"]) for b in listed] == [
+        (plan["id"], "crypto"),
+        (again["id"], "full"),
+    ]
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_listing_one_bridges_backups_finishes_only_its_own(
+    host: Host, systemd: Systemd, sockdir: Path
+) -> None:
+    """A reset of gmessages interrupted on the host: listing whatsapp's backups neither
+    finishes it nor reports it; listing gmessages' does both."""
+    host.add("whatsapp", StoreSpec("whatsapp"), engine="sqlite")
+    r = Running(make_config(host, sockdir, allow_reset=True))
+    try:
+        assert cli(host.args(), r.cfg.backup_dir, "reset", BRIDGE, "--yes", crash="apply") == 137
+        other = ok(ask(r, "backups", bridge="whatsapp"))
+        assert other == {"bridge": "whatsapp", "backups": [], "recovered": []}
+        (m,) = all_for(r.cfg.backup_dir / BRIDGE)
+        assert m.state == "backed_up" and systemd.get(RESET_UNIT) == "inactive"
+        listed = ok(ask(r, "backups", bridge=BRIDGE))
+        assert [b["state"] for b in listed["backups"]] == ["done"]
+        assert len(listed["recovered"]) == 1 and "was finished: done" in listed["recovered"][0]
+    finally:
+        r.stop()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_plan_id_with_a_counter_still_names_its_mode(helper: Running, host: Host) -> None:
+    """A second plan in the same second gets `.2` after its mode: its confirmation is still
+    a crypto reset's (the id's kind is read before the counter)."""
+    backups = helper.cfg.backup_dir / BRIDGE
+    now = datetime.now(timezone.utc)
+    for s in range(8):  # the base ids of the next seconds, taken (directories, no manifest)
+        stamp = (now + timedelta(seconds=s)).strftime("%Y%m%dT%H%M%SZ")
+        (backups / f"{stamp}-crypto").mkdir(parents=True, exist_ok=True)
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    assert plan["id"].endswith("-crypto.2")
+    done = ok(run_plan(helper, plan))
+    assert (done["id"], done["mode"], done["state"]) == (plan["id"], "crypto", "done")
