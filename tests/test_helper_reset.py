@@ -549,3 +549,29 @@ def test_a_plan_id_with_a_counter_still_names_its_mode(helper: Running, host: Ho
     assert plan["id"].endswith("-crypto.2")
     done = ok(run_plan(helper, plan))
     assert (done["id"], done["mode"], done["state"]) == (plan["id"], "crypto", "done")
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_confirmation_seconds_after_the_plan_resets_under_the_plans_id(
+    helper: Running, host: Host
+) -> None:
+    """Ids are stamped to the second: the reset re-plans under the id it showed, so a
+    confirmation in a later second still matches its digest and records under that id."""
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    time.sleep(1.1)  # the next second's id would differ, and with it the digest
+    done = ok(run_plan(helper, plan))
+    assert (done["id"], done["state"]) == (plan["id"], "done")
+    assert [m.id for m in all_for(helper.cfg.backup_dir / BRIDGE)] == [plan["id"]]
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_reset_confirmed_with_a_digest_never_shown_says_its_plan_differs(
+    helper: Running, host: Host, systemd: Systemd
+) -> None:
+    plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
+    before = state(host, BRIDGE)
+    message = refused(run_plan(helper, {**plan, "digest": "0" * 16}))
+    assert message == stale("its plan differs")
+    assert state(host, BRIDGE) == before
+    assert not [c for c in systemd.calls() if c.startswith(("stop", "start"))]
+    assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()

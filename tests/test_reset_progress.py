@@ -122,6 +122,22 @@ def test_helper_sends_progress_lines_before_the_answer(helper, host: Host) -> No
     assert run_plan(helper, rplan)["ok"] is True
 
 
+def test_a_restore_over_the_socket_sends_its_progress_too(helper, host: Host) -> None:  # noqa: F811
+    plan = helper.ask({"v": 1, "token": TOKEN, "op": "reset_plan", "bridge": RESET_BRIDGE,
+                       "mode": "crypto"})["result"]  # fmt: skip
+    assert run_plan(helper, plan)["ok"] is True
+    rplan = helper.ask({"v": 1, "token": TOKEN, "op": "restore_plan", "bridge": RESET_BRIDGE,
+                        "backup": plan["id"]})["result"]  # fmt: skip
+    body = {"v": 1, "token": TOKEN, "op": "restore", "bridge": RESET_BRIDGE,
+            "backup": plan["id"], "digest": rplan["digest"], "requested_by": ADMIN,
+            "progress": True}  # fmt: skip
+    *progress, answer = [
+        json.loads(x) for x in helper.raw(json.dumps(body).encode() + b"\n").splitlines()
+    ]
+    assert answer["ok"] is True and answer["result"]["kind"] == "restore"
+    assert [p["progress"]["step"] for p in progress] == list(RESTORE_STEPS["crypto"])
+
+
 def test_a_step_says_what_it_does_in_words() -> None:
     seen: list[dict[str, Any]] = []
     report = progress_mod.Progress(seen.append)
