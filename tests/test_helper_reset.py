@@ -542,7 +542,7 @@ def test_a_plan_id_with_a_counter_still_names_its_mode(helper: Running, host: Ho
     a crypto reset's (the id's kind is read before the counter)."""
     backups = helper.cfg.backup_dir / BRIDGE
     now = datetime.now(timezone.utc)
-    for s in range(8):  # the base ids of the next seconds, taken (directories, no manifest)
+    for s in range(60):  # the base ids of the next minute, taken (directories, no manifest)
         stamp = (now + timedelta(seconds=s)).strftime("%Y%m%dT%H%M%SZ")
         (backups / f"{stamp}-crypto").mkdir(parents=True, exist_ok=True)
     plan = ok(ask(helper, "reset_plan", bridge=BRIDGE, mode="crypto"))
