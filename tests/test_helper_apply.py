@@ -214,7 +214,11 @@ def test_an_apply_and_its_undo_answer_every_field_audit_and_log_who_confirmed(
         "planned",
         "done",
     ]
-    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    said = [
+        m.getMessage()
+        for m in caplog.records
+        if (m.name, m.levelno) == ("bridgedoctor.helper", logging.WARNING)
+    ]
     assert said == [
         f"apply to {BRIDGE} confirmed by {ADMIN}",
         f"undo of apply {plan['id']} to {BRIDGE} confirmed by {ADMIN}",

@@ -499,7 +499,11 @@ def test_a_reset_and_its_restore_answer_every_field_audit_and_log_who_confirmed(
         "planned",
         "done",
     ]
-    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    said = [
+        m.getMessage()
+        for m in caplog.records
+        if (m.name, m.levelno) == ("bridgedoctor.helper", logging.WARNING)
+    ]
     assert said == [
         f"reset of {BRIDGE} (crypto) confirmed by {ADMIN}",
         f"restore of {BRIDGE} from {plan['id']} confirmed by {ADMIN}",
