@@ -126,7 +126,11 @@ def test_a_locked_store_is_given_up_and_the_child_killed(store: Path) -> None:
         started = time.monotonic()
         result = asyncio.run(sqlite_read.probe(store, store.parents[1], timeout=1.0))
         assert time.monotonic() - started < 4
-        assert isinstance(result, ProbeError) and "took longer than 1 s" in result.message
+        assert result == ProbeError(
+            "db_unreachable",
+            f"reading {store} took longer than 1 s and was stopped (a FIFO or a file system "
+            "that hangs?).",
+        )
         (server,) = children()
         assert _reaped(server)  # killed and reaped by the server at our word
     finally:
@@ -856,3 +860,209 @@ def test_a_server_that_stops_answering_is_retired(
     new = sqlite_read._SERVER
     assert new is not None and new is not server and new.alive()
     assert sqlite_read._failures == 0  # a fork came: the failure before no longer counts
+
+
+# ---- the fork server's failures, its descriptors and its end ---------------------------------
+def test_a_read_that_cannot_be_handed_over_raises_and_frees_its_slot(store: Path) -> None:
+    """At its descriptor limit (no pipe for the answer) `start` says so and its slot is back:
+    MAX_CHILDREN reads can then start at once."""
+    import errno
+    import resource
+
+    async def go() -> list[object]:
+        assert isinstance(await sqlite_read.probe(store, store.parents[1]), DbFacts)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest = os.open("/dev/null", os.O_RDONLY)  # every descriptor below it is in use
+        os.close(lowest)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            with pytest.raises(OSError) as e:
+                await sqlite_read.start(store, store.parents[1])
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert e.value.errno == errno.EMFILE
+        starts = [
+            sqlite_read.start(store, store.parents[1]) for _ in range(sqlite_read.MAX_CHILDREN)
+        ]
+        reads = [await asyncio.wait_for(s, 10) for s in starts]
+        return [await r.result() for r in reads]
+
+    assert all(isinstance(a, DbFacts) for a in asyncio.run(go()))
+
+
+def test_a_server_whose_socket_broke_is_retired_and_the_read_answered(store: Path) -> None:
+    """The request cannot be sent (the server alive but its socket broken): the read is
+    answered by a reader of its own, that server ended and counted as a failure, the next read
+    served by a new one."""
+    import socket
+
+    server = sqlite_read._server()
+    assert server is not None
+    os.kill(server.proc.pid, 19)  # SIGSTOP: alive, and reading nothing
+    server.sock.shutdown(socket.SHUT_WR)
+    answer = asyncio.run(sqlite_read.probe(store, store.parents[1]))
+    assert isinstance(answer, DbFacts) and answer.location == str(store)
+    assert server.proc.poll() is not None and sqlite_read._SERVER is None
+    assert sqlite_read._failures == 1
+    assert asyncio.run(sqlite_read.probe(store, store.parents[1])) == answer
+    assert sqlite_read._SERVER is not None and sqlite_read._SERVER is not server
+
+
+def test_readers_of_their_own_give_their_slots_back(store: Path) -> None:
+    """Without a server, more reads than MAX_CHILDREN one after another on one loop: each
+    slot comes back when its read ends."""
+    _kill_servers(sqlite_read.MAX_SERVER_FAILURES)
+
+    async def go() -> list[object]:
+        return [
+            await asyncio.wait_for(sqlite_read.probe(store, store.parents[1]), 20)
+            for _ in range(sqlite_read.MAX_CHILDREN + 1)
+        ]
+
+    assert all(isinstance(a, DbFacts) for a in asyncio.run(go()))
+
+
+def test_a_read_given_up_before_it_began_closes_its_pipe(store: Path) -> None:
+    """Given up before its task took a step: the answer pipe is closed by us, not left to
+    the garbage collector (an unclosed file, and a descriptor held until then)."""
+    import gc
+    import warnings
+
+    async def go() -> None:
+        read = await sqlite_read.start(store, store.parents[1])
+        read.close()
+        await asyncio.sleep(0.05)
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", ResourceWarning)
+        asyncio.run(go())
+        gc.collect()
+    assert [str(w.message) for w in said if w.category is ResourceWarning] == []
+
+
+def test_the_server_and_its_readers_hold_none_of_our_output(store: Path) -> None:
+    """The server runs with /dev/null as its stdout, and so do the readers it forks ahead:
+    whoever reads our stdout sees its end when we close it, not when the server ends."""
+    import select
+
+    r, w = os.pipe()
+    saved = os.dup(1)
+    os.dup2(w, 1)
+    os.close(w)
+    try:
+        assert isinstance(asyncio.run(sqlite_read.probe(store, store.parents[1])), DbFacts)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    try:
+        assert select.select([r], [], [], 5)[0] == [r] and os.read(r, 1) == b""
+    finally:
+        os.close(r)
+    server = sqlite_read._SERVER
+    assert server is not None
+    assert _reaped(server.proc.pid)  # the reader that answered is gone
+    targets = [os.readlink(f"/proc/{server.proc.pid}/fd/1")]
+    for pid in _forks_of(server.proc.pid):
+        with contextlib.suppress(FileNotFoundError):  # one ending just now
+            targets.append(os.readlink(f"/proc/{pid}/fd/1"))
+    assert targets == ["/dev/null"] * len(targets) and len(targets) > 1
+
+
+def test_a_stopped_server_does_not_hold_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that stopped reading (its socket's queue full): a request gives up within
+    FORK_TIMEOUT rather than wait for it."""
+    import threading
+
+    monkeypatch.setattr(sqlite_read, "FORK_TIMEOUT", 0.3)
+    server = sqlite_read._server()
+    assert server is not None
+    os.kill(server.proc.pid, 19)  # SIGSTOP
+    sent: list[bool] = []
+
+    def flood() -> None:
+        while not sent or sent[-1]:
+            r, w = os.pipe()
+            try:
+                sent.append(server.request(Path("/x.db"), Path("/"), 1.0, w))
+            finally:
+                os.close(r)
+                os.close(w)
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    t.join(10)
+    try:
+        assert not t.is_alive() and sent[-1] is False and len(sent) < 100
+    finally:
+        server.proc.kill()  # a send still waiting then fails at once
+        t.join(5)
+
+
+def test_a_server_killed_while_its_reader_works_still_gives_the_answer(store: Path) -> None:
+    """The reader answers after its server is gone; telling the dead server to reap it fails,
+    and that failure is not the read's."""
+
+    async def go() -> object:
+        writer = sqlite3.connect(store, isolation_level=None)
+        writer.execute("PRAGMA journal_mode=DELETE")
+        writer.execute("BEGIN EXCLUSIVE")
+        try:
+            read = await sqlite_read.start(store, store.parents[1], timeout=20)
+            server = sqlite_read._SERVER
+            assert server is not None
+            deadline = time.monotonic() + 5
+            while not _busy(server.proc.pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert _busy(server.proc.pid) == 1
+            server.proc.kill()
+            server.proc.wait()
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        return await read.result()
+
+    answer = asyncio.run(go())
+    assert isinstance(answer, DbFacts) and answer.location == str(store)
+
+
+def test_a_server_that_cannot_start_counts_as_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No interpreter to start (sys.executable gone, say, after an upgrade): one failure each
+    time, and only MAX_SERVER_FAILURES in a row give the server up."""
+    for tries in (sqlite_read.MAX_SERVER_FAILURES - 1, sqlite_read.MAX_SERVER_FAILURES):
+        sqlite_read.stop()
+        monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+        for n in range(1, tries + 1):
+            assert sqlite_read._server() is None and sqlite_read._failures == n
+        monkeypatch.undo()
+        server = sqlite_read._server()
+        assert (server is None) == (tries == sqlite_read.MAX_SERVER_FAILURES)
+
+
+def test_a_process_that_exits_takes_its_server_with_it(store: Path) -> None:
+    """A process that read a store and exits takes its server with it: its end of input, and
+    a kill after CLOSE_WAIT for a server that does not read it (stopped, here). The same
+    code as ours, so first our own read (which also tells mutation testing that this test
+    reaches the server's start)."""
+    ours = asyncio.run(sqlite_read.probe(store, store.parents[1]))
+    assert isinstance(ours, DbFacts)
+    code = (
+        f"import sys; sys.path[:0] = {sys.path!r}\n"
+        "import asyncio, os\n"
+        "from pathlib import Path\n"
+        "from bridgedoctor.facts import DbFacts\n"
+        "from bridgedoctor.probes import sqlite_read\n"
+        "store = Path(sys.argv[1])\n"
+        "assert isinstance(asyncio.run(sqlite_read.probe(store, store.parents[1])), DbFacts)\n"
+        "os.kill(sqlite_read._SERVER.proc.pid, 19)\n"
+        "print(sqlite_read._SERVER.proc.pid, flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(store)], capture_output=True, timeout=60, check=True
+    )
+    pid = int(out.stdout)
+    assert pid not in children()  # theirs, not ours
+    try:
+        assert _state(pid) in (None, "Z")
+    finally:
+        if _state(pid) not in (None, "Z"):
+            os.kill(pid, 9)
