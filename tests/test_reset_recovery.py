@@ -9,6 +9,7 @@ recovery runs. Judged by the tests' own digests and by where every stand-in row 
 from __future__ import annotations
 
 import asyncio
+import errno
 import subprocess
 import sys
 import time
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from bridgedoctor.reset.manifest import FINAL, all_for
-from bridgedoctor.reset.recover import recover
+from bridgedoctor.reset.errors import ResetError
+from bridgedoctor.reset.manifest import FINAL, Manifest, RecordError, all_for
+from bridgedoctor.reset.manifest import now as manifest_now
+from bridgedoctor.reset.recover import describe, recover, roll_back
 from bridgedoctor.reset.target import resolve
 from tests.support import outside
 from tests.support.judge import digests, standin_in_backups, standin_present
@@ -205,3 +208,103 @@ def test_no_bridge_outlives_the_harness(systemd: Systemd, monkeypatch: pytest.Mo
     assert leader in found, found
     assert set(systemd.kill()) >= set(found)
     assert systemd.processes() == []
+
+
+@pytest.mark.parametrize(
+    ("error", "phrase"),
+    [
+        # Refusals are sentences already: their closing full stop goes, the rest stays.
+        (
+            ResetError("the disk is full. Free space on /dev/sdX."),
+            "the disk is full. Free space on /dev/sdX",
+        ),
+        (ResetError("...the lock is held..."), "...the lock is held"),
+        (
+            RecordError(errno.ENOSPC, "the record cannot be written."),
+            "the record cannot be written",
+        ),
+        # A system error reads as the system's own words and the file it was about.
+        (
+            OSError(errno.ENOSPC, "ignored", "/srv/backups/x"),
+            "No space left on device (/srv/backups/x)",
+        ),
+        (OSError(errno.EIO, "ignored"), "Input/output error"),
+        # Anything else keeps its type, which says more than an empty message.
+        (OSError("no errno here"), "OSError: no errno here"),
+        (ValueError(), "ValueError"),
+        (KeyError("step"), "KeyError: 'step'"),
+    ],
+)
+def test_a_failure_is_one_phrase(error: BaseException, phrase: str) -> None:
+    assert describe(error) == phrase
+
+
+def test_recovery_says_when_the_bridge_will_not_start_again(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """A reset interrupted before its backup was verified is rolled back; the bridge's own start
+    then fails. The admin reads systemd's refusal, not a placeholder."""
+    host = deploy(tmp_path, pg, "postgres")
+    backups = tmp_path / "backups"
+    rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "backup"})
+    assert rc == 137 and systemd.get(UNIT) == "inactive"
+    systemd.refuse_start_once(UNIT)
+
+    (r,) = asyncio.run(recover(backups))
+
+    assert r.manifest.state == "rolled_back"
+    assert r.sentence.endswith(
+        f"was rolled back (interrupted before the backup was verified; nothing was changed). "
+        f"systemctl start {UNIT} failed; see journalctl -u {UNIT}."
+    ), r.sentence
+    assert systemd.get(UNIT) == "inactive"
+
+
+def interrupted(tmp_path: Path, kind: str, steps: list[str]) -> Manifest:
+    """A record left on disk as an interrupted reset or restore leaves it, with the files its
+    backup step had written so far."""
+    d = tmp_path / "backups" / BRIDGE / f"20261201T020000Z-{kind}"
+    d.mkdir(parents=True)
+    m = Manifest(id=d.name, kind=kind, bridge=BRIDGE, mode="crypto",  # type: ignore[arg-type]
+                 requested_by="@admin:example.com", created_at=manifest_now(),
+                 location=str(d), unit=UNIT, was_active=True,
+                 steps=[{"step": s, "at": manifest_now()} for s in steps],
+                 extra={"op_dir": str(d)})  # fmt: skip
+    m.save()
+    for name in ("crypto_olm_session.tsv", "schema.sql"):
+        (d / name).write_text("partial\n")
+    (d / "keep").mkdir()
+    return m
+
+
+def test_rolling_back_removes_a_backup_that_never_verified(
+    tmp_path: Path, systemd: Systemd
+) -> None:
+    """It is of no use, and may be what filled the disk: only the record stays."""
+    m = interrupted(tmp_path, "reset", ["stop", "backup"])
+    systemd.set(UNIT, "inactive")
+
+    assert asyncio.run(roll_back(m, "interrupted")) == ""  # nothing more to tell
+
+    assert sorted(p.name for p in m.dir.iterdir()) == ["keep", "manifest.json"]
+    assert Manifest.load(m.dir / "manifest.json").state == "rolled_back"
+    assert systemd.get(UNIT) == "active"
+
+
+@pytest.mark.parametrize(
+    ("kind", "steps"),
+    [("reset", ["stop", "backup", "verify"]), ("restore", ["stop"])],
+    ids=["verified-reset", "restore"],
+)
+def test_rolling_back_keeps_a_verified_backup_and_a_restores_source(
+    tmp_path: Path, systemd: Systemd, kind: str, steps: list[str]
+) -> None:
+    """A verified backup is what the roll-back puts back; a restore's directory is never
+    emptied, whatever it holds."""
+    m = interrupted(tmp_path, kind, steps)
+    systemd.set(UNIT, "inactive")
+
+    asyncio.run(roll_back(m, "interrupted"))
+
+    names = sorted(p.name for p in m.dir.iterdir())
+    assert names == ["crypto_olm_session.tsv", "keep", "manifest.json", "schema.sql"]
