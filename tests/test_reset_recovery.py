@@ -9,12 +9,15 @@ recovery runs. Judged by the tests' own digests and by where every stand-in row 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bridgedoctor.reset.errors import ResetError
@@ -308,3 +311,153 @@ def test_rolling_back_keeps_a_verified_backup_and_a_restores_source(
 
     names = sorted(p.name for p in m.dir.iterdir())
     assert names == ["crypto_olm_session.tsv", "keep", "manifest.json", "schema.sql"]
+
+
+def test_a_committed_restore_is_not_loaded_again_after_a_reboot(
+    tmp_path: Path, pg: PgServer, systemd: Systemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore killed after its load committed, before its record said so; the host reboots
+    and the bridge stores new sessions on the restored store. Recovery must find the load done
+    (its fence is gone) instead of loading the backup again over those sessions."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    rc, text = outside.run("reset", BRIDGE, "--yes", *args(host, backups))
+    assert rc == 0, text
+    (reset,) = all_for(backups / BRIDGE)
+    argv = ("restore", BRIDGE, reset.id, "--yes", *args(host, backups))
+    rc, _ = outside.run(*argv, **{CRASH: "restore_db"})
+    assert rc == 137 and systemd.get(UNIT) == "inactive"
+    log = tmp_path / "standin.log"
+    start_bridge(host, systemd, log, monkeypatch)
+
+    (r,) = asyncio.run(recover(backups))
+
+    assert (r.manifest.state, r.finished) == ("done", True)
+    assert r.sentence == f"the interrupted restore {r.manifest.id} of {BRIDGE} was finished: done."
+    assert "restore_db" in r.manifest.done_steps()
+    written = set(standin_rows(log))
+    assert written, "the stand-in bridge wrote nothing"
+    lost = written - standin_present(target)
+    assert not lost, f"{len(lost)} sessions the bridge stored after the restore are gone"
+    assert systemd.get(UNIT) == "active"
+
+
+def test_a_restore_that_fails_while_being_finished_says_how_to_retry(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """A restore killed right after its stop; when recovery finishes it, the database refuses
+    the bridge's user. The record says failed, why, and the bridge stays stopped (its store is
+    not what either side of the restore holds); the sentence names the command to retry."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    rc, text = outside.run("reset", BRIDGE, "--yes", *args(host, backups))
+    assert rc == 0, text
+    (reset,) = all_for(backups / BRIDGE)
+    argv = ("restore", BRIDGE, reset.id, "--yes", *args(host, backups))
+    assert outside.run(*argv, **{CRASH: "stop"})[0] == 137
+    asyncio.run(_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT 0'))
+    try:
+        (r,) = asyncio.run(recover(backups))
+    finally:
+        asyncio.run(_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT -1'))
+
+    on_disk = Manifest.load(r.manifest.dir / "manifest.json")
+    assert on_disk.state == "failed" and on_disk.error, on_disk
+    assert "too many connections" in on_disk.error, on_disk.error
+    assert r.sentence == (
+        f"the interrupted restore {on_disk.id} of {BRIDGE} failed while being finished "
+        f"({on_disk.error}); the bridge is left stopped. "
+        f"Retry with 'bridgedoctor restore {BRIDGE} {reset.id}'."
+    )
+    assert systemd.get(UNIT) == "inactive"
+    rc, text = outside.run(*argv)
+    assert rc == 0, text
+    assert systemd.get(UNIT) == "active"
+
+
+async def _superuser(pg: PgServer, sql: str) -> None:
+    conn = await asyncpg.connect(pg.dsn("postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def test_rolling_back_removes_only_the_backups_own_files(tmp_path: Path, systemd: Systemd) -> None:
+    """A link in a backup directory was not written by a backup step: it stays, and so does
+    what it points to."""
+    m = interrupted(tmp_path, "reset", ["stop", "backup"])
+    elsewhere = tmp_path / "elsewhere.tsv"
+    elsewhere.write_text("not ours\n")
+    (m.dir / "link.tsv").symlink_to(elsewhere)
+
+    asyncio.run(roll_back(m, "interrupted"))
+
+    assert sorted(p.name for p in m.dir.iterdir()) == ["keep", "link.tsv", "manifest.json"]
+    assert elsewhere.read_text() == "not ours\n"
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """Nothing in `path` can be created or removed, not even by root (chattr +i)."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip(f"chattr +i is not supported on {path}'s file system")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("steps", "done"),
+    [
+        (["stop", "backup"], "was not changed"),
+        (["stop", "backup", "verify", "apply"], "was reset, and its backup is verified"),
+    ],
+    ids=["before-apply", "after-apply"],
+)
+def test_a_roll_back_that_cannot_be_recorded_undoes_nothing_and_says_so(
+    tmp_path: Path, systemd: Systemd, steps: list[str], done: str
+) -> None:
+    """Without the decision on record nothing may be undone: the next recovery goes on from
+    what the record and the fence say. Files that cannot be removed do not stop it; the unit
+    goes back as the admin had it."""
+    m = interrupted(tmp_path, "reset", steps)
+    systemd.set(UNIT, "inactive")
+    with immutable(m.dir):
+        tail = asyncio.run(roll_back(m, "interrupted"))
+        names = sorted(p.name for p in m.dir.iterdir())
+
+    path = m.dir / "manifest.json"
+    assert tail == (
+        f" The bridge {done}; its record could not be updated (cannot write {path} "
+        "(Operation not permitted)), the next bridgedoctor command finishes it."
+    )
+    assert names == ["crypto_olm_session.tsv", "keep", "manifest.json", "schema.sql"]
+    assert Manifest.load(path).state == "planned"  # as it was
+    assert systemd.get(UNIT) == "active"
+
+
+def test_a_crash_while_rolling_back_goes_on_rolling_back(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """The crypto rows are cleared, the unit will not start, and the reset dies while it puts
+    its own backup back. Recovery must go on putting it back (the record says rolling_back),
+    not finish the reset the admin was told failed."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    before = digests(target)
+    backups = tmp_path / "backups"
+    systemd.refuse_start_once(UNIT)
+    rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "restore_db"})
+    assert rc == 137 and systemd.get(UNIT) == "inactive"
+    (m,) = all_for(backups / BRIDGE)
+    assert m.state == "rolling_back", m.state
+
+    (r,) = asyncio.run(recover(backups))
+
+    assert (r.manifest.state, r.finished) == ("rolled_back", True)
+    assert digests(target) == before
+    assert systemd.get(UNIT) == "active"
