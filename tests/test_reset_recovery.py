@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bridgedoctor.reset.dbio import FENCE
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.manifest import FINAL, Manifest, RecordError, all_for
 from bridgedoctor.reset.manifest import now as manifest_now
@@ -461,3 +462,61 @@ def test_a_crash_while_rolling_back_goes_on_rolling_back(
     assert (r.manifest.state, r.finished) == ("rolled_back", True)
     assert digests(target) == before
     assert systemd.get(UNIT) == "active"
+
+
+def test_a_reset_that_fails_while_being_finished_puts_its_backup_back(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """Killed right after its delete committed; when recovery finishes it, the unit will not
+    start. As for a reset that fails on its own: its verified backup goes back, and the
+    sentence says so."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    before = digests(target)
+    backups = tmp_path / "backups"
+    rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "apply"})
+    assert rc == 137 and systemd.get(UNIT) == "inactive"
+    systemd.refuse_start_once(UNIT)
+
+    (r,) = asyncio.run(recover(backups))
+
+    assert (r.manifest.state, r.finished) == ("rolled_back", True)
+    assert r.sentence == (
+        f"the interrupted reset {r.manifest.id} of {BRIDGE} failed while being finished "
+        f"(systemctl start {UNIT} failed; see journalctl -u {UNIT}); its backup was put back."
+    )
+    assert digests(target) == before
+    assert systemd.get(UNIT) == "active"
+
+
+def test_a_reset_whose_backup_cannot_go_back_while_being_finished_stays_stopped(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """As above, but a backup file was damaged meanwhile: nothing is loaded from it, the
+    bridge stays stopped (its crypto store is cleared) and the sentence says where the
+    backup is."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "apply"})
+    assert rc == 137
+    (m,) = all_for(backups / BRIDGE)
+    damaged = m.dir / next(iter(m.tables.values()))["file"]
+    with damaged.open("a") as f:
+        f.write("damage\n")
+    cleared = digests(target)
+    systemd.refuse_start_once(UNIT)
+
+    (r,) = asyncio.run(recover(backups))
+
+    on_disk = Manifest.load(m.dir / "manifest.json")
+    assert on_disk.state == "failed" and damaged.name in on_disk.error, on_disk.error
+    assert r.sentence == (
+        f"the interrupted reset {m.id} of {BRIDGE} failed while being finished "
+        f"(systemctl start {UNIT} failed; see journalctl -u {UNIT}); putting its backup back "
+        f"failed too, the bridge is left stopped ({m.location})."
+    )
+    after = digests(target)
+    after.pop(FENCE, None)  # the failed load's fence: the next restore finds it never committed
+    assert after == cleared
+    assert systemd.get(UNIT) == "inactive"

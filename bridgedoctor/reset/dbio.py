@@ -81,7 +81,18 @@ class Summer:
 
     def check(self, path: Path, rows: int, sha256: str) -> None:
         if (self.lines, self.h.hexdigest()) != (rows, sha256):
-            raise ResetError(f"backup file {path.name} is damaged; nothing restored.")
+            raise damaged(path)
+
+
+def damaged(path: Path) -> ResetError:
+    return ResetError(f"backup file {path.name} is damaged; nothing restored.")
+
+
+def refuse_if_damaged(path: Path, rows: int, sha256: str) -> None:
+    """After a load failed part-way: a file changed since its backup is named as damaged, not
+    by the first line the database or the parser could not read."""
+    if file_sum(path) != (rows, sha256):
+        raise damaged(path)
 
 
 class PgDb:
@@ -233,7 +244,11 @@ class PgDb:
                     yield summer.add(chunk)
 
         if path.stat().st_size:
-            await self.conn.copy_to_table(table, source=chunks(), schema_name=schema)
+            try:
+                await self.conn.copy_to_table(table, source=chunks(), schema_name=schema)
+            except asyncpg.PostgresError:
+                refuse_if_damaged(path, rows, sha256)
+                raise
         summer.check(path, rows, sha256)
 
     def transaction(self) -> Any:
@@ -349,12 +364,16 @@ class SqliteDb:
     ) -> None:
         summer = Summer()
         with path.open("rb") as f:
-            for line in f:
-                if on_chunk is not None:
-                    on_chunk(line)
-                values = [_decode(v) for v in json.loads(summer.add(line))]
-                marks = ", ".join("?" for _ in values)
-                self.conn.execute(f"INSERT INTO {qi(table)} VALUES ({marks})", values)
+            try:
+                for line in f:
+                    if on_chunk is not None:
+                        on_chunk(line)
+                    values = [_decode(v) for v in json.loads(summer.add(line))]
+                    marks = ", ".join("?" for _ in values)
+                    self.conn.execute(f"INSERT INTO {qi(table)} VALUES ({marks})", values)
+            except (ValueError, TypeError, KeyError, sqlite3.Error):
+                refuse_if_damaged(path, rows, sha256)
+                raise
         summer.check(path, rows, sha256)
 
     def transaction(self) -> _SqliteTx:
