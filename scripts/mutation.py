@@ -485,6 +485,15 @@ def main(argv: list[str] | None = None) -> int:
         help="with --scratch: run again only the mutants of these modules that the copy's last "
         "run left undetected and not judged equivalent (after adding tests)",
     )
+    r.add_argument(
+        "--names",
+        nargs="+",
+        metavar="GLOB",
+        help="only the mutants whose mutmut names match these globs, e.g. "
+        "'bridgedoctor.reset.dbio.x_file_sum__mutmut_*' or "
+        "'bridgedoctor.reset.dbio.xǁPgDbǁopen__mutmut_*' (methods are xǁClassǁname); "
+        "the modules still choose which results are reported",
+    )
     c = sub.add_parser("ci", help="the bounded run of .ci/run (guards, then guard functions)")
     for sp in (r, c):
         sp.add_argument("--children", type=int, default=2, help="mutants run at once (default 2)")
@@ -511,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
                 # choose which of them run.
                 chosen = tuple(args.modules) or SAFETY_CRITICAL
                 names = [module_names(g) for g in args.modules]
+                if args.names:  # mutant-name globs, passed through to mutmut as they are
+                    names = list(args.names)
                 if args.survivors:
                     names = survivors(where, chosen)
                 tests = tuple(args.tests or ())

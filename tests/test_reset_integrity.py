@@ -13,11 +13,12 @@ import pytest
 
 from bridgedoctor.probes.database import SqliteTarget
 from bridgedoctor.reset import crypto, full
-from bridgedoctor.reset.dbio import PgDb, UnreadableStore, file_sum, open_db
+from bridgedoctor.reset.dbio import PgDb, SqliteDb, TableSum, UnreadableStore, file_sum, open_db
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.target import resolve
 from tests.support.cli import run
 from tests.support.fleet import Host
+from tests.support.pg import PgServer
 from tests.support.reset_env import Systemd, options, state
 from tests.test_reset import (
     BRIDGE,
@@ -366,3 +367,156 @@ def test_a_full_backup_file_short_of_rows_is_refused(tmp_path: Path) -> None:
         asyncio.run(full.verify_db(None, tmp_path, {"files": files}))  # type: ignore[arg-type]
     assert str(e.value) == "backup of portal has 1 rows on disk, the dump sent 2; aborted."
     assert "sha256" not in files["portal"]  # nothing recorded for a file refused
+
+
+def test_a_file_sum_counts_every_chunks_lines(tmp_path: Path) -> None:
+    """The verification reads a backup file back in 1 MiB chunks: lines and sha256 are the whole
+    file's, also where a file is several chunks long and a line crosses a chunk's end."""
+    line = b"x" * 999 + b"\n"
+    data = line * 3000 + b"no newline at the end"  # about 3 MiB: three chunks and a bit
+    path = tmp_path / "big.copy"
+    path.write_bytes(data)
+    assert file_sum(path) == (3000, hashlib.sha256(data).hexdigest())
+    (tmp_path / "empty.copy").write_bytes(b"")
+    assert file_sum(tmp_path / "empty.copy") == (0, hashlib.sha256(b"").hexdigest())
+
+
+def test_a_table_whose_name_has_a_quote_is_read_whole(host: Host) -> None:
+    """Table names come from the store's catalog, which the bridge's container can write: one
+    with a double quote in it is quoted, not cut short or read as other SQL."""
+    name = 'we"ird'
+
+    async def go() -> tuple[int, tuple[int, str], TableSum, int | None]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            await run_sql(db, 'CREATE TABLE "we""ird" (a INTEGER)')
+            await run_sql(db, 'INSERT INTO "we""ird" VALUES (1), (2)')
+            tables = await db.tables()
+            assert name in tables
+            size = await db.size([name]) if isinstance(db, PgDb) else None
+            got = (await db.dump(name, host.root / "weird.copy"), await db.dump_sum(name))
+            digest = await db.digest(name)
+            await db.delete(name)
+            return got[0], got[1], digest, size
+        finally:
+            await db.close()
+
+    rows, summed, digest, size = asyncio.run(go())
+    assert rows == 2 and summed == file_sum(host.root / "weird.copy")
+    assert (digest.rows, digest.sha256) == summed
+    assert size is None or size > 0
+    assert state(host, BRIDGE)["tables"][name][0] == 0
+
+
+def test_a_postgres_digest_of_many_rows_is_the_dumps(pg: PgServer, tmp_path: Path) -> None:
+    """A table of many rows reaches the digest in many pieces: every piece's lines count."""
+    host = deploy(tmp_path, pg, "postgres")
+
+    async def go() -> tuple[TableSum, tuple[int, str]]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            await run_sql(db, "CREATE TABLE many (a INTEGER, b TEXT)")
+            await run_sql(
+                db, "INSERT INTO many SELECT i, repeat('y', 200) FROM generate_series(1, 20000) i"
+            )
+            await db.dump("many", tmp_path / "many.copy")
+            return await db.digest("many"), file_sum(tmp_path / "many.copy")
+        finally:
+            await db.close()
+
+    digest, dumped = asyncio.run(go())
+    assert (digest.rows, digest.sha256) == dumped and dumped[0] == 20000
+
+
+def test_a_postgres_size_is_the_servers_figure(pg: PgServer, tmp_path: Path) -> None:
+    """The disk check's estimate: the whole database's size, or the sum of the tables' own
+    (indexes and TOAST included), as PostgreSQL reports them."""
+    host = deploy(tmp_path, pg, "postgres")
+    tables = ["crypto_account", "crypto_megolm_inbound_session"]
+
+    async def go() -> tuple[int, int, int, int]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        assert isinstance(db, PgDb)
+        try:
+            c = db.conn
+            each = [await c.fetchval("SELECT pg_total_relation_size($1)", t) for t in tables]
+            whole = await c.fetchval("SELECT pg_database_size(current_database())")
+            return await db.size(None), whole, await db.size(tables), sum(each)
+        finally:
+            await db.close()
+
+    size_all, whole, size_two, two = asyncio.run(go())
+    assert size_all == whole and size_two == two and 0 < two < whole
+
+
+def test_a_postgres_resets_connection_is_named_and_a_plans_cannot_write(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """pg_stat_activity shows which connection is a reset's and which a plan's; a plan reads
+    a live bridge's database and must not be able to write to it."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+
+    async def go(read_only: bool) -> tuple[str, str]:
+        db = await PgDb.open(target, read_only=read_only)
+        try:
+            return (
+                await db.conn.fetchval("SELECT current_setting('application_name')"),
+                await db.conn.fetchval("SELECT current_setting('transaction_read_only')"),
+            )
+        finally:
+            await db.close()
+
+    assert asyncio.run(go(False)) == ("bridgedoctor-reset", "off")
+    assert asyncio.run(go(True)) == ("bridgedoctor-plan", "on")
+
+
+def test_a_sqlite_store_whose_path_reads_as_a_uri_is_opened_itself(tmp_path: Path) -> None:
+    """The store's path is the bridge's to choose: '?', '#' and '%' in it are part of the file
+    name, not a URI's query or fragment (which would open, or create, another file)."""
+    odd = tmp_path / "a?b#c%41"
+    odd.mkdir()
+    path = odd / "bridge.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (a INTEGER)")
+    con.execute("INSERT INTO t VALUES (7)")
+    con.commit()
+    con.close()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+
+    async def go() -> list[str]:
+        db = await SqliteDb.open(SqliteTarget(path=path))
+        try:
+            async with db.transaction():
+                await db.delete("t")
+            return await db.tables()
+        finally:
+            await db.close()
+
+    assert asyncio.run(go()) == ["t"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_sqlite_steps_transaction_holds_the_write_lock_from_its_start(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE, not a deferred BEGIN (or a bare SAVEPOINT, which is one): no other
+    writer can change the store between a step's first read and its write."""
+    path = tmp_path / "bridge.db"
+    con = sqlite3.connect(path, isolation_level=None, timeout=0)
+    con.execute("CREATE TABLE t (a INTEGER)")
+
+    async def go() -> str:
+        db = await SqliteDb.open(SqliteTarget(path=path))
+        try:
+            async with db.transaction():
+                with pytest.raises(sqlite3.OperationalError) as locked:
+                    con.execute("INSERT INTO t VALUES (1)")
+                await db.delete("t")
+            return str(locked.value)
+        finally:
+            await db.close()
+
+    assert asyncio.run(go()) == "database is locked"
+    con.execute("INSERT INTO t VALUES (2)")  # and it lets go at the end
+    assert con.execute("SELECT a FROM t").fetchall() == [(2,)]
+    con.close()
