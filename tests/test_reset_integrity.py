@@ -457,8 +457,11 @@ def test_a_postgres_resets_connection_is_named_and_a_plans_cannot_write(
     host = deploy(tmp_path, pg, "postgres")
     target = resolve(BRIDGE, options(host)).db
 
-    async def go(read_only: bool) -> tuple[str, str]:
-        db = await PgDb.open(target, read_only=read_only)
+    async def go(read_only: bool | None) -> tuple[str, str]:
+        if read_only is None:
+            db = await PgDb.open(target)  # a reset's, unless a plan's is asked for
+        else:
+            db = await PgDb.open(target, read_only=read_only)
         try:
             return (
                 await db.conn.fetchval("SELECT current_setting('application_name')"),
@@ -469,6 +472,7 @@ def test_a_postgres_resets_connection_is_named_and_a_plans_cannot_write(
 
     assert asyncio.run(go(False)) == ("bridgedoctor-reset", "off")
     assert asyncio.run(go(True)) == ("bridgedoctor-plan", "on")
+    assert asyncio.run(go(None)) == ("bridgedoctor-reset", "off")
 
 
 def test_a_sqlite_store_whose_path_reads_as_a_uri_is_opened_itself(tmp_path: Path) -> None:
@@ -520,3 +524,24 @@ def test_a_sqlite_steps_transaction_holds_the_write_lock_from_its_start(tmp_path
     con.execute("INSERT INTO t VALUES (2)")  # and it lets go at the end
     assert con.execute("SELECT a FROM t").fetchall() == [(2,)]
     con.close()
+
+
+def test_a_sqlite_statement_outside_a_transaction_is_committed_at_once(tmp_path: Path) -> None:
+    """The connection is in autocommit (isolation_level None): a statement outside a step's
+    transaction is not held in an implicit one that closing the connection would throw away."""
+    path = tmp_path / "bridge.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (a INTEGER)")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.commit()
+    con.close()
+
+    async def go() -> None:
+        db = await SqliteDb.open(SqliteTarget(path=path))
+        try:
+            await db.delete("t")
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (0,)
