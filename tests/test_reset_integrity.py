@@ -13,7 +13,15 @@ import pytest
 
 from bridgedoctor.probes.database import SqliteTarget
 from bridgedoctor.reset import crypto, full
-from bridgedoctor.reset.dbio import PgDb, SqliteDb, TableSum, UnreadableStore, file_sum, open_db
+from bridgedoctor.reset.dbio import (
+    MissingDatabase,
+    PgDb,
+    SqliteDb,
+    TableSum,
+    UnreadableStore,
+    file_sum,
+    open_db,
+)
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.target import resolve
 from tests.support.cli import run
@@ -545,3 +553,13 @@ def test_a_sqlite_statement_outside_a_transaction_is_committed_at_once(tmp_path:
 
     asyncio.run(go())
     assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_sqlite_store_gone_before_a_step_is_named_and_not_made(tmp_path: Path) -> None:
+    """A store removed between the plan and a step: the step says which file is missing and
+    creates no empty root-owned one in its place."""
+    path = tmp_path / "bridge.db"
+    with pytest.raises(MissingDatabase) as gone:
+        asyncio.run(SqliteDb.open(SqliteTarget(path=path)))
+    assert str(gone.value) == f"the database {path} does not exist"
+    assert not path.exists()
