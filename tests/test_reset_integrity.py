@@ -483,17 +483,21 @@ def test_a_postgres_resets_connection_is_named_and_a_plans_cannot_write(
     assert asyncio.run(go(None)) == ("bridgedoctor-reset", "off")
 
 
+def one_row_store(path: Path, value: int) -> None:
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("CREATE TABLE t (a INTEGER)")
+        con.execute("INSERT INTO t VALUES (?)", (value,))
+    con.close()
+
+
 def test_a_sqlite_store_whose_path_reads_as_a_uri_is_opened_itself(tmp_path: Path) -> None:
     """The store's path is the bridge's to choose: '?', '#' and '%' in it are part of the file
     name, not a URI's query or fragment (which would open, or create, another file)."""
     odd = tmp_path / "a?b#c%41"
     odd.mkdir()
     path = odd / "bridge.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE t (a INTEGER)")
-    con.execute("INSERT INTO t VALUES (7)")
-    con.commit()
-    con.close()
+    one_row_store(path, 7)
     before = sorted(p.name for p in tmp_path.rglob("*"))
 
     async def go() -> list[str]:
@@ -538,11 +542,7 @@ def test_a_sqlite_statement_outside_a_transaction_is_committed_at_once(tmp_path:
     """The connection is in autocommit (isolation_level None): a statement outside a step's
     transaction is not held in an implicit one that closing the connection would throw away."""
     path = tmp_path / "bridge.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE t (a INTEGER)")
-    con.execute("INSERT INTO t VALUES (1)")
-    con.commit()
-    con.close()
+    one_row_store(path, 1)
 
     async def go() -> None:
         db = await SqliteDb.open(SqliteTarget(path=path))
