@@ -615,6 +615,19 @@ async def _wait(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks)
 
 
+def test_a_socket_that_cannot_be_made_is_one_sentence_and_nothing_is_left(
+    fleet: Host, sockdir: Path
+) -> None:
+    """Its directory is gone (no tmpfiles.d entry, say): the admin reads why, in a sentence."""
+    cfg = make_config(fleet, sockdir, socket=str(sockdir / "gone" / "h.sock"))
+    with pytest.raises(StartupError) as refused:
+        Running(cfg)
+    assert str(refused.value) == (
+        f"cannot create the socket {cfg.socket}: No such file or directory."
+    )
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
 def test_a_listener_with_a_full_queue_is_not_replaced(fleet: Host, sockdir: Path) -> None:
     """A helper too busy to accept still listens: its socket is not stale. (Connecting to a
     Unix socket whose queue is full fails at once with EAGAIN, whatever the timeout.)"""
