@@ -562,6 +562,8 @@ def test_socket_mode_and_group_are_applied(start: Any) -> None:
     assert stat.S_ISSOCK(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o640
     assert st.st_gid == gid
+    # Only its group changes: another owner could chmod the socket open to everyone.
+    assert st.st_uid == os.geteuid()
 
 
 def test_default_socket_mode(helper: Running) -> None:
