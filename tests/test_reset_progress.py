@@ -15,9 +15,10 @@ import pytest
 from bridgedoctor.reset import progress as progress_mod
 from bridgedoctor.reset import run as runner
 from bridgedoctor.reset.engine import RESET_STEPS, RESTORE_STEPS
+from bridgedoctor.reset.errors import ResetError
 from tests.support.fleet import Host
 from tests.support.pg import PgServer
-from tests.support.reset_env import RESET_BRIDGE, Systemd, options
+from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, options
 from tests.support.store import StoreSpec, session_rows
 from tests.test_helper_reset import ADMIN, helper, host, run_plan
 from tests.test_helper_server import TOKEN, sockdir
@@ -185,3 +186,22 @@ def test_an_interval_of_nothing_reports_every_chunk() -> None:
     for done in (1, 2, 3):
         report.rows("crypto_olm_session", done)
     assert [s["rows"] for s in seen] == [1, 2, 3]
+
+
+def test_a_reset_putting_its_backup_back_reports_that_too(
+    big: Host, systemd: Systemd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crypto store is cleared, then the unit will not start: the reset puts its backup
+    back, and the room sees that step and its rows like any other (it may be the long one)."""
+    monkeypatch.setattr(progress_mod, "EVERY", 0.0)
+    systemd.refuse_start_once(RESET_UNIT)
+    seen: list[dict[str, Any]] = []
+    with pytest.raises(ResetError, match="its backup was put back"):
+        asyncio.run(
+            runner.reset(RESET_BRIDGE, "crypto", options(big), tmp_path / "b", lambda p: True,
+                         "t", progress=seen.append)
+        )  # fmt: skip
+    steps = [s["step"] for s in seen if "table" not in s]
+    assert steps == [*RESET_STEPS["crypto"], "restore_db"]
+    last = [s for s in seen if s.get("table") == "crypto_megolm_inbound_session"][-1]
+    assert (last["step"], last["rows"], last["of"]) == ("restore_db", INBOUND + 1, INBOUND + 1)
