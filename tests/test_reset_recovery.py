@@ -27,7 +27,7 @@ from bridgedoctor.reset.manifest import now as manifest_now
 from bridgedoctor.reset.recover import describe, recover, roll_back
 from bridgedoctor.reset.target import resolve
 from tests.support import outside
-from tests.support.judge import digests, standin_in_backups, standin_present
+from tests.support.judge import STANDIN_TABLE, digests, standin_in_backups, standin_present
 from tests.support.pg import PgServer
 from tests.support.reset_env import (
     RESET_BRIDGE,
@@ -442,11 +442,13 @@ def test_a_roll_back_that_cannot_be_recorded_undoes_nothing_and_says_so(
 
 
 def test_a_crash_while_rolling_back_goes_on_rolling_back(
-    tmp_path: Path, pg: PgServer, systemd: Systemd
+    tmp_path: Path, pg: PgServer, systemd: Systemd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The crypto rows are cleared, the unit will not start, and the reset dies while it puts
-    its own backup back. Recovery must go on putting it back (the record says rolling_back),
-    not finish the reset the admin was told failed."""
+    """The crypto rows are cleared, the unit will not start, and the reset dies right after
+    its own backup went back, before its record said so; the host reboots and the bridge
+    stores new sessions. Recovery must go on rolling back (the record says rolling_back), not
+    finish the reset the admin was told failed, and must not load the backup again over those
+    sessions."""
     host = deploy(tmp_path, pg, "postgres")
     target = resolve(BRIDGE, options(host)).db
     before = digests(target)
@@ -456,11 +458,20 @@ def test_a_crash_while_rolling_back_goes_on_rolling_back(
     assert rc == 137 and systemd.get(UNIT) == "inactive"
     (m,) = all_for(backups / BRIDGE)
     assert m.state == "rolling_back", m.state
+    log = tmp_path / "standin.log"
+    start_bridge(host, systemd, log, monkeypatch)
 
     (r,) = asyncio.run(recover(backups))
 
     assert (r.manifest.state, r.finished) == ("rolled_back", True)
-    assert digests(target) == before
+    now = digests(target)
+    assert {t: now[t] for t in before if t != STANDIN_TABLE} == {
+        t: d for t, d in before.items() if t != STANDIN_TABLE
+    }
+    written = set(standin_rows(log))
+    assert written, "the stand-in bridge wrote nothing"
+    lost = written - standin_present(target)
+    assert not lost, f"{len(lost)} sessions the bridge stored after the roll-back are gone"
     assert systemd.get(UNIT) == "active"
 
 
