@@ -14,6 +14,7 @@ import pytest
 from bridgedoctor.probes.database import SqliteTarget
 from bridgedoctor.reset import crypto, full
 from bridgedoctor.reset.dbio import (
+    FENCE,
     MissingDatabase,
     PgDb,
     SqliteDb,
@@ -90,6 +91,24 @@ def test_damaged_backup_restores_nothing(
     # Refused, not failed: nothing was written (ResetError.touched is False).
     assert f"restore refused (backup file {account.name} is damaged; nothing restored" in text
     assert state(host, BRIDGE)["tables"] == after_reset
+    assert not fence_left(host)  # the refused load's fence is dropped with it
+
+
+def fence_left(host: Host) -> bool:
+    """Whether the bridge's database still holds a fence table (state() leaves it out, as
+    backups do)."""
+
+    async def go() -> bool:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            if isinstance(db, PgDb):
+                return await db.conn.fetchval("SELECT to_regclass($1)", FENCE) is not None
+            sql = "SELECT 1 FROM sqlite_master WHERE name = ?"
+            return db.conn.execute(sql, (FENCE,)).fetchone() is not None
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
 
 
 @pytest.mark.parametrize("engine", ["postgres"])
