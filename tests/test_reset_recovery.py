@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from bridgedoctor.reset.dbio import FENCE
@@ -37,7 +36,7 @@ from tests.support.reset_env import (
     standin_command,
     standin_rows,
 )
-from tests.test_reset import CRYPTO_GONE, _exec, deploy
+from tests.test_reset import CRYPTO_GONE, _as_superuser, _exec, deploy
 
 BRIDGE, UNIT = RESET_BRIDGE, RESET_UNIT
 CRASH = "BRIDGEDOCTOR_CRASH_AT"
@@ -337,10 +336,7 @@ def test_a_committed_restore_is_not_loaded_again_after_a_reboot(
     assert (r.manifest.state, r.finished) == ("done", True)
     assert r.sentence == f"the interrupted restore {r.manifest.id} of {BRIDGE} was finished: done."
     assert "restore_db" in r.manifest.done_steps()
-    written = set(standin_rows(log))
-    assert written, "the stand-in bridge wrote nothing"
-    lost = written - standin_present(target)
-    assert not lost, f"{len(lost)} sessions the bridge stored after the restore are gone"
+    none_lost(log, target)
     assert systemd.get(UNIT) == "active"
 
 
@@ -358,11 +354,11 @@ def test_a_restore_that_fails_while_being_finished_says_how_to_retry(
     (reset,) = all_for(backups / BRIDGE)
     argv = ("restore", BRIDGE, reset.id, "--yes", *args(host, backups))
     assert outside.run(*argv, **{CRASH: "stop"})[0] == 137
-    asyncio.run(_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT 0'))
+    asyncio.run(_as_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT 0'))
     try:
         (r,) = asyncio.run(recover(backups))
     finally:
-        asyncio.run(_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT -1'))
+        asyncio.run(_as_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT -1'))
 
     on_disk = Manifest.load(r.manifest.dir / "manifest.json")
     assert on_disk.state == "failed" and on_disk.error, on_disk
@@ -376,14 +372,6 @@ def test_a_restore_that_fails_while_being_finished_says_how_to_retry(
     rc, text = outside.run(*argv)
     assert rc == 0, text
     assert systemd.get(UNIT) == "active"
-
-
-async def _superuser(pg: PgServer, sql: str) -> None:
-    conn = await asyncpg.connect(pg.dsn("postgres"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def test_rolling_back_removes_only_the_backups_own_files(tmp_path: Path, systemd: Systemd) -> None:
@@ -468,10 +456,7 @@ def test_a_crash_while_rolling_back_goes_on_rolling_back(
     assert {t: now[t] for t in before if t != STANDIN_TABLE} == {
         t: d for t, d in before.items() if t != STANDIN_TABLE
     }
-    written = set(standin_rows(log))
-    assert written, "the stand-in bridge wrote nothing"
-    lost = written - standin_present(target)
-    assert not lost, f"{len(lost)} sessions the bridge stored after the roll-back are gone"
+    none_lost(log, target)
     assert systemd.get(UNIT) == "active"
 
 
@@ -531,3 +516,11 @@ def test_a_reset_whose_backup_cannot_go_back_while_being_finished_stays_stopped(
     after.pop(FENCE, None)  # the failed load's fence: the next restore finds it never committed
     assert after == cleared
     assert systemd.get(UNIT) == "inactive"
+
+
+def none_lost(log: Path, target: object) -> None:
+    """Every session the stand-in bridge stored is still in its store."""
+    written = set(standin_rows(log))
+    assert written, "the stand-in bridge wrote nothing"
+    lost = written - standin_present(target)  # type: ignore[arg-type]
+    assert not lost, f"{len(lost)} sessions the bridge stored meanwhile are gone"
