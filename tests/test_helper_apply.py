@@ -16,7 +16,15 @@ from bridgedoctor.apply.record import all_for
 from tests.support.fleet import Host
 from tests.support.reset_env import Systemd
 from tests.test_apply import MDAD, OLD, UNIT, broken_gmessages, config_path, run_cli
-from tests.test_helper_reset import ADMIN, ask, ok, refused, stale
+from tests.test_helper_reset import (
+    ADMIN,
+    ask,
+    audit_results,
+    ok,
+    refused,
+    stale,
+    warnings_said,
+)
 from tests.test_helper_server import TOKEN, Running, make_config, sockdir
 
 BRIDGE = "gmessages"
@@ -207,19 +215,13 @@ def test_an_apply_and_its_undo_answer_every_field_audit_and_log_who_confirmed(
                     "steps": ["backup", "verify", "write", "restart", "put_back"]}  # fmt: skip
     assert record.state == "undone" and record.undone_by == ADMIN
 
-    audit = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
-    assert [line.split(" result=")[1].split()[0] for line in audit] == [
+    assert audit_results(caplog) == [
         "planned",
         "done",
         "planned",
         "done",
     ]
-    said = [
-        m.getMessage()
-        for m in caplog.records
-        if (m.name, m.levelno) == ("bridgedoctor.helper", logging.WARNING)
-    ]
-    assert said == [
+    assert warnings_said(caplog) == [
         f"apply to {BRIDGE} confirmed by {ADMIN}",
         f"undo of apply {plan['id']} to {BRIDGE} confirmed by {ADMIN}",
     ]

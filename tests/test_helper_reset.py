@@ -491,20 +491,14 @@ def test_a_reset_and_its_restore_answer_every_field_audit_and_log_who_confirmed(
                     "source": plan["id"], "steps": ["stop", "restore_db", "start"]}  # fmt: skip
     assert back["id"] != plan["id"]
 
-    audit = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper.audit"]
-    assert [line.split(" result=")[1].split(" ms=")[0] for line in audit] == [
+    assert audit_results(caplog) == [
         "planned",
         "done",
         "1 backups",
         "planned",
         "done",
     ]
-    said = [
-        m.getMessage()
-        for m in caplog.records
-        if (m.name, m.levelno) == ("bridgedoctor.helper", logging.WARNING)
-    ]
-    assert said == [
+    assert warnings_said(caplog) == [
         f"reset of {BRIDGE} (crypto) confirmed by {ADMIN}",
         f"restore of {BRIDGE} from {plan['id']} confirmed by {ADMIN}",
     ]
@@ -579,3 +573,18 @@ def test_a_reset_confirmed_with_a_digest_never_shown_says_its_plan_differs(
     assert state(host, BRIDGE) == before
     assert not [c for c in systemd.calls() if c.startswith(("stop", "start"))]
     assert not (helper.cfg.backup_dir / BRIDGE / plan["id"]).exists()
+
+
+def audit_results(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The result of each audit line the helper logged, in order ("planned", "1 backups")."""
+    lines = [x.getMessage() for x in caplog.records if x.name == "bridgedoctor.helper.audit"]
+    return [line.split(" result=")[1].split(" ms=")[0] for line in lines]
+
+
+def warnings_said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the helper's own logger said at WARNING (who confirmed what)."""
+    return [
+        x.getMessage()
+        for x in caplog.records
+        if (x.name, x.levelno) == ("bridgedoctor.helper", logging.WARNING)
+    ]
