@@ -322,10 +322,7 @@ def test_a_committed_restore_is_not_loaded_again_after_a_reboot(
     host = deploy(tmp_path, pg, "postgres")
     target = resolve(BRIDGE, options(host)).db
     backups = tmp_path / "backups"
-    rc, text = outside.run("reset", BRIDGE, "--yes", *args(host, backups))
-    assert rc == 0, text
-    (reset,) = all_for(backups / BRIDGE)
-    argv = ("restore", BRIDGE, reset.id, "--yes", *args(host, backups))
+    reset, argv = reset_then_restore(host, backups)
     rc, _ = outside.run(*argv, **{CRASH: "restore_db"})
     assert rc == 137 and systemd.get(UNIT) == "inactive"
     log = tmp_path / "standin.log"
@@ -349,10 +346,7 @@ def test_a_restore_that_fails_while_being_finished_says_how_to_retry(
     host = deploy(tmp_path, pg, "postgres")
     target = resolve(BRIDGE, options(host)).db
     backups = tmp_path / "backups"
-    rc, text = outside.run("reset", BRIDGE, "--yes", *args(host, backups))
-    assert rc == 0, text
-    (reset,) = all_for(backups / BRIDGE)
-    argv = ("restore", BRIDGE, reset.id, "--yes", *args(host, backups))
+    reset, argv = reset_then_restore(host, backups)
     assert outside.run(*argv, **{CRASH: "stop"})[0] == 137
     asyncio.run(_as_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT 0'))
     try:
@@ -524,3 +518,11 @@ def none_lost(log: Path, target: object) -> None:
     assert written, "the stand-in bridge wrote nothing"
     lost = written - standin_present(target)  # type: ignore[arg-type]
     assert not lost, f"{len(lost)} sessions the bridge stored meanwhile are gone"
+
+
+def reset_then_restore(host, backups: Path) -> tuple[Manifest, tuple[str, ...]]:  # type: ignore[no-untyped-def]
+    """A finished reset of the bridge, and the command line of its restore."""
+    rc, text = outside.run("reset", BRIDGE, "--yes", *args(host, backups))
+    assert rc == 0, text
+    (reset,) = all_for(backups / BRIDGE)
+    return reset, ("restore", BRIDGE, reset.id, "--yes", *args(host, backups))
