@@ -13,7 +13,8 @@ MDAD_ROOT = PurePosixPath("/matrix")
 _WORD_RE = re.compile(r"""(?:[^\s'"\\]+|'[^']*'|"(?:[^"\\]|\\.)*"|\\.)+""")
 _QUOTING_RE = re.compile(r"""\\(.)|["']""")
 _MOUNT_RE = re.compile(r"--mount[= ]type=bind,src=([^,\s]+),dst=([^,\s]+)(,ro)?")
-# An image's content digest (the OCI image spec's grammar): "sha256:" and 64 hex digits.
+# An image's content digest, as the OCI image spec writes one: algorithm ":" encoded (in
+# practice "sha256:" and 64 hex digits, but the grammar allows others).
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 
