@@ -47,6 +47,11 @@ def decide(
     if len(inventory_eras) == 1:
         (era,) = inventory_eras
         return NamingDecision(era, INVENTORY_ERA[era])  # type: ignore[arg-type]
+    if unit is not None and unit.digest and not unit.tag:
+        return NamingDecision(
+            "both",
+            "the bridge's systemd unit pins its image by digest alone, which names no release",
+        )
     if unit is None or not unit.tag:
         return NamingDecision("both", "no image tag found in the bridge's systemd unit")
     pinned, at_rename = _version(unit.tag), _version(spec.rename_tag or "")

@@ -257,3 +257,23 @@ def test_an_image_pinned_by_digest_is_shown_with_the_digest_cut_short() -> None:
         ("v0.2608.0", None): "dock.mau.dev/mautrix/whatsapp:v0.2608.0",
         (None, None): None,
     }
+
+
+def test_naming_from_an_image_pinned_by_digest_alone_says_so() -> None:
+    """A digest names no release: both namings are shown, and the reason is the digest, not
+    a tag the unit was never given."""
+    from bridgedoctor.knowledge import load
+    from bridgedoctor.naming import decide
+
+    spec = load().bridges["whatsapp"]
+    digest = "sha256:" + "0123456789abcdef" * 4
+    decided = {
+        (tag, d): decide(spec, replace(UNIT, tag=tag, digest=d), "auto")
+        for tag, d in ((None, digest), (None, None), ("v0.2608.0", digest))
+    }
+    assert (decided[(None, digest)].naming, decided[(None, digest)].reason) == (
+        "both",
+        "the bridge's systemd unit pins its image by digest alone, which names no release",
+    )
+    assert decided[(None, None)].reason == "no image tag found in the bridge's systemd unit"
+    assert decided[("v0.2608.0", digest)].naming != "both"  # the tag decides
