@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bridgedoctor",
         description="Diagnose mautrix bridges deployed with matrix-docker-ansible-deploy.",
         epilog="Exit codes: 0 all checked bridges ok, 1 a problem was found, "
-        "2 could not check (bad usage, unknown bridge, unreadable input).",
+        "2 could not check (bad usage, unknown bridge, unreadable input), "
+        "120 the answer could not be written (its reader went away).",
     )
     p.add_argument("--version", action="version", version=f"bridgedoctor {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
