@@ -18,6 +18,7 @@ import pytest
 from bridgedoctor.helper.server import INTERNAL_MESSAGE
 from bridgedoctor.protocol import MAX_RESPONSE_BYTES
 from bridgedoctor.reset.manifest import Manifest, all_for
+from tests.support.disks import read_only, tmpfs
 from tests.support.fleet import Host
 from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, state
 from tests.support.store import StoreSpec
@@ -377,6 +378,39 @@ def test_helper_start_says_what_it_could_not_recover(
         assert ok(ask(r, "list"))["bridges"] == [BRIDGE]
     finally:
         r.stop()
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+def test_a_read_only_backup_disk_hides_no_interrupted_reset(
+    host: Host, systemd: Systemd, sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The backup disk went read-only (ext4's errors=remount-ro) under an interrupted reset,
+    with the disk's lost+found beside the bridges. The applies' recovery cannot take a lock
+    there (no .lock to open, none can be made): that failure is logged, and neither hides
+    what the resets' recovery found nor keeps the helper from serving."""
+    cfg = make_config(host, sockdir, allow_reset=True)
+    with tmpfs(cfg.backup_dir, "16m"):
+        assert cli(host.args(), cfg.backup_dir, "reset", BRIDGE, "--yes", crash="apply") == 137
+        (m,) = all_for(cfg.backup_dir / BRIDGE)
+        (cfg.backup_dir / "lost+found").mkdir(mode=0o700)
+        read_only(cfg.backup_dir)
+        with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
+            r = Running(cfg)
+        try:
+            lock = cfg.backup_dir / "lost+found" / ".lock"
+            assert [(x.levelno, x.getMessage()) for x in caplog.records] == [
+                (logging.ERROR,
+                 f"not recovered yet: the interrupted reset {m.id} of {BRIDGE} was finished: "
+                 f"done; its record could not be updated (cannot write {m.dir}/manifest.json "
+                 "(Read-only file system)), the next command does it."),
+                (logging.ERROR,
+                 f"could not recover interrupted applies in {cfg.backup_dir}: [Errno 2] No "
+                 f"such file or directory: '{lock}'"),
+                (logging.INFO, f"listening on {cfg.socket} (max_concurrent={cfg.max_concurrent})"),
+            ]  # fmt: skip
+            assert ok(ask(r, "list"))["bridges"] == [BRIDGE]
+        finally:
+            r.stop()
 
 
 @pytest.mark.parametrize("engine", ["sqlite"])

@@ -80,18 +80,26 @@ class Helper:
         if not self.cfg.allow_reset:
             return
         root = self.cfg.backup_dir
-        try:
-            resets = await reset_ops.in_worker(lambda: recover(root))
-            applies = await reset_ops.in_worker(lambda: apply_run.recover(root))
-        except Exception as e:  # noqa: BLE001 - checks must still be served; say what is left
-            log.error("could not recover interrupted resets in %s: %s", root, e)
-            return
-        done = [(r.finished, r.sentence) for r in resets] + [_applied(a) for a in applies]
-        for finished, sentence in done:
-            if finished:
-                log.warning("recovered: %s", sentence)
-            else:
-                log.error("not recovered yet: %s", sentence)
+
+        async def resets() -> list[tuple[bool, str]]:
+            return [(r.finished, r.sentence) for r in await recover(root)]
+
+        async def applies() -> list[tuple[bool, str]]:
+            return [_applied(a) for a in await apply_run.recover(root)]
+
+        # Each kind on its own: one that raises (the applies' lock on a read-only disk) must
+        # not hide what the other found and did.
+        for kind, run in (("resets", resets), ("applies", applies)):
+            try:
+                done = await reset_ops.in_worker(run)
+            except Exception as e:  # noqa: BLE001 - checks must still be served; say what is left
+                log.error("could not recover interrupted %s in %s: %s", kind, root, e)
+                continue
+            for finished, sentence in done:
+                if finished:
+                    log.warning("recovered: %s", sentence)
+                else:
+                    log.error("not recovered yet: %s", sentence)
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), remove the socket."""

@@ -5,6 +5,8 @@
   tmpfs. Once that tmpfs is full (`fill` it), every write reaching a new part of the image fails
   in the block layer and ext4 answers EIO, then EROFS: a disk that dies mid-backup.
 - `fill(path)`: one file that takes every free byte (ENOSPC for whoever writes next).
+- `read_only(path)`: a mounted file system remounted read-only, as ext4's errors=remount-ro
+  leaves a disk that failed (EROFS for every write, reads still work).
 
 Mounting needs root. Without it the tests skip, unless BRIDGEDOCTOR_REQUIRE_MOUNTS is set
 (scripts/test sets it): then they fail, so CI never silently skips them.
@@ -67,6 +69,11 @@ def failing_ext4(path: Path, backing: Path, image_size: str = "64M") -> Iterator
                 _run("umount", "-l", str(path))
         finally:
             _run("losetup", "-d", dev)
+
+
+def read_only(path: Path) -> None:
+    r = _run("mount", "-o", "remount,ro", str(path))
+    _need(r.returncode == 0, f"cannot remount {path} read-only: {r.stderr.strip()}")
 
 
 def fill(path: Path, leave: int = 0, name: str = "filler") -> Path:
