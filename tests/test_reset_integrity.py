@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bridgedoctor.probes.database import SqliteTarget
@@ -582,3 +583,59 @@ def test_a_sqlite_store_gone_before_a_step_is_named_and_not_made(tmp_path: Path)
         asyncio.run(SqliteDb.open(SqliteTarget(path=path)))
     assert str(gone.value) == f"the database {path} does not exist"
     assert not path.exists()
+
+
+def test_a_whole_file_the_database_refuses_fails_with_the_databases_error(
+    host: Host, tmp_path: Path
+) -> None:
+    """Only a file changed since its backup is called damaged: a load of a whole file that the
+    database refuses part-way (here: its rows are there already) fails with the database's own
+    error, which says what is wrong."""
+    path = tmp_path / "keyed.copy"
+
+    async def go() -> BaseException:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            await run_sql(db, "CREATE TABLE keyed (a INTEGER PRIMARY KEY, b TEXT)")
+            await run_sql(db, "INSERT INTO keyed VALUES (1, 'one'), (2, 'two')")
+            await db.dump("keyed", path)
+            rows, sha = file_sum(path)
+            assert rows == 2
+            with pytest.raises(Exception) as e:
+                async with db.transaction():
+                    await db.load("keyed", path, rows, sha, await db.schema())
+            return e.value
+        finally:
+            await db.close()
+
+    refused = asyncio.run(go())
+    assert isinstance(refused, (asyncpg.UniqueViolationError, sqlite3.IntegrityError)), refused
+
+
+def test_a_postgres_table_of_many_rows_is_summed_and_loaded_whole(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """A table of several MiB reaches `dump_sum` in many pieces and is loaded back in 1 MiB
+    chunks: every piece's lines count, or a whole backup would be called damaged."""
+    host = deploy(tmp_path, pg, "postgres")
+    path = tmp_path / "many.copy"
+
+    async def go() -> tuple[tuple[int, str], tuple[int, str]]:
+        db = await open_db(resolve(BRIDGE, options(host)).db)
+        try:
+            await run_sql(db, "CREATE TABLE many (a INTEGER, b TEXT)")
+            await run_sql(
+                db, "INSERT INTO many SELECT i, repeat('y', 200) FROM generate_series(1, 20000) i"
+            )
+            await db.dump("many", path)
+            before = await db.dump_sum("many")
+            async with db.transaction():
+                await db.delete("many")
+                await db.load("many", path, *file_sum(path), await db.schema())
+            return before, await db.dump_sum("many")
+        finally:
+            await db.close()
+
+    before, after = asyncio.run(go())
+    assert path.stat().st_size > 3 << 20
+    assert before == file_sum(path) == after and before[0] == 20000
