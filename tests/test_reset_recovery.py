@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import shlex
 import subprocess
 import sys
 import time
@@ -510,6 +511,69 @@ def test_a_reset_whose_backup_cannot_go_back_while_being_finished_stays_stopped(
     after.pop(FENCE, None)  # the failed load's fence: the next restore finds it never committed
     assert after == cleared
     assert systemd.get(UNIT) == "inactive"
+
+
+@contextlib.contextmanager
+def immutable_from_stop(systemd: Systemd, path: Path, stop: int) -> Iterator[None]:
+    """From the unit's `stop`-th stop on (another program's doing, as a disk failing just then
+    would be), nothing in `path` can be created or removed (chattr +i)."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip(f"chattr +i is not supported on {path}'s file system")
+    subprocess.run(["chattr", "-i", str(path)], check=True)
+    hook = systemd.state / f"{UNIT}.after-stop-once"
+    count = systemd.state / "stops-seen"
+    # The hook runs once (as hook.ran); before the stop that counts it puts itself back.
+    systemd.on_stop_once(UNIT, f"sh {shlex.quote(str(systemd.state / 'at-stop.sh'))}")
+    (systemd.state / "at-stop.sh").write_text(
+        f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}\n"
+        f"if [ $n -lt {stop} ]; then cp {hook}.ran {hook}; "
+        f"else chattr +i {shlex.quote(str(path))}; fi\n"
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "unrecorded"])
+def test_a_finished_full_reset_says_what_it_kept(
+    tmp_path: Path, pg: PgServer, systemd: Systemd, recorded: bool
+) -> None:
+    """A full reset killed right after its database was cleared; a file was written in the data
+    directory since its backup. Recovery finishes the reset, keeps that file and says so; when
+    from its stop on the record cannot be written either, it says that too, and the next
+    recovery records it."""
+    host = deploy(tmp_path, pg, "postgres")
+    backups = tmp_path / "backups"
+    argv = ("reset", BRIDGE, "--mode", "full", "--yes", *args(host, backups))
+    assert outside.run(*argv, **{CRASH: "clear_db"})[0] == 137
+    data_dir = resolve(BRIDGE, options(host)).data_dir
+    (data_dir / "media" / "new.bin").write_bytes(b"written after the backup")
+    (m,) = all_for(backups / BRIDGE)
+    path = m.dir / "manifest.json"
+    with contextlib.nullcontext() if recorded else immutable_from_stop(systemd, m.dir, 1):
+        (r,) = asyncio.run(recover(backups))
+
+    kept = (
+        f"kept what the bridge wrote in {data_dir} after its database was cleared (it ran "
+        "meanwhile): media/new.bin"
+    )
+    unsaved = (
+        f"; its record could not be updated (cannot write {path} (Operation not permitted)), "
+        "the next command does it"
+    )
+    said = f"the interrupted reset {m.id} of {BRIDGE} was finished: done ({kept})"
+    assert r.sentence == said + ("." if recorded else f"{unsaved}.")
+    assert r.finished == recorded
+    assert (data_dir / "media" / "new.bin").read_bytes() == b"written after the backup"
+    assert not (data_dir / "media" / "blob.bin").exists()
+    assert systemd.get(UNIT) == "active"
+    on_disk = Manifest.load(path)
+    assert (on_disk.state, on_disk.error) == (("done", kept) if recorded else ("backed_up", ""))
+    if not recorded:
+        (r,) = asyncio.run(recover(backups))
+        assert (r.sentence, r.finished) == (said + ".", True)
+        assert Manifest.load(path).state == "done"
 
 
 def none_lost(log: Path, target: object) -> None:
