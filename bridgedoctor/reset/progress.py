@@ -8,6 +8,7 @@ dropped and the reset goes on.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,9 @@ class Progress:
     def __init__(self, sink: Sink | None, every: float | None = None) -> None:
         self._sink = sink
         self.every = EVERY if every is None else every
-        self._last = 0.0
+        # Never: time.monotonic() counts from boot, and a host minutes up is no reason to
+        # hold back a run's first report.
+        self._last = -math.inf
         self.state: dict[str, Any] = {}
 
     @property
