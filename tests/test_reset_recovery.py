@@ -576,6 +576,47 @@ def test_a_finished_full_reset_says_what_it_kept(
         assert Manifest.load(path).state == "done"
 
 
+def test_a_put_back_that_cannot_be_recorded_leaves_the_bridge_as_the_admin_had_it(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """Killed right after its delete committed; when recovery finishes it the unit will not
+    start, so its verified backup is to go back, but from that roll-back's stop on the record
+    cannot be written: nothing may be loaded without its fence on record. The unit goes back
+    as the admin had it (running, as reset), the sentence says so and that the next command
+    puts the backup back, and the next recovery does."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    before = digests(target)
+    backups = tmp_path / "backups"
+    rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "apply"})
+    assert rc == 137
+    cleared = digests(target)
+    (m,) = all_for(backups / BRIDGE)
+    path = m.dir / "manifest.json"
+    systemd.refuse_start_once(UNIT)
+    with immutable_from_stop(systemd, m.dir, 2):  # recovery's stop, then the roll-back's
+        (r,) = asyncio.run(recover(backups))
+
+    refused = f"systemctl start {UNIT} failed; see journalctl -u {UNIT}"
+    assert r.sentence == (
+        f"the interrupted reset {m.id} of {BRIDGE} failed while being finished ({refused}). "
+        f"Its backup could not be put back, its record could not be updated (cannot write "
+        f"{path} (Operation not permitted)); the next bridgedoctor command puts it back."
+    ), r.sentence
+    assert not r.finished
+    assert systemd.get(UNIT) == "active"
+    now = digests(target)
+    now.pop(FENCE, None)  # set before the record that had to name it failed
+    assert now == cleared
+    on_disk = Manifest.load(path)
+    assert (on_disk.state, on_disk.error) == ("rolling_back", refused)
+
+    (r,) = asyncio.run(recover(backups))
+    assert (r.manifest.state, r.finished) == ("rolled_back", True), r.sentence
+    assert digests(target) == before
+    assert systemd.get(UNIT) == "active"
+
+
 def none_lost(log: Path, target: object) -> None:
     """Every session the stand-in bridge stored is still in its store."""
     written = set(standin_rows(log))

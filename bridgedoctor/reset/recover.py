@@ -108,10 +108,17 @@ async def roll_back(m: Manifest, reason: str, ctx: Ctx | None = None) -> str:
             if "restore_db" not in m.done_steps() and await committed(ctx, "restore_db"):
                 record(ctx, "restore_db", STATE_AFTER["restore_db"])
             await drive(ctx, RESTORE_STEPS[m.mode][1:-1], final=False)
+        except RecordError as e:
+            # The fence could not go on record, so the database was not loaded: as when the
+            # decision itself cannot be recorded, the record (rolling_back) says what the next
+            # command does, and the unit goes back as the admin had it, the bridge as reset.
+            tail = _settle(m)
+            return (
+                f" Its backup could not be put back, its record could not be updated ({e}); "
+                f"the next bridgedoctor command puts it back.{tail}"
+            )
         except Exception as e:  # noqa: BLE001 - report, keep the backup
             m.state, m.error = "failed", f"{reason}; putting the backup back failed: {describe(e)}"
-            if isinstance(e, RecordError):
-                return _settle(m)  # nothing more can be recorded: the bridge runs as reset
             return _save(m)  # half put back: left stopped for the admin
     elif ctx is not None and (m.kind == "restore" or "verify" in m.done_steps()):
         # A fence may exist from here on, on record or not (a crash right after it was made).
@@ -182,6 +189,8 @@ async def _finish(m: Manifest) -> str:
     except Exception as e:  # noqa: BLE001 - as in a run: undo, keep the backup
         reason = describe(e)
         tail = await roll_back(m, reason, ctx)
+        if m.state == "rolling_back":  # the undo could not be recorded: the tail says so
+            return f"{what} failed while being finished ({reason}).{tail}"
         return f"{what} failed while being finished ({reason}); {_undone(m)}.{tail}"
     return f"{what} was finished: {m.state}{_note(m, ctx)}."
 
