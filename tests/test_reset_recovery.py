@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bridgedoctor.reset import lock
 from bridgedoctor.reset.dbio import FENCE
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.manifest import FINAL, Manifest, RecordError, all_for
@@ -264,12 +265,12 @@ def test_recovery_says_when_the_bridge_will_not_start_again(
     assert systemd.get(UNIT) == "inactive"
 
 
-def interrupted(tmp_path: Path, kind: str, steps: list[str]) -> Manifest:
+def interrupted(tmp_path: Path, kind: str, steps: list[str], bridge: str = BRIDGE) -> Manifest:
     """A record left on disk as an interrupted reset or restore leaves it, with the files its
     backup step had written so far."""
-    d = tmp_path / "backups" / BRIDGE / f"20261201T020000Z-{kind}"
+    d = tmp_path / "backups" / bridge / f"20261201T020000Z-{kind}"
     d.mkdir(parents=True)
-    m = Manifest(id=d.name, kind=kind, bridge=BRIDGE, mode="crypto",  # type: ignore[arg-type]
+    m = Manifest(id=d.name, kind=kind, bridge=bridge, mode="crypto",  # type: ignore[arg-type]
                  requested_by="@admin:example.com", created_at=manifest_now(),
                  location=str(d), unit=UNIT, was_active=True,
                  steps=[{"step": s, "at": manifest_now()} for s in steps],
@@ -614,6 +615,58 @@ def test_a_put_back_that_cannot_be_recorded_leaves_the_bridge_as_the_admin_had_i
     (r,) = asyncio.run(recover(backups))
     assert (r.manifest.state, r.finished) == ("rolled_back", True), r.sentence
     assert digests(target) == before
+    assert systemd.get(UNIT) == "active"
+
+
+def test_recovery_goes_through_every_bridge_directory_on_its_own(
+    tmp_path: Path, systemd: Systemd
+) -> None:
+    """The backup directory holds a file, a bridge with nothing left to finish, a bridge whose
+    lock is held, one whose lock file cannot be made, a link to another bridge's directory and
+    three bridges each with a reset interrupted before its backup was verified. None of them
+    stops the rest: every unfinished reset under a real directory is rolled back once, in
+    order; the held one is left to its holder, the link is not followed, the one without a
+    lock says what to do; a named bridge is the only one recovered."""
+    names = ("alpha", "charlie", "delta", "echo", "zeta")
+    m = {b: interrupted(tmp_path, "reset", ["stop", "backup"], bridge=b) for b in names}
+    beta = interrupted(tmp_path, "reset", ["stop", "backup"], bridge="beta")
+    beta.state = "rolled_back"
+    beta.save()
+    elsewhere = interrupted(tmp_path / "other", "reset", ["stop", "backup"], bridge="linked")
+    backups = tmp_path / "backups"
+    (backups / "0-notes").write_text("not a bridge\n")
+    (backups / "link").symlink_to(elsewhere.dir.parent)
+    systemd.set(UNIT, "inactive")
+
+    def state(x: Manifest) -> str:
+        return Manifest.load(x.dir / "manifest.json").state
+
+    (r,) = asyncio.run(recover(backups, "zeta"))
+    assert (r.manifest.bridge, r.finished, state(m["zeta"])) == ("zeta", True, "rolled_back")
+    assert {b: state(m[b]) for b in names[:-1]} == dict.fromkeys(names[:-1], "planned")
+
+    no_lock = backups / "echo" / ".lock"
+    with immutable(backups / "echo"), lock.held(backups / "charlie"):
+        found = asyncio.run(recover(backups))
+    assert [(x.manifest.bridge, x.finished) for x in found] == [
+        ("alpha", True),
+        ("delta", True),
+        ("echo", False),
+    ]
+    assert found[-1].sentence == (
+        f"the interrupted reset {m['echo'].id} of echo cannot be finished now "
+        f"(Operation not permitted ({no_lock})); free the disk, then run "
+        "'bridgedoctor backups echo'."
+    )
+    assert [state(m[b]) for b in names] == [
+        "rolled_back",
+        "planned",
+        "rolled_back",
+        "planned",
+        "rolled_back",
+    ]
+    assert (state(beta), state(elsewhere)) == ("rolled_back", "planned")
+    assert (backups / "0-notes").read_text() == "not a bridge\n"
     assert systemd.get(UNIT) == "active"
 
 
