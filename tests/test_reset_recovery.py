@@ -670,6 +670,75 @@ def test_recovery_goes_through_every_bridge_directory_on_its_own(
     assert systemd.get(UNIT) == "active"
 
 
+def test_a_roll_back_goes_on_with_the_reason_on_record(tmp_path: Path, systemd: Systemd) -> None:
+    """Killed while rolling back a reset that never verified its backup: recovery goes on
+    rolling back and says why with the reason its record holds, whose closing full stop (an
+    unexpected error's own) goes before the sentence's."""
+    m = interrupted(tmp_path, "reset", ["stop", "backup"])
+    m.state, m.error = "rolling_back", "RuntimeError: no program to run: /usr/bin/X."
+    m.save()
+    systemd.set(UNIT, "inactive")
+
+    (r,) = asyncio.run(recover(tmp_path / "backups"))
+
+    assert r.sentence == (
+        f"the interrupted reset {m.id} of {BRIDGE} was rolled back "
+        "(RuntimeError: no program to run: /usr/bin/X)."
+    )
+    assert (r.finished, Manifest.load(m.dir / "manifest.json").state) == (True, "rolled_back")
+    assert sorted(p.name for p in m.dir.iterdir()) == ["keep", "manifest.json"]
+    assert systemd.get(UNIT) == "active"
+
+
+@pytest.mark.parametrize("kind", ["reset", "restore"])
+def test_a_roll_back_killed_before_it_dropped_the_fence_goes_on(
+    tmp_path: Path, pg: PgServer, systemd: Systemd, kind: str
+) -> None:
+    """The fenced transaction of a reset (or a restore) failed and rolled back, and its
+    roll-back was killed right after its record said rolling_back: the fence still stands.
+    Recovery goes on rolling back: it stops the unit (a reboot may have started it) and drops
+    the fence, and nothing else changes in the bridge's store."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    if kind == "reset":
+        argv: tuple[str, ...] = ("reset", BRIDGE, "--yes", *args(host, backups))
+        fenced, event = "apply", "DELETE OR TRUNCATE"
+    else:
+        _, argv = reset_then_restore(host, backups)
+        fenced, event = "restore_db", "INSERT"
+    slow_once(host, "crypto_olm_session", event, 4)
+    before = digests(target)
+    p = outside.spawn(*argv)
+
+    def fence_on_record(m: dict) -> bool:  # type: ignore[type-arg]
+        return m["kind"] == kind and m["extra"].get("fence", "").endswith(f":{fenced}")
+
+    outside.wait_until(
+        lambda: outside.manifest_where(backups / BRIDGE, fence_on_record) or p.poll() is not None,
+        what="the fence on record",
+    )
+    assert p.poll() is None, p.communicate()
+    time.sleep(0.5)  # inside the transaction now
+    outside.kill_group(p)
+    (m,) = [x for x in all_for(backups / BRIDGE) if x.kind == kind]
+    assert fenced not in m.done_steps()
+    reason = "QueryCanceledError: canceling statement due to statement timeout"
+    m.state, m.error = "rolling_back", reason
+    m.save()
+    systemd.set(UNIT, "active")  # a reboot started it
+    assert FENCE in digests(target)
+    calls = len(systemd.calls())
+
+    (r,) = asyncio.run(recover(backups))
+
+    assert r.sentence == f"the interrupted {kind} {m.id} of {BRIDGE} was rolled back ({reason})."
+    assert (r.manifest.state, r.finished) == ("rolled_back", True)
+    assert digests(target) == before  # the fence gone, nothing else changed
+    assert f"stop {UNIT}" in systemd.calls()[calls:]
+    assert systemd.get(UNIT) == "active"
+
+
 def none_lost(log: Path, target: object) -> None:
     """Every session the stand-in bridge stored is still in its store."""
     written = set(standin_rows(log))
