@@ -739,6 +739,28 @@ def test_a_roll_back_killed_before_it_dropped_the_fence_goes_on(
     assert systemd.get(UNIT) == "active"
 
 
+def test_a_reset_killed_at_its_start_is_finished_without_its_database(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """Killed after its delete was recorded, while the unit started: what is left is the start
+    alone, which needs nothing of the database. Recovery finishes it while the database
+    refuses the bridge's user."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    rc, _ = outside.run("reset", BRIDGE, "--yes", *args(host, backups), **{CRASH: "start"})
+    assert rc == 137
+    asyncio.run(_as_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT 0'))
+    try:
+        (r,) = asyncio.run(recover(backups))
+    finally:
+        asyncio.run(_as_superuser(pg, f'ALTER ROLE "{target.user}" CONNECTION LIMIT -1'))
+
+    assert r.sentence == f"the interrupted reset {r.manifest.id} of {BRIDGE} was finished: done."
+    assert (r.finished, Manifest.load(r.manifest.dir / "manifest.json").state) == (True, "done")
+    assert systemd.get(UNIT) == "active"
+
+
 def none_lost(log: Path, target: object) -> None:
     """Every session the stand-in bridge stored is still in its store."""
     written = set(standin_rows(log))
