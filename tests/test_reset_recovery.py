@@ -97,11 +97,13 @@ def test_reboot_mid_crypto_reset_loses_no_row(
     systemd.reboot([UNIT])
     outside.wait_until(lambda: len(standin_rows(log)) >= n + 5, what="new rows after the boot")
 
-    asyncio.run(recover(backups))
+    (r,) = asyncio.run(recover(backups))
 
     (m,) = all_for(backups / BRIDGE)
     assert m.state == "rolled_back", (m.state, m.error)
     assert "changed after it was backed up" in m.error
+    assert m.error.endswith("; nothing was removed, run the reset again")
+    assert r.sentence == f"the interrupted reset {m.id} of {BRIDGE} was rolled back: {m.error}."
     assert digests(target) == before  # nothing of the bridge's own was removed
     written = set(standin_rows(log))
     lost = written - standin_present(target) - standin_in_backups(backups / BRIDGE)
