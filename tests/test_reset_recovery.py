@@ -763,6 +763,48 @@ def test_a_reset_killed_at_its_start_is_finished_without_its_database(
     assert systemd.get(UNIT) == "active"
 
 
+def test_a_reset_whose_delete_fails_while_being_finished_changes_nothing(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """Killed inside its delete (which rolled back); when recovery does it again the database
+    refuses it. Nothing was changed, so nothing is put back: the fence goes, the store is as
+    before, the unit runs again, and the sentence says so."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    slow_once(host, "crypto_olm_session", "DELETE OR TRUNCATE", 4)
+    before = digests(target)
+    p = outside.spawn("reset", BRIDGE, "--yes", *args(host, backups))
+    outside.wait_until(
+        lambda: (
+            outside.manifest_where(backups / BRIDGE, lambda m: m["state"] == "backed_up")
+            or p.poll() is not None
+        ),
+        what="the verified backup",
+    )
+    assert p.poll() is None, p.communicate()
+    time.sleep(0.5)  # inside the delete now
+    outside.kill_group(p)
+    _exec(
+        host,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF current_setting('application_name') = 'bridgedoctor-reset' THEN "
+        "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NULL; END $$",
+        "CREATE TRIGGER refuse BEFORE DELETE OR TRUNCATE ON crypto_olm_session "
+        "FOR EACH STATEMENT EXECUTE FUNCTION refuse()",
+    )
+
+    (r,) = asyncio.run(recover(backups))
+
+    assert r.sentence == (
+        f"the interrupted reset {r.manifest.id} of {BRIDGE} failed while being finished "
+        "(RaiseError: refused by the test); nothing was changed."
+    )
+    assert (r.manifest.state, r.finished) == ("rolled_back", True)
+    assert digests(target) == before
+    assert systemd.get(UNIT) == "active"
+
+
 def none_lost(log: Path, target: object) -> None:
     """Every session the stand-in bridge stored is still in its store."""
     written = set(standin_rows(log))

@@ -191,6 +191,8 @@ async def _finish(m: Manifest) -> str:
         tail = await roll_back(m, reason, ctx)
         if m.state == "rolling_back":  # the undo could not be recorded: the tail says so
             return f"{what} failed while being finished ({reason}).{tail}"
+        if not ctx.past_return:  # its fenced transaction never committed: nothing to put back
+            return f"{what} failed while being finished ({reason}); nothing was changed.{tail}"
         return f"{what} failed while being finished ({reason}); {_undone(m)}.{tail}"
     return f"{what} was finished: {m.state}{_note(m, ctx)}."
 
