@@ -28,6 +28,7 @@ from bridgedoctor.reset.manifest import now as manifest_now
 from bridgedoctor.reset.recover import describe, recover, roll_back
 from bridgedoctor.reset.target import resolve
 from tests.support import outside
+from tests.support.fleet import Host
 from tests.support.judge import STANDIN_TABLE, digests, standin_in_backups, standin_present
 from tests.support.pg import PgServer
 from tests.support.reset_env import (
@@ -70,17 +71,8 @@ def start_bridge(host, systemd: Systemd, log: Path, monkeypatch: pytest.MonkeyPa
     outside.wait_until(lambda: len(standin_rows(log)) >= n + 3, what="the bridge writing")
 
 
-def test_reboot_mid_crypto_reset_loses_no_row(
-    tmp_path: Path, pg: PgServer, systemd: Systemd, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Killed after the verified backup, inside the delete; the host reboots and the enabled
-    bridge stores new sessions. Recovery must stop it before touching the database, and must not
-    delete what no backup holds: the reset is rolled back, every row is still there."""
-    host = deploy(tmp_path, pg, "postgres")
-    target = resolve(BRIDGE, options(host)).db
-    log, backups = tmp_path / "standin.log", tmp_path / "backups"
-    start_bridge(host, systemd, log, monkeypatch)
-    before = digests(target)
+def kill_inside_the_delete(host: Host, backups: Path) -> None:
+    """A crypto reset killed after its verified backup, inside its (slowed) delete."""
     slow_once(host, "crypto_olm_session", "DELETE OR TRUNCATE", 4)
     p = outside.spawn("reset", BRIDGE, "--yes", *args(host, backups))
     outside.wait_until(
@@ -93,6 +85,20 @@ def test_reboot_mid_crypto_reset_loses_no_row(
     assert p.poll() is None, p.communicate()
     time.sleep(0.5)  # inside the delete now
     outside.kill_group(p)
+
+
+def test_reboot_mid_crypto_reset_loses_no_row(
+    tmp_path: Path, pg: PgServer, systemd: Systemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the verified backup, inside the delete; the host reboots and the enabled
+    bridge stores new sessions. Recovery must stop it before touching the database, and must not
+    delete what no backup holds: the reset is rolled back, every row is still there."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    log, backups = tmp_path / "standin.log", tmp_path / "backups"
+    start_bridge(host, systemd, log, monkeypatch)
+    before = digests(target)
+    kill_inside_the_delete(host, backups)
     n = len(standin_rows(log))
     systemd.reboot([UNIT])
     outside.wait_until(lambda: len(standin_rows(log)) >= n + 5, what="new rows after the boot")
@@ -772,19 +778,8 @@ def test_a_reset_whose_delete_fails_while_being_finished_changes_nothing(
     host = deploy(tmp_path, pg, "postgres")
     target = resolve(BRIDGE, options(host)).db
     backups = tmp_path / "backups"
-    slow_once(host, "crypto_olm_session", "DELETE OR TRUNCATE", 4)
     before = digests(target)
-    p = outside.spawn("reset", BRIDGE, "--yes", *args(host, backups))
-    outside.wait_until(
-        lambda: (
-            outside.manifest_where(backups / BRIDGE, lambda m: m["state"] == "backed_up")
-            or p.poll() is not None
-        ),
-        what="the verified backup",
-    )
-    assert p.poll() is None, p.communicate()
-    time.sleep(0.5)  # inside the delete now
-    outside.kill_group(p)
+    kill_inside_the_delete(host, backups)
     _exec(
         host,
         "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
