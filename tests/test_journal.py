@@ -1183,11 +1183,50 @@ async def test_only_the_first_4_kib_of_stderr_are_looked_at(tmp_path, monkeypatc
     assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", ("i",), False)
 
 
+async def test_a_cut_answer_is_not_held_by_a_child_that_left_the_tools_group(
+    tmp_path, monkeypatch
+) -> None:
+    """Past the byte bound the tool is killed and its answer is out at once, cut: a child in a
+    session of its own that still holds stdout open neither delays it nor keeps a descriptor."""
+    import os
+    import signal
+    import time
+
+    from bridgedoctor.probes.command import run
+
+    pidfile = tmp_path / "child"
+    _tool(
+        tmp_path,
+        "systemctl",
+        f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' &"
+        f" while [ ! -s {pidfile} ]; do sleep 0.01; done; head -c 100000 /dev/zero; sleep 30",
+        monkeypatch,
+    )
+    open_before = sorted(os.listdir("/proc/self/fd"))
+    started = time.monotonic()
+    try:
+        out = await run(["systemctl"], code="service_unknown", timeout=20, max_bytes=1000)
+        assert time.monotonic() - started < 10
+        assert not isinstance(out, ProbeError) and (out.truncated, out.stdout) == (
+            True,
+            bytes(1000),
+        )
+        assert sorted(os.listdir("/proc/self/fd")) == open_before
+    finally:
+        for _ in range(50):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.05)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
 async def test_a_child_that_left_the_tools_group_does_not_hold_a_timeout(
     tmp_path, monkeypatch
 ) -> None:
     """The kill reaches the tool's process group; a child that left it (a session of its own)
-    and holds stdout open is not waited for past a second after the timeout."""
+    and holds stdout open is not waited for past a second after the timeout, and what the tool
+    was given is closed when the answer is out (the helper lives long: nothing may pile up)."""
+    import os
     import time
 
     from bridgedoctor.probes.command import run
@@ -1200,12 +1239,13 @@ async def test_a_child_that_left_the_tools_group_does_not_hold_a_timeout(
         monkeypatch,
     )
     started = time.monotonic()
+    open_before = sorted(os.listdir("/proc/self/fd"))
     try:
         out = await run(["systemctl"], code="service_unknown", timeout=0.5)
         assert out == ProbeError("service_unknown", "systemctl did not answer within 0.5 s.")
         assert time.monotonic() - started < 10
+        assert sorted(os.listdir("/proc/self/fd")) == open_before
     finally:
-        import os
         import signal
 
         for _ in range(50):

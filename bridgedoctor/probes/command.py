@@ -57,34 +57,59 @@ async def run(
     if exe is None:
         return ProbeError(code, f"{argv[0]} is not installed or not on PATH.")
     env = {**{k: v for k, v in os.environ.items() if k == "PATH"}, **_ENV}
-    # stderr is a pipe of our own, not asyncio's: asyncio's wait() returns only once every pipe
-    # it watches is closed, and a child the tool left behind may hold stderr open for long.
-    # It is read as it comes (a tool that says much there must not fill it and stall); what
-    # the tool said is in it by the time the tool has exited.
+    # stdout and stderr are pipes of our own, not asyncio's: asyncio keeps its pipe open until
+    # it reads EOF, and a child the tool left behind (a session of its own, out of reach of the
+    # kill) may hold them open for as long as it lives. Ours are closed when we are done, so
+    # no answer leaves a descriptor behind, however the tool ends. Both are read as they come
+    # (a tool that says much must not fill a pipe and stall).
+    out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
-    os.set_blocking(err_read, False)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            exe,
-            *argv[1:],
-            # A pipe closed at once rather than /dev/null: the helper opens no path it does not
-            # need (tests/test_helper_property.py records every open).
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err_write,
-            env=env,
-            # Its own process group: a kill reaches whatever it started too.
-            start_new_session=True,
-        )
-    except OSError as e:
-        os.close(err_read)
-        return ProbeError(code, f"{argv[0]} could not be run ({type(e).__name__}).")
+        for fd in (out_read, err_read):
+            os.set_blocking(fd, False)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                exe,
+                *argv[1:],
+                # A pipe closed at once rather than /dev/null: the helper opens no path it does
+                # not need (tests/test_helper_property.py records every open).
+                stdin=asyncio.subprocess.PIPE,
+                stdout=out_write,
+                stderr=err_write,
+                env=env,
+                # Its own process group: a kill reaches whatever it started too.
+                start_new_session=True,
+            )
+        except OSError as e:
+            return ProbeError(code, f"{argv[0]} could not be run ({type(e).__name__}).")
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        return await _answer(proc, argv[0], code, timeout, max_bytes, out_read, err_read)
     finally:
-        os.close(err_write)
-    assert proc.stdin is not None and proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        for fd in (out_read, err_read):
+            loop.remove_reader(fd)
+            os.close(fd)
+
+
+async def _answer(
+    proc: asyncio.subprocess.Process,
+    name: str,
+    code: str,
+    timeout: float,
+    max_bytes: int,
+    out_read: int,
+    err_read: int,
+) -> Output | ProbeError:
+    assert proc.stdin is not None
     proc.stdin.close()
-    said = bytearray()  # its first 4 KiB: enough to say why
     loop = asyncio.get_running_loop()
+    said = bytearray()  # its first 4 KiB of stderr: enough to say why
+    chunks: list[bytes] = []
+    size = 0
+    truncated = False
+    done: asyncio.Future[None] = loop.create_future()  # stdout's end, or the byte bound
 
     def hear() -> None:
         """Read what waits in stderr (none: a child the tool left behind may hold it open)."""
@@ -96,47 +121,42 @@ async def run(
             loop.remove_reader(err_read)
         said.extend(chunk[: 4096 - len(said)])
 
-    loop.add_reader(err_read, hear)
+    def take() -> None:
+        nonlocal size, truncated
+        try:
+            chunk = os.read(out_read, 65536)
+        except BlockingIOError:
+            return
+        if len(chunk) > max_bytes - size:
+            chunk = chunk[: max_bytes - size]
+            truncated = True
+        chunks.append(chunk)
+        size += len(chunk)
+        if truncated or not chunk:
+            loop.remove_reader(out_read)
+            if not done.done():
+                done.set_result(None)
 
-    async def collect() -> tuple[bytes, bool]:
-        assert proc.stdout is not None
-        chunks: list[bytes] = []
-        size = 0
-        truncated = False
-        while True:
-            chunk = await proc.stdout.read(65536)
-            if not chunk:
-                break
-            if size + len(chunk) > max_bytes:
-                chunks.append(chunk[: max_bytes - size])
-                truncated = True
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+    loop.add_reader(err_read, hear)
+    loop.add_reader(out_read, take)
+
+    async def collect() -> None:
+        await done
         if truncated:
             _kill(proc)
-            # asyncio's wait() returns only once every pipe is closed, and a stdout paused
-            # with a full buffer never reads its EOF: drain what the killed tool left.
-            while await proc.stdout.read(65536):
-                pass
         await proc.wait()
-        return b"".join(chunks), truncated
 
     try:
-        try:
-            out, truncated = await asyncio.wait_for(collect(), timeout)
-        except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
-            _kill(proc)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 1.0)
-            return ProbeError(code, f"{argv[0]} did not answer within {timeout:g} s.")
-        hear()  # the rest the tool said: at most a pipe's 64 KiB, one read
-    finally:
-        loop.remove_reader(err_read)
-        os.close(err_read)
+        await asyncio.wait_for(collect(), timeout)
+    except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
+        _kill(proc)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 1.0)
+        return ProbeError(code, f"{name} did not answer within {timeout:g} s.")
+    hear()  # the rest the tool said: at most a pipe's 64 KiB, one read
     text = bytes(said).decode("utf-8", "replace").splitlines()
     lines = tuple(line.strip()[:200] for line in text if line.strip())
-    return Output(proc.returncode or 0, out, lines, truncated)
+    return Output(proc.returncode or 0, b"".join(chunks), lines, truncated)
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
