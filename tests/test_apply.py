@@ -248,6 +248,41 @@ def test_a_crash_during_undo_is_finished(
     assert systemd.calls()[-1] == "restart matrix-mautrix-gmessages.service"
 
 
+def test_recovery_leaves_links_and_directories_with_nothing_unfinished_alone(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """The backup root on a disk of its own holds lost+found; a link there may lead anywhere.
+    Recovery takes no lock and writes nothing where no apply of ours is unfinished, and does
+    not follow a link to one that is."""
+    import asyncio
+
+    from bridgedoctor.apply import run as apply_run
+
+    host = broken_gmessages(tmp_path, pg)
+    env = {**systemd.env(), "BRIDGEDOCTOR_CRASH_AT": "apply_write"}
+    r = run_cli("apply", "gmessages", *apply_args(host, tmp_path), env=env)
+    assert r.returncode == 137, r.stderr
+    root = tmp_path / "backups"
+    elsewhere = tmp_path / "elsewhere"
+    (root / "gmessages").rename(elsewhere)
+    (root / "linked").symlink_to(elsewhere)
+    (root / "lost+found").mkdir(mode=0o700)
+    (crashed,) = elsewhere.glob("*/apply.json")
+    finished = root / "slack" / crashed.parent.name
+    finished.mkdir(parents=True)
+    (finished / "apply.json").write_text(
+        json.dumps({**json.loads(crashed.read_text()), "state": "done"})
+    )
+    (root / "a-file").write_text("")
+    listed = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    calls = len(systemd.calls())
+
+    assert asyncio.run(apply_run.recover(root)) == []
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == listed
+    assert json.loads(crashed.read_text())["state"] not in ("done", "rolled_back", "failed")
+    assert systemd.calls()[calls:] == []
+
+
 # --- the edit itself --------------------------------------------------------------------------
 
 MDAD_CONFIG = mdad.render_config("gmessages", db_uri=mdad.mdad_db_uri("gmessages"))

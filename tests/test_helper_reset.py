@@ -3,6 +3,7 @@ SQLite bridges, a fake systemctl on PATH, the plan-then-confirm protocol the plu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bridgedoctor.apply.record import ApplyRecord
 from bridgedoctor.helper.server import INTERNAL_MESSAGE
 from bridgedoctor.protocol import MAX_RESPONSE_BYTES
 from bridgedoctor.reset.manifest import Manifest, all_for
@@ -384,33 +386,51 @@ def test_helper_start_says_what_it_could_not_recover(
 def test_a_read_only_backup_disk_hides_no_interrupted_reset(
     host: Host, systemd: Systemd, sockdir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The backup disk went read-only (ext4's errors=remount-ro) under an interrupted reset,
-    with the disk's lost+found beside the bridges. The applies' recovery cannot take a lock
-    there (no .lock to open, none can be made): that failure is logged, and neither hides
-    what the resets' recovery found nor keeps the helper from serving."""
+    """The backup disk went read-only (ext4's errors=remount-ro) under an interrupted reset
+    and an interrupted apply, with the disk's lost+found beside the bridges. The apply's
+    record cannot be brought up to date: that failure is logged, and neither hides what the
+    resets' recovery found nor keeps the helper from serving. lost+found is left alone."""
     cfg = make_config(host, sockdir, allow_reset=True)
     with tmpfs(cfg.backup_dir, "16m"):
         assert cli(host.args(), cfg.backup_dir, "reset", BRIDGE, "--yes", crash="apply") == 137
         (m,) = all_for(cfg.backup_dir / BRIDGE)
+        applied = interrupted_apply(host, cfg.backup_dir)
         (cfg.backup_dir / "lost+found").mkdir(mode=0o700)
         read_only(cfg.backup_dir)
         with caplog.at_level(logging.INFO, logger="bridgedoctor.helper"):
             r = Running(cfg)
         try:
-            lock = cfg.backup_dir / "lost+found" / ".lock"
             assert [(x.levelno, x.getMessage()) for x in caplog.records] == [
                 (logging.ERROR,
                  f"not recovered yet: the interrupted reset {m.id} of {BRIDGE} was finished: "
                  f"done; its record could not be updated (cannot write {m.dir}/manifest.json "
                  "(Read-only file system)), the next command does it."),
                 (logging.ERROR,
-                 f"could not recover interrupted applies in {cfg.backup_dir}: [Errno 2] No "
-                 f"such file or directory: '{lock}'"),
+                 f"could not recover interrupted applies in {cfg.backup_dir}: cannot write "
+                 f"{applied.dir}/apply.json (Read-only file system)"),
                 (logging.INFO, f"listening on {cfg.socket} (max_concurrent={cfg.max_concurrent})"),
             ]  # fmt: skip
+            assert list((cfg.backup_dir / "lost+found").iterdir()) == []
             assert ok(ask(r, "list"))["bridges"] == [BRIDGE]
         finally:
             r.stop()
+
+
+def interrupted_apply(host: Host, backup_dir: Path) -> ApplyRecord:
+    """What an apply killed after its backup leaves on disk: its record at backed_up, the
+    bridge's config.yaml not yet written (apply/run.py saves the record after every step)."""
+    config = next(host.root.glob(f"mautrix-{BRIDGE}/config/config.yaml"))
+    sha = hashlib.sha256(config.read_bytes()).hexdigest()
+    ident = "20261201T000000Z-apply"
+    r = ApplyRecord(
+        id=ident, bridge=BRIDGE, unit=RESET_UNIT, requested_by="root", created_at=ident[:16],
+        location=str(backup_dir / BRIDGE / ident), config=str(config), base=str(config.parent),
+        was_active=True, before_sha256=sha, after_sha256="0" * 64, uid=0, gid=0,
+        file_mode=0o600, key_from="a", key_to="b", state="backed_up",
+    )  # fmt: skip
+    r.dir.mkdir(parents=True)
+    r.save()
+    return r
 
 
 @pytest.mark.parametrize("engine", ["sqlite"])

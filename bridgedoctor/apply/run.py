@@ -365,7 +365,12 @@ async def recover(backup_root: Path) -> list[ApplyRecord]:
     if not backup_root.is_dir():
         return out
     for d in sorted(backup_root.iterdir()):
-        if not d.is_dir():
+        # As the resets' recovery: a link is not one of our directories (it may lead anywhere),
+        # and a directory with nothing unfinished (a bridge's, the disk's lost+found) is left
+        # as it is: no lock file made in it, nothing written.
+        if not d.is_dir() or d.is_symlink():
+            continue
+        if all(r.state in FINAL for r in all_for(d)):
             continue
         try:
             with lock.held(d):
