@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -1181,6 +1182,45 @@ async def test_only_the_first_4_kib_of_stderr_are_looked_at(tmp_path, monkeypatc
     assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", (), False)
     _tool(tmp_path, "journalctl", f"cat {tmp_path}/c >&2", monkeypatch)
     assert await run(["journalctl"], code="journal_unknown") == Output(0, b"", ("i",), False)
+
+
+async def test_a_tool_whose_caller_gives_up_is_killed(tmp_path, monkeypatch) -> None:
+    """A helper request past its deadline is cancelled: the tool it was waiting for (a
+    systemctl hung on a stuck D-Bus) goes with it rather than living on unwatched."""
+    import asyncio
+    import os
+    import time
+
+    from bridgedoctor.probes.command import run
+
+    pidfile = tmp_path / "tool"
+    _tool(tmp_path, "systemctl", f"echo $$ > {pidfile}; exec sleep 30", monkeypatch)
+    task = asyncio.ensure_future(run(["systemctl"], code="service_unknown", timeout=20))
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    pid = int(pidfile.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                state = (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() or ["?"])[
+                    0
+                ]
+            except FileNotFoundError:
+                break  # ended and reaped
+            if state == "Z":
+                break  # ended, not yet reaped
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the tool {pid} still runs after its caller gave up")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
 
 
 async def test_a_cut_answer_is_not_held_by_a_child_that_left_the_tools_group(

@@ -153,6 +153,9 @@ async def _answer(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 1.0)
         return ProbeError(code, f"{name} did not answer within {timeout:g} s.")
+    except asyncio.CancelledError:  # the caller gave up first (a helper request's deadline)
+        _kill(proc)
+        raise
     hear()  # the rest the tool said: at most a pipe's 64 KiB, one read
     text = bytes(said).decode("utf-8", "replace").splitlines()
     lines = tuple(line.strip()[:200] for line in text if line.strip())
