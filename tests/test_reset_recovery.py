@@ -693,7 +693,10 @@ def test_a_roll_back_goes_on_with_the_reason_on_record(tmp_path: Path, systemd: 
         f"the interrupted reset {m.id} of {BRIDGE} was rolled back "
         "(RuntimeError: no program to run: /usr/bin/X)."
     )
-    assert (r.finished, Manifest.load(m.dir / "manifest.json").state) == (True, "rolled_back")
+    on_disk = Manifest.load(m.dir / "manifest.json")
+    # The reason stays on record, as it was: the helper's listing of backups shows it.
+    assert (r.finished, on_disk.state) == (True, "rolled_back")
+    assert on_disk.error == "RuntimeError: no program to run: /usr/bin/X."
     assert sorted(p.name for p in m.dir.iterdir()) == ["keep", "manifest.json"]
     assert systemd.get(UNIT) == "active"
 
