@@ -1,0 +1,132 @@
+"""`--deep`'s second process (probes/scan_worker.py), driven directly: a real worker process fed
+real pickles, its answers against this process's own verifier."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor.bulk_verify import BulkVerifier, Tally
+from bridgedoctor.probes import scan_worker
+from bridgedoctor.probes.scan_worker import Spread, WorkerGone, _Worker, spare_core
+from tests.test_bulk_verify import KEYS, make
+
+
+def batch(n: int, kind: str = "megolm_inbound") -> list[bytes]:
+    """Rows under each key in turn, one under no key, one that is no pickle, one empty."""
+    rows = [make(kind, KEYS[i % len(KEYS)]) for i in range(n)]
+    return [*rows, make(kind, "nobody's key"), b"not base64 !!", b""]
+
+
+def here(kind: str, rows: list[bytes]) -> Tally:
+    t = Tally()
+    BulkVerifier(KEYS).feed(kind, list(rows), t)
+    return t
+
+
+async def test_the_worker_answers_each_batch_in_order_as_this_process_would() -> None:
+    inbound, outbound = batch(9), batch(5, "megolm_outbound")
+    worker = await _Worker.start(KEYS)
+    try:
+        first = await worker.send("megolm_inbound", inbound)
+        second = await worker.send("megolm_outbound", outbound)
+        assert await asyncio.wait_for(first, 20) == here("megolm_inbound", inbound)
+        assert await asyncio.wait_for(second, 20) == here("megolm_outbound", outbound)
+        assert (await first).rows == 12 and (await first).opened == {0: 3, 1: 2, 2: 2, 3: 2}
+        # The keys go through stdin, never argv; the process holds no directory of ours.
+        cmdline = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes()
+        assert not any(k.encode() in cmdline for k in KEYS if k)
+        assert os.readlink(f"/proc/{worker.proc.pid}/cwd") == "/"
+        assert worker.waiting == []
+    finally:
+        await worker.stop()
+    assert worker.proc.returncode is not None
+
+
+async def test_a_worker_that_dies_fails_every_batch_it_had(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(scan_worker.CRASH_ENV, "1")
+    worker = await _Worker.start(KEYS)
+    try:
+        first = await worker.send("megolm_inbound", batch(2))
+        with pytest.raises(WorkerGone):
+            await asyncio.wait_for(first, 20)
+        await asyncio.wait_for(worker.reader, 20)
+        assert worker.proc.returncode == 70 or await worker.proc.wait() == 70
+    finally:
+        await worker.stop()
+
+
+async def test_the_worker_runs_no_code_from_the_environment_and_says_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """It handles the candidate keys: an isolated interpreter (`-I`: no PYTHONPATH, no user
+    site, so no sitecustomize planted there), and its errors go nowhere, not into our output."""
+    planted = tmp_path / "ran"
+    (tmp_path / "sitecustomize.py").write_text(f"open({str(planted)!r}, 'w').close()\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    worker = await _Worker.start(KEYS)
+    try:
+        rows = batch(2)
+        assert await asyncio.wait_for(await worker.send("megolm_inbound", rows), 20) == here(
+            "megolm_inbound", rows
+        )
+        assert not planted.exists()
+        assert worker.proc.stdin is not None
+        worker.proc.stdin.write(b"not a header\n")  # the worker fails on it, with a traceback
+        await worker.proc.stdin.drain()
+        assert await asyncio.wait_for(worker.proc.wait(), 20) == 1
+    finally:
+        await worker.stop()
+    assert capfd.readouterr().err == ""
+
+
+async def spread_over(spread: Spread, batches: list[list[bytes]]) -> Tally:
+    into = Tally()
+    try:
+        for rows in batches:
+            await spread.feed("megolm_inbound", list(rows), into)
+    finally:
+        await spread.finish()
+    return into
+
+
+@pytest.mark.parametrize("crash", [False, True])
+async def test_batches_shared_with_a_worker_count_as_one_process_alone(
+    monkeypatch: pytest.MonkeyPatch, crash: bool
+) -> None:
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "on")
+    if crash:
+        monkeypatch.setenv(scan_worker.CRASH_ENV, "1")
+    batches = [batch(n) for n in (4, 3, 5, 2, 6, 1, 3)]
+    alone = here("megolm_inbound", [r for b in batches for r in b])
+    spread = Spread(KEYS, after=0)
+    assert await spread_over(spread, batches) == alone
+    assert spread.used_worker and spread.seen == alone.rows
+    assert spread._worker is None  # gone once finished
+
+
+async def test_no_worker_before_enough_rows_or_when_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches = [batch(3) for _ in range(4)]
+    alone = here("megolm_inbound", [r for b in batches for r in b])
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "on")
+    few = Spread(KEYS)  # WORKER_AFTER rows: far more than these
+    assert await spread_over(few, batches) == alone and not few.used_worker
+    late = Spread(KEYS, after=12)  # starts once 12 rows were seen, with the third batch
+    assert await spread_over(late, batches) == alone and late.used_worker
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "off")
+    off = Spread(KEYS, after=0)
+    assert await spread_over(off, batches) == alone and not off.used_worker
+
+
+def test_the_worker_setting_overrides_the_guess(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "on")
+    assert spare_core() is True
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "off")
+    assert spare_core() is False
