@@ -130,3 +130,48 @@ def test_the_worker_setting_overrides_the_guess(monkeypatch: pytest.MonkeyPatch)
     assert spare_core() is True
     monkeypatch.setenv(scan_worker.WORKER_ENV, "off")
     assert spare_core() is False
+
+
+async def test_a_batch_sent_to_a_worker_already_gone_is_an_os_error_and_not_waited_for() -> None:
+    """Spread.feed takes OSError as "verify this batch here"; anything else would end the scan."""
+    worker = await _Worker.start(KEYS)
+    try:
+        worker.proc.kill()
+        await worker.proc.wait()
+        await asyncio.wait_for(worker.reader, 20)
+        with pytest.raises(OSError):
+            for _ in range(50):  # the broken pipe shows at the first write or drain after it
+                await worker.send("megolm_inbound", batch(40))
+        assert worker.waiting == []
+    finally:
+        await worker.stop()
+
+
+@pytest.mark.parametrize(
+    ("cpus", "load", "setting", "spare"),
+    [
+        (None, (0.0, 0.0, 0.0), None, False),  # the CPU count unknown: one
+        (1, (0.0, 0.0, 0.0), None, False),
+        (2, (1.0, 1.5, 1.5), None, True),  # one CPU idle by the last minute's load
+        (2, (1.01, 0.0, 0.0), None, False),
+        (4, (2.5, 9.0, 9.0), "auto", True),
+        (4, (3.5, 0.0, 0.0), "anything", False),
+        (4, (0.0, 0.0, 0.0), "off", False),
+        (1, (9.0, 9.0, 9.0), "on", True),
+    ],
+)
+def test_a_worker_is_started_when_a_cpu_is_idle(
+    monkeypatch: pytest.MonkeyPatch,
+    cpus: int | None,
+    load: tuple[float, float, float],
+    setting: str | None,
+    spare: bool,
+) -> None:
+    """The host's CPU count and load stand in for a host this test cannot make busy or idle."""
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(os, "getloadavg", lambda: load)
+    if setting is None:
+        monkeypatch.delenv(scan_worker.WORKER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(scan_worker.WORKER_ENV, setting)
+    assert spare_core() is spare
