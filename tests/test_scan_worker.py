@@ -12,13 +12,16 @@ import pytest
 from bridgedoctor.bulk_verify import BulkVerifier, Tally
 from bridgedoctor.probes import scan_worker
 from bridgedoctor.probes.scan_worker import Spread, WorkerGone, _Worker, spare_core
+from tests.support.store import seal
 from tests.test_bulk_verify import KEYS, make
 
 
 def batch(n: int, kind: str = "megolm_inbound") -> list[bytes]:
-    """Rows under each key in turn, one under no key, one that is no pickle, one empty."""
+    """Rows under each key in turn, one under no key, one that opens under the second key but
+    holds no session (an unknown version), one that is no pickle, one empty."""
     rows = [make(kind, KEYS[i % len(KEYS)]) for i in range(n)]
-    return [*rows, make(kind, "nobody's key"), b"not base64 !!", b""]
+    bad = seal(b"\x00\x00\x00\x07" + b"r" * 200, KEYS[1])
+    return [*rows, make(kind, "nobody's key"), bad, b"not base64 !!", b""]
 
 
 def here(kind: str, rows: list[bytes]) -> Tally:
@@ -35,7 +38,9 @@ async def test_the_worker_answers_each_batch_in_order_as_this_process_would() ->
         second = await worker.send("megolm_outbound", outbound)
         assert await asyncio.wait_for(first, 20) == here("megolm_inbound", inbound)
         assert await asyncio.wait_for(second, 20) == here("megolm_outbound", outbound)
-        assert (await first).rows == 12 and (await first).opened == {0: 3, 1: 2, 2: 2, 3: 2}
+        got = await first
+        assert (got.rows, got.opened, got.bad_plaintext) == (13, {0: 3, 1: 2, 2: 2, 3: 2}, {1: 1})
+        assert (got.unknown, got.corrupt) == (1, 2)
         # The keys go through stdin, never argv; the process holds no directory of ours.
         cmdline = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes()
         assert not any(k.encode() in cmdline for k in KEYS if k)
