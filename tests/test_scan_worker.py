@@ -64,6 +64,16 @@ async def test_a_worker_that_dies_fails_every_batch_it_had(
         assert worker.proc.returncode == 70 or await worker.proc.wait() == 70
     finally:
         await worker.stop()
+    assert worker.proc.stdin is not None and worker.proc.stdin.is_closing()
+
+
+async def test_stopping_a_worker_ends_it_its_reader_and_its_pipe() -> None:
+    worker = await _Worker.start(KEYS)
+    answer = await worker.send("megolm_inbound", batch(2))
+    await worker.stop()
+    assert worker.proc.returncode is not None and worker.reader.done()
+    assert worker.proc.stdin is not None and worker.proc.stdin.is_closing()
+    assert answer.done()  # answered before the kill, or failed by it: never left waiting
 
 
 async def test_the_worker_runs_no_code_from_the_environment_and_says_nothing(
@@ -128,6 +138,28 @@ async def test_no_worker_before_enough_rows_or_when_turned_off(
     monkeypatch.setenv(scan_worker.WORKER_ENV, "off")
     off = Spread(KEYS, after=0)
     assert await spread_over(off, batches) == alone and not off.used_worker
+
+
+async def test_the_worker_takes_every_other_batch_and_is_waited_for_when_it_has_two(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Odd batches go to the worker, at most IN_FLIGHT (2) at a time: when both are still being
+    verified there, the next odd batch waits for the oldest rather than being verified here."""
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "on")
+    real_send = _Worker.send
+    waiting: list[int] = []
+
+    async def send(self: _Worker, kind: str, rows: list[bytes]) -> asyncio.Future[Tally]:
+        waiting.append(len(self.waiting))
+        return await real_send(self, kind, rows)
+
+    monkeypatch.setattr(_Worker, "send", send)
+    big = batch(60) * 40  # slow for the worker, next to the tiny batches verified here
+    batches = [big if i % 2 == 0 else [make("megolm_inbound", KEYS[0])] for i in range(10)]
+    alone = here("megolm_inbound", [r for b in batches for r in b])
+    spread = Spread(KEYS, after=0)
+    assert await spread_over(spread, batches) == alone
+    assert len(waiting) == 5 and max(waiting) == 1, waiting
 
 
 def test_the_worker_setting_overrides_the_guess(monkeypatch: pytest.MonkeyPatch) -> None:
