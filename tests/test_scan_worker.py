@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,56 @@ def test_a_worker_is_started_when_a_cpu_is_idle(
     else:
         monkeypatch.setenv(scan_worker.WORKER_ENV, setting)
     assert spare_core() is spare
+
+
+async def test_the_worker_starts_with_the_batch_that_reaches_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "on")
+    real_send = _Worker.send
+    sent: list[int] = []
+
+    async def send(self: _Worker, kind: str, rows: list[bytes]) -> asyncio.Future[Tally]:
+        sent.append(len(rows))
+        return await real_send(self, kind, rows)
+
+    monkeypatch.setattr(_Worker, "send", send)
+    batches = [batch(n) for n in (3, 3, 2, 2)]  # 7, 7, 6, 6 rows
+    alone = here("megolm_inbound", [r for b in batches for r in b])
+    assert await spread_over(Spread(KEYS, after=7), batches) == alone
+    assert sent == [7, 6]  # the first batch already brings `after` rows
+
+
+async def test_whether_to_use_a_worker_is_decided_once_per_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off when the scan starts: off for the whole scan; a worker that cannot start or that
+    dies is not started again."""
+    batches = [batch(2) for _ in range(6)]
+    alone = here("megolm_inbound", [r for b in batches for r in b])
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "off")
+    spread, into = Spread(KEYS, after=0), Tally()
+    await spread.feed("megolm_inbound", list(batches[0]), into)
+    monkeypatch.setenv(scan_worker.WORKER_ENV, "on")
+    for rows in batches[1:]:
+        await spread.feed("megolm_inbound", list(rows), into)
+    await spread.finish()
+    assert into == alone and not spread.used_worker
+
+    real_start = _Worker.start.__func__  # type: ignore[attr-defined]
+    starts: list[str] = []
+
+    async def start(cls: type[_Worker], keys: list[str]) -> _Worker:
+        starts.append(sys.executable)
+        return await real_start(cls, keys)
+
+    monkeypatch.setattr(_Worker, "start", classmethod(start))
+    with monkeypatch.context() as m:
+        m.setattr(sys, "executable", "/nonexistent/python3")  # an OSError from the start
+        assert await spread_over(Spread(KEYS, after=0), batches) == alone
+    assert len(starts) == 1
+    starts.clear()
+    monkeypatch.setenv(scan_worker.CRASH_ENV, "1")  # dies at its first batch
+    crashed = Spread(KEYS, after=0)
+    assert await spread_over(crashed, batches) == alone
+    assert len(starts) == 1 and crashed.used_worker
