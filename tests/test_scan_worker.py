@@ -160,7 +160,7 @@ async def test_the_worker_takes_every_other_batch_and_is_waited_for_when_it_has_
     alone = here("megolm_inbound", [r for b in batches for r in b])
     spread = Spread(KEYS, after=0)
     assert await spread_over(spread, batches) == alone
-    assert len(waiting) == 5 and max(waiting) == 1, waiting
+    assert len(waiting) == 5 and max(waiting) <= 1, waiting
 
 
 def test_the_worker_setting_overrides_the_guess(monkeypatch: pytest.MonkeyPatch) -> None:
