@@ -193,3 +193,60 @@ def test_big_scan_shares_the_work_with_a_second_process(
     mixed = finding(shared, "crypto_store_mixed_keys")
     assert mixed["evidence"] == finding(alone, "crypto_store_mixed_keys")["evidence"]
     assert "3,201 rows" in next(e for e in mixed["evidence"] if "inbound" in e)
+
+
+def test_the_deep_scan_reads_through_a_read_only_named_session(
+    host: Host, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the scan's own connection says of itself, asked on it while the scan reads: read
+    only, and named, so an admin looking at pg_stat_activity sees who is reading."""
+    from bridgedoctor.probes import database, scan_worker
+
+    deploy(host, "postgres", session_rows(WA_KEY, inbound=3))
+    opened: list[object] = []
+    seen: list[tuple[str, str]] = []
+    real_connect, real_feed = database.PgTarget.connect, scan_worker.Spread.feed
+
+    async def connect(self: database.PgTarget, **kwargs: object) -> object:
+        conn = await real_connect(self, **kwargs)  # type: ignore[arg-type]
+        opened.append(conn)
+        return conn
+
+    async def feed(self: scan_worker.Spread, *args: object) -> None:
+        conn = opened[-1]
+        if not seen:
+            seen.append(
+                (
+                    await conn.fetchval("SHOW default_transaction_read_only"),  # type: ignore[attr-defined]
+                    await conn.fetchval("SELECT current_setting('application_name')"),  # type: ignore[attr-defined]
+                )
+            )
+        await real_feed(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(database.PgTarget, "connect", connect)
+    monkeypatch.setattr(scan_worker.Spread, "feed", feed)
+    code, report = deep(capsys, host)
+    assert code == 0 and finding(report, "crypto_store_verified")
+    assert seen == [("on", "bridgedoctor-deep")]
+
+
+async def test_a_deep_scan_of_a_server_that_is_not_there_says_so() -> None:
+    from bridgedoctor.facts import ProbeError
+    from bridgedoctor.probes import store_scan
+    from bridgedoctor.probes.database import PgTarget
+
+    got = await store_scan.scan(
+        PgTarget(user="u", password="pw", host="/nonexistent", port=5432, database="d"), []
+    )
+    assert got == ProbeError(
+        "db_unreachable",
+        "cannot reach postgres://u@/nonexistent:5432/d (No such file or directory).",
+    )
+
+
+def test_a_store_without_one_of_the_tables_is_scanned_in_the_others(host: Host, capsys) -> None:
+    rows = session_rows(WA_KEY, inbound=4, secrets=1)
+    deploy(host, "postgres", [("DROP TABLE crypto_olm_session", ()), *rows])
+    _, report = deep(capsys, host)
+    f = finding(report, "crypto_store_verified")
+    assert "5 inbound Megolm sessions" in f["summary"] and "Olm sessions" not in f["summary"]
