@@ -179,6 +179,28 @@ def test_full_reset_of_a_sqlite_store_outside_the_data_dir_restores_it(
     assert state(host, BRIDGE) == before
 
 
+def test_a_restored_sqlite_file_takes_the_place_of_what_was_left_beside_it(
+    systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """Between a full reset and its restore the bridge ran on a new store (its WAL, shared
+    memory and rollback journal beside it) and an earlier restore was killed after writing its
+    copy: the restored file replaces all of them, or SQLite would replay a stranger's journal
+    into it."""
+    host = _store_in_config_dir(tmp_path)
+    before = state(host, BRIDGE)
+    item = _full_reset(host, tmp_path, capsys)
+    path = resolve(BRIDGE, options(host)).db.path
+    left = [path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal")]
+    left.append(path.with_name(f".{path.name}.bridgedoctor"))
+    for f in left:
+        f.write_bytes(b"left by someone else")
+    code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
+                     *backup_args(tmp_path))  # fmt: skip
+    assert code == 0, text
+    assert [f.name for f in left if f.exists()] == []
+    assert state(host, BRIDGE) == before
+
+
 def _sequences(host: Host) -> dict[str, int]:
     """Each sequence's next value, as the bridge's next INSERT would take it."""
 
