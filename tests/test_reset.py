@@ -319,6 +319,27 @@ def test_a_restore_failing_after_its_data_dir_is_back_says_how_to_finish(
     assert state(host, BRIDGE) == before and systemd.get(UNIT) == "active"
 
 
+def test_a_full_restore_whose_tables_differ_from_the_backups_record_commits_nothing(
+    pg: PgServer, systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """After the load, every table is compared with the backup's record of it, inside the
+    restore's transaction: one the record names that the load did not bring back (here a
+    record that names one more) aborts it, and the database stays as the reset left it."""
+    host = deploy(tmp_path, pg, "postgres")
+    item = _full_reset(host, tmp_path, capsys)
+    emptied = state(host, BRIDGE)
+    record = Path(item["location"]) / "manifest.json"
+    m = json.loads(record.read_text())
+    m["snapshot"]["ghost"] = {"rows": 1, "sha256": "0" * 64}
+    record.write_text(json.dumps(m))
+    code, text = run(capsys, "restore", BRIDGE, item["id"], "--yes", *host.args(),
+                     *backup_args(tmp_path))  # fmt: skip
+    assert code == 1, text
+    assert "restore failed (the restored table ghost differs from its backup; aborted)" in text
+    assert state(host, BRIDGE)["tables"] == emptied["tables"]
+    assert systemd.get(UNIT) == "inactive"  # its data directory is back: half restored
+
+
 NOT_OWNED = (
     "the bridge's database user does not own its database (or is a superuser); a full reset "
     "would touch more than the bridge. Nothing was changed."
