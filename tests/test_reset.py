@@ -201,6 +201,23 @@ def test_a_restored_sqlite_file_takes_the_place_of_what_was_left_beside_it(
     assert state(host, BRIDGE) == before
 
 
+def test_a_reset_records_the_options_recovery_rebuilds_it_from(
+    pg: PgServer, systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """Recovery after a crash knows the bridge only from its record: the root, the systemd
+    directory (the unit's mounts name the data and config directories), the database host and
+    pins the reset was started with, not the defaults."""
+    from bridgedoctor.reset.engine import options_of
+    from bridgedoctor.reset.manifest import all_for
+
+    host = deploy(tmp_path, pg, "postgres")
+    code, text = run(capsys, "reset", BRIDGE, "--yes", *host.args(), *backup_args(tmp_path))
+    assert code == 0, text
+    (m,) = all_for(tmp_path / "backups" / BRIDGE)
+    assert options_of(m) == options(host)
+    assert options(host).systemd_dir != Path("/etc/systemd/system") and options(host).db_pins
+
+
 def _sequences(host: Host) -> dict[str, int]:
     """Each sequence's next value, as the bridge's next INSERT would take it."""
 
