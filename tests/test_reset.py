@@ -218,6 +218,43 @@ def test_a_reset_records_the_options_recovery_rebuilds_it_from(
     assert options(host).systemd_dir != Path("/etc/systemd/system") and options(host).db_pins
 
 
+def test_after_a_failed_step_a_store_that_cannot_answer_counts_as_committed(
+    systemd: Systemd, tmp_path: Path, capsys
+) -> None:
+    """When a fenced step fails, its fence is looked for to learn whether its transaction
+    committed. A store that cannot answer (here no longer a database at all) counts as
+    committed: the roll-back then puts the backup back rather than trust a store it cannot
+    read."""
+    from bridgedoctor.reset.engine import Ctx, _stands, fence_token
+    from bridgedoctor.reset.manifest import all_for
+
+    host = deploy(tmp_path, None, "sqlite")
+    code, text = run(capsys, "reset", BRIDGE, "--yes", *host.args(), *backup_args(tmp_path))
+    assert code == 0, text
+    (m,) = all_for(tmp_path / "backups" / BRIDGE)
+
+    async def stands() -> bool:
+        ctx = Ctx.of(m)
+        try:
+            return await _stands(ctx, "apply")
+        finally:
+            await ctx.close()
+
+    async def fence() -> None:
+        ctx = Ctx.of(m)
+        try:
+            await (await ctx.db()).set_fence(fence_token(m, "apply"))
+        finally:
+            await ctx.close()
+
+    assert asyncio.run(stands()) is False  # no fence: it committed
+    asyncio.run(fence())
+    assert asyncio.run(stands()) is True  # the fence stands: it did not
+    store = resolve(BRIDGE, options(host)).db.path
+    store.write_bytes(b"not a database " * 512)
+    assert asyncio.run(stands()) is False
+
+
 def _sequences(host: Host) -> dict[str, int]:
     """Each sequence's next value, as the bridge's next INSERT would take it."""
 
