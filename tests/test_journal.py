@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -1223,41 +1225,56 @@ async def test_a_tool_whose_caller_gives_up_is_killed(tmp_path, monkeypatch) -> 
             os.kill(pid, 9)
 
 
-async def test_a_cut_answer_is_not_held_by_a_child_that_left_the_tools_group(
-    tmp_path, monkeypatch
-) -> None:
-    """Past the byte bound the tool is killed and its answer is out at once, cut: a child in a
-    session of its own that still holds stdout open neither delays it nor keeps a descriptor."""
+@contextlib.contextmanager
+def _tool_leaving_a_child(tmp_path, monkeypatch, then: str) -> Iterator[None]:
+    """A systemctl that first starts a child in a session of its own (out of reach of a kill
+    of the tool's process group) holding its stdout, then runs `then`. The child is killed
+    at the end."""
     import os
     import signal
     import time
-
-    from bridgedoctor.probes.command import run
 
     pidfile = tmp_path / "child"
     _tool(
         tmp_path,
         "systemctl",
         f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' &"
-        f" while [ ! -s {pidfile} ]; do sleep 0.01; done; head -c 100000 /dev/zero; sleep 30",
+        f" while [ ! -s {pidfile} ]; do sleep 0.01; done; {then}",
         monkeypatch,
     )
-    open_before = sorted(os.listdir("/proc/self/fd"))
-    started = time.monotonic()
     try:
+        yield
+    finally:
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.05)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def _open_descriptors() -> list[str]:
+    return sorted(os.listdir("/proc/self/fd"))
+
+
+async def test_a_cut_answer_is_not_held_by_a_child_that_left_the_tools_group(
+    tmp_path, monkeypatch
+) -> None:
+    """Past the byte bound the tool is killed and its answer is out at once, cut: a child in a
+    session of its own that still holds stdout open neither delays it nor keeps a descriptor."""
+    import time
+
+    from bridgedoctor.probes.command import run
+
+    with _tool_leaving_a_child(tmp_path, monkeypatch, "head -c 100000 /dev/zero; sleep 30"):
+        before = _open_descriptors()
+        started = time.monotonic()
         out = await run(["systemctl"], code="service_unknown", timeout=20, max_bytes=1000)
         assert time.monotonic() - started < 10
         assert not isinstance(out, ProbeError) and (out.truncated, out.stdout) == (
             True,
             bytes(1000),
         )
-        assert sorted(os.listdir("/proc/self/fd")) == open_before
-    finally:
-        for _ in range(50):
-            if pidfile.exists() and pidfile.read_text().strip():
-                break
-            time.sleep(0.05)
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        assert _open_descriptors() == before
 
 
 async def test_a_child_that_left_the_tools_group_does_not_hold_a_timeout(
@@ -1266,30 +1283,14 @@ async def test_a_child_that_left_the_tools_group_does_not_hold_a_timeout(
     """The kill reaches the tool's process group; a child that left it (a session of its own)
     and holds stdout open is not waited for past a second after the timeout, and what the tool
     was given is closed when the answer is out (the helper lives long: nothing may pile up)."""
-    import os
     import time
 
     from bridgedoctor.probes.command import run
 
-    pidfile = tmp_path / "child"
-    _tool(
-        tmp_path,
-        "systemctl",
-        f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & sleep 30",
-        monkeypatch,
-    )
-    started = time.monotonic()
-    open_before = sorted(os.listdir("/proc/self/fd"))
-    try:
+    with _tool_leaving_a_child(tmp_path, monkeypatch, "sleep 30"):
+        before = _open_descriptors()
+        started = time.monotonic()
         out = await run(["systemctl"], code="service_unknown", timeout=0.5)
         assert out == ProbeError("service_unknown", "systemctl did not answer within 0.5 s.")
         assert time.monotonic() - started < 10
-        assert sorted(os.listdir("/proc/self/fd")) == open_before
-    finally:
-        import signal
-
-        for _ in range(50):
-            if pidfile.exists() and pidfile.read_text().strip():
-                break
-            time.sleep(0.05)
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        assert _open_descriptors() == before
