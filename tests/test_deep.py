@@ -250,3 +250,22 @@ def test_a_store_without_one_of_the_tables_is_scanned_in_the_others(host: Host, 
     _, report = deep(capsys, host)
     f = finding(report, "crypto_store_verified")
     assert "5 inbound Megolm sessions" in f["summary"] and "Olm sessions" not in f["summary"]
+
+
+def test_a_row_that_opens_but_holds_no_session_is_damaged(host: Host, capsys) -> None:
+    """Its MAC is right under the key, its content no inbound Megolm session (version 7)."""
+    from tests.support.store import seal
+
+    rows = session_rows(WA_KEY, inbound=3)
+    rows.append(
+        (
+            "INSERT INTO crypto_megolm_inbound_session (account_id, session_id, sender_key, "
+            "signing_key, room_id, session) VALUES (?, ?, ?, ?, ?, ?)",
+            ("", "bad-1", "s" * 43, "g" * 43, "!x:example.com",
+             seal(b"\x00\x00\x00\x07" + b"r" * 200, WA_KEY)),
+        )
+    )  # fmt: skip
+    deploy(host, "postgres", rows)
+    _, report = deep(capsys, host)
+    f = finding(report, "crypto_store_damaged")
+    assert "1 of 7" in f["summary"], f["summary"]
