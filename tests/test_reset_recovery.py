@@ -119,6 +119,41 @@ def test_reboot_mid_crypto_reset_loses_no_row(
     assert systemd.get(UNIT) == "active"
 
 
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_crypto_reset_killed_in_its_delete_goes_on_only_from_a_backup_that_still_holds(
+    tmp_path: Path, pg: PgServer, systemd: Systemd, damaged: bool
+) -> None:
+    """Killed inside the delete, with nothing run since: the verified backup still describes
+    the store exactly, so recovery finishes the reset. If a backup file no longer reads back
+    as verified, it rolls back instead and says which file."""
+    host = deploy(tmp_path, pg, "postgres")
+    target = resolve(BRIDGE, options(host)).db
+    backups = tmp_path / "backups"
+    before = digests(target)
+    kill_inside_the_delete(host, backups)
+    (m,) = all_for(backups / BRIDGE)
+    name = m.tables["crypto_olm_session"]["file"]
+    if damaged:
+        with open(m.dir / name, "ab") as f:
+            f.write(b"a line more\n")
+
+    (r,) = asyncio.run(recover(backups))
+
+    (m,) = all_for(backups / BRIDGE)
+    assert systemd.get(UNIT) == "active"
+    if damaged:
+        assert (m.state, m.error) == (
+            "rolled_back",
+            f"the backup file {name} no longer reads back as verified; nothing was removed, "
+            "run the reset again",
+        )
+        assert digests(target) == before
+        return
+    assert r.sentence == f"the interrupted reset {m.id} of {BRIDGE} was finished: done."
+    after = digests(target)
+    assert [t for t in CRYPTO_GONE if after[t][0]] == []
+
+
 def test_reboot_mid_restore_stops_the_bridge_first(
     tmp_path: Path, pg: PgServer, systemd: Systemd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
