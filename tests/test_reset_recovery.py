@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bridgedoctor.reset import lock
@@ -152,6 +153,80 @@ def test_a_crypto_reset_killed_in_its_delete_goes_on_only_from_a_backup_that_sti
     assert r.sentence == f"the interrupted reset {m.id} of {BRIDGE} was finished: done."
     after = digests(target)
     assert [t for t in CRYPTO_GONE if after[t][0]] == []
+
+
+def kill_inside_the_drop(host: Host, pg: PgServer, backups: Path) -> None:
+    """A full reset killed after its verified backup, inside its (slowed) DROP OWNED: an event
+    trigger, which only a superuser of the bridge's database can make, sleeps once."""
+    _exec(host, "CREATE SEQUENCE slow_once")
+    (name,) = host.databases.values()
+
+    async def go() -> None:
+        conn = await asyncpg.connect(pg.dsn(name))
+        try:
+            await conn.execute(
+                "CREATE FUNCTION slow_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF current_setting('application_name') = 'bridgedoctor-reset' "
+                "AND nextval('slow_once') = 1 THEN PERFORM pg_sleep(4); END IF; END $$"
+            )
+            await conn.execute(
+                "CREATE EVENT TRIGGER slow_drop ON ddl_command_start "
+                "WHEN TAG IN ('DROP OWNED') EXECUTE FUNCTION slow_drop()"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+    p = outside.spawn("reset", BRIDGE, "--mode", "full", "--yes", *args(host, backups))
+    outside.wait_until(
+        lambda: (
+            outside.manifest_where(backups / BRIDGE, lambda m: m["state"] == "backed_up")
+            or p.poll() is not None
+        ),
+        what="the verified backup",
+    )
+    assert p.poll() is None, p.communicate()
+    time.sleep(0.5)  # inside the DROP OWNED now
+    outside.kill_group(p)
+
+
+@pytest.mark.parametrize("since", ["nothing", "data written", "data.tar damaged"])
+def test_a_full_reset_killed_in_its_drop_goes_on_only_if_the_backup_still_describes_it(
+    tmp_path: Path, pg: PgServer, systemd: Systemd, since: str
+) -> None:
+    """Before its point of no return a full reset goes on after a crash only if the backup
+    still describes the bridge: its database, its data directory (the bridge may have run
+    and written there), and the data.tar that holds that directory."""
+    host = deploy(tmp_path, pg, "postgres")
+    bridge = resolve(BRIDGE, options(host))
+    backups = tmp_path / "backups"
+    before = digests(bridge.db)
+    kill_inside_the_drop(host, pg, backups)
+    (m,) = all_for(backups / BRIDGE)
+    if since == "data written":
+        (bridge.data_dir / "written-since").write_text("the bridge ran")
+    elif since == "data.tar damaged":
+        with open(m.dir / "data.tar", "ab") as f:
+            f.write(bytes(512))
+
+    (r,) = asyncio.run(recover(backups))
+
+    (m,) = all_for(backups / BRIDGE)
+    assert systemd.get(UNIT) == "active"
+    why = {
+        "data written": "the data directory changed after it was backed up (the bridge ran "
+        "meanwhile)",
+        "data.tar damaged": "the backup data.tar no longer reads back as verified",
+    }.get(since)
+    if why is None:
+        assert r.sentence == f"the interrupted reset {m.id} of {BRIDGE} was finished: done."
+        assert digests(bridge.db) == {}
+        return
+    assert (m.state, m.error) == (
+        "rolled_back",
+        f"{why}; nothing was removed, run the reset again",
+    )
+    assert digests(bridge.db) == before
 
 
 def test_reboot_mid_restore_stops_the_bridge_first(
