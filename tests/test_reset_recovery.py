@@ -190,7 +190,9 @@ def kill_inside_the_drop(host: Host, pg: PgServer, backups: Path) -> None:
     outside.kill_group(p)
 
 
-@pytest.mark.parametrize("since", ["nothing", "data written", "data.tar damaged"])
+@pytest.mark.parametrize(
+    "since", ["nothing", "database written", "data written", "data.tar damaged"]
+)
 def test_a_full_reset_killed_in_its_drop_goes_on_only_if_the_backup_still_describes_it(
     tmp_path: Path, pg: PgServer, systemd: Systemd, since: str
 ) -> None:
@@ -203,7 +205,9 @@ def test_a_full_reset_killed_in_its_drop_goes_on_only_if_the_backup_still_descri
     before = digests(bridge.db)
     kill_inside_the_drop(host, pg, backups)
     (m,) = all_for(backups / BRIDGE)
-    if since == "data written":
+    if since == "database written":
+        _exec(host, "CREATE TABLE written_since (id integer)")  # a migration, say
+    elif since == "data written":
         (bridge.data_dir / "written-since").write_text("the bridge ran")
     elif since == "data.tar damaged":
         with open(m.dir / "data.tar", "ab") as f:
@@ -214,6 +218,8 @@ def test_a_full_reset_killed_in_its_drop_goes_on_only_if_the_backup_still_descri
     (m,) = all_for(backups / BRIDGE)
     assert systemd.get(UNIT) == "active"
     why = {
+        "database written": "the database changed after it was backed up (the bridge ran "
+        "meanwhile)",
         "data written": "the data directory changed after it was backed up (the bridge ran "
         "meanwhile)",
         "data.tar damaged": "the backup data.tar no longer reads back as verified",
@@ -226,7 +232,9 @@ def test_a_full_reset_killed_in_its_drop_goes_on_only_if_the_backup_still_descri
         "rolled_back",
         f"{why}; nothing was removed, run the reset again",
     )
-    assert digests(bridge.db) == before
+    after = digests(bridge.db)
+    assert (after.pop("written_since", None) is not None) == (since == "database written")
+    assert after == before
 
 
 def test_reboot_mid_restore_stops_the_bridge_first(
