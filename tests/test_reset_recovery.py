@@ -75,7 +75,13 @@ def start_bridge(host, systemd: Systemd, log: Path, monkeypatch: pytest.MonkeyPa
 def kill_inside_the_delete(host: Host, backups: Path) -> None:
     """A crypto reset killed after its verified backup, inside its (slowed) delete."""
     slow_once(host, "crypto_olm_session", "DELETE OR TRUNCATE", 4)
-    p = outside.spawn("reset", BRIDGE, "--yes", *args(host, backups))
+    kill_after_the_backup(host, backups)
+
+
+def kill_after_the_backup(host: Host, backups: Path, *extra: str) -> None:
+    """Run a reset and kill it half a second after its verified backup is on record: inside
+    its destructive step, which the caller has slowed."""
+    p = outside.spawn("reset", BRIDGE, *extra, "--yes", *args(host, backups))
     outside.wait_until(
         lambda: (
             outside.manifest_where(backups / BRIDGE, lambda m: m["state"] == "backed_up")
@@ -84,7 +90,7 @@ def kill_inside_the_delete(host: Host, backups: Path) -> None:
         what="the verified backup",
     )
     assert p.poll() is None, p.communicate()
-    time.sleep(0.5)  # inside the delete now
+    time.sleep(0.5)  # inside the destructive step now
     outside.kill_group(p)
 
 
@@ -177,17 +183,7 @@ def kill_inside_the_drop(host: Host, pg: PgServer, backups: Path) -> None:
             await conn.close()
 
     asyncio.run(go())
-    p = outside.spawn("reset", BRIDGE, "--mode", "full", "--yes", *args(host, backups))
-    outside.wait_until(
-        lambda: (
-            outside.manifest_where(backups / BRIDGE, lambda m: m["state"] == "backed_up")
-            or p.poll() is not None
-        ),
-        what="the verified backup",
-    )
-    assert p.poll() is None, p.communicate()
-    time.sleep(0.5)  # inside the DROP OWNED now
-    outside.kill_group(p)
+    kill_after_the_backup(host, backups, "--mode", "full")
 
 
 @pytest.mark.parametrize(
