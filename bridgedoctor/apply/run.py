@@ -24,7 +24,7 @@ from ..proof import candidates, in_force_key, prove
 from ..reset import lock, services
 from ..reset.engine import crashpoint
 from ..reset.errors import ResetError
-from ..reset.manifest import now
+from ..reset.manifest import now, unfinished_dirs
 from ..reset.paths import private_dir
 from ..reset.plan import new_id
 from ..reset.run import RestorePlan
@@ -362,16 +362,7 @@ def _recover(r: ApplyRecord) -> None:
 async def recover(backup_root: Path) -> list[ApplyRecord]:
     """At the helper's start and before every apply or undo (under each bridge's lock)."""
     out: list[ApplyRecord] = []
-    if not backup_root.is_dir():
-        return out
-    for d in sorted(backup_root.iterdir()):
-        # As the resets' recovery: a link is not one of our directories (it may lead anywhere),
-        # and a directory with nothing unfinished (a bridge's, the disk's lost+found) is left
-        # as it is: no lock file made in it, nothing written.
-        if not d.is_dir() or d.is_symlink():
-            continue
-        if all(r.state in FINAL for r in all_for(d)):
-            continue
+    for d in unfinished_dirs(backup_root, ApplyRecord, FINAL):
         try:
             with lock.held(d):
                 out += await recover_locked(d)

@@ -102,6 +102,24 @@ def load_all(cls: type[R], bridge_dir: Path) -> list[R]:
     return out
 
 
+def unfinished_dirs(
+    backup_root: Path, cls: type[Recorded], final: tuple[str, ...], bridge: str | None = None
+) -> list[Path]:
+    """The bridge directories under the backup root holding a record of this kind not yet in
+    a final state (only `bridge`'s, when named), in name order: what recovery locks and works
+    in. A link is not one of our directories (it may lead anywhere), and a directory with
+    nothing unfinished (a bridge's, the backup disk's lost+found) is left as it is: no lock
+    file made in it, nothing written. (What is not a directory holds no record: load_all.)"""
+    if not backup_root.is_dir():
+        return []
+    return [
+        d
+        for d in sorted(backup_root.iterdir())
+        if not d.is_symlink() and (not bridge or d.name == bridge)
+        and any(r.state not in final for r in load_all(cls, d))
+    ]  # fmt: skip
+
+
 @dataclass
 class Manifest(Recorded):
     id: str

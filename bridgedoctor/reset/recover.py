@@ -35,7 +35,7 @@ from .engine import (
     unchanged_since_backup,
 )
 from .errors import ResetError
-from .manifest import FINAL, NAME, Manifest, RecordError, all_for, keep_reserve
+from .manifest import FINAL, NAME, Manifest, RecordError, all_for, keep_reserve, unfinished_dirs
 
 
 @dataclass(frozen=True)
@@ -241,13 +241,7 @@ async def recover(backup_root: Path, bridge: str | None = None) -> list[Recovere
     """Called at the start of every reset and restore, by `backups`, and by the helper at its
     start. A bridge whose lock is held is skipped: its holder finishes its own work."""
     out: list[Recovered] = []
-    if not backup_root.is_dir():
-        return out
-    for d in sorted(backup_root.iterdir()):
-        if not d.is_dir() or d.is_symlink() or (bridge and d.name != bridge):
-            continue
-        if not any(m.state not in FINAL for m in all_for(d)):
-            continue  # nothing to do: take no lock, write nothing
+    for d in unfinished_dirs(backup_root, Manifest, FINAL, bridge):
         try:
             with lock.held(d):
                 out += await recover_locked(d)
