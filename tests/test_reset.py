@@ -12,6 +12,8 @@ import pytest
 
 from bridgedoctor.reset.backup import dir_digest
 from bridgedoctor.reset.dbio import open_db
+from bridgedoctor.reset.engine import Ctx, _stands, fence_token, options_of
+from bridgedoctor.reset.manifest import all_for
 from bridgedoctor.reset.run import plan_restore
 from bridgedoctor.reset.target import resolve
 from tests.support.cli import run
@@ -207,9 +209,6 @@ def test_a_reset_records_the_options_recovery_rebuilds_it_from(
     """Recovery after a crash knows the bridge only from its record: the root, the systemd
     directory (the unit's mounts name the data and config directories), the database host and
     pins the reset was started with, not the defaults."""
-    from bridgedoctor.reset.engine import options_of
-    from bridgedoctor.reset.manifest import all_for
-
     host = deploy(tmp_path, pg, "postgres")
     code, text = run(capsys, "reset", BRIDGE, "--yes", *host.args(), *backup_args(tmp_path))
     assert code == 0, text
@@ -225,9 +224,6 @@ def test_after_a_failed_step_a_store_that_cannot_answer_counts_as_committed(
     committed. A store that cannot answer (here no longer a database at all) counts as
     committed: the roll-back then puts the backup back rather than trust a store it cannot
     read."""
-    from bridgedoctor.reset.engine import Ctx, _stands, fence_token
-    from bridgedoctor.reset.manifest import all_for
-
     host = deploy(tmp_path, None, "sqlite")
     code, text = run(capsys, "reset", BRIDGE, "--yes", *host.args(), *backup_args(tmp_path))
     assert code == 0, text
