@@ -1,0 +1,209 @@
+"""`bridgedoctor-helper` itself (helper/__main__.py), in-process: its arguments, exit codes and
+sentences, and serving a real socket until SIGTERM. tests/test_helper_config.py runs the same
+console script as a process; mutation testing sees only what runs in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridgedoctor import __version__
+from bridgedoctor.helper import __main__ as helper_main
+from bridgedoctor.helper import install
+from bridgedoctor.helper.audit import LOGGER_NAME
+from bridgedoctor.protocol import decode_response
+from tests.test_helper_config import TOKEN, site, write
+
+__all__ = ["site"]  # a fixture used by name below
+
+HELP = """\
+usage: bridgedoctor-helper [-h] [--config CONFIG] [--version] {install,uninstall} ...
+
+Answer bridgedoctor's maubot plugin over a local Unix socket.
+
+positional arguments:
+  {install,uninstall}
+    install            set the helper up on this MDAD host (idempotent; docs/helper.md)
+    uninstall          stop the helper and remove what install added
+
+options:
+  -h, --help           show this help message and exit
+  --config CONFIG      YAML config file
+  --version            show program's version number and exit
+"""
+INSTALL_HELP = """\
+usage: bridgedoctor-helper install [-h] [--root ROOT] [--allow-reset | --no-allow-reset]
+
+Write the token, config, unit and tmpfiles entry, start the helper, check that it answers, and \
+print the vars.yml lines for maubot and the plugin settings. Running it again changes nothing.
+
+options:
+  -h, --help            show this help message and exit
+  --root ROOT           MDAD base data path
+  --allow-reset, --no-allow-reset
+                        turn resets from the room on (config and unit drop-in) or off; default: \
+as before
+"""
+
+
+@pytest.fixture(autouse=True)
+def own_logging() -> Iterator[None]:
+    """main() sets the helper's logger up on the stderr of the moment; put it back after."""
+    logger = logging.getLogger(LOGGER_NAME)
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def exits(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as e:
+        helper_main.main(argv)
+    return e.value.code  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"), [(["--help"], HELP), (["install", "--help"], INSTALL_HELP)]
+)
+def test_the_helper_explains_itself(
+    argv: list[str],
+    shown: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert exits(argv) == 0
+    assert capsys.readouterr() == (shown, "")
+
+
+def test_the_helper_says_its_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exits(["--version"]) == 0
+    assert capsys.readouterr() == (f"bridgedoctor-helper {__version__}\n", "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--config"], "argument --config: expected one argument"),
+        (["install", "--allow-reset=yes"],
+         "argument --allow-reset/--no-allow-reset: ignored explicit argument 'yes'"),
+        (["install", "--root"], "argument --root: expected one argument"),
+        (["uninstall", "--root", "/x"], "unrecognized arguments: --root /x"),
+        (["reinstall"],
+         "argument {install,uninstall}: invalid choice: 'reinstall' (choose from 'install', "
+         "'uninstall')"),
+    ],
+)  # fmt: skip
+def test_a_bad_argument_is_one_sentence_and_ex_config(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert exits(argv) == 78
+    assert capsys.readouterr() == ("", f"bridgedoctor-helper: {said}.\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "handed"),
+    [
+        (["install"], ("install", Path("/matrix"), None)),
+        (["install", "--root", "/srv/matrix", "--allow-reset"],
+         ("install", Path("/srv/matrix"), True)),
+        (["install", "--no-allow-reset"], ("install", Path("/matrix"), False)),
+        (["uninstall"], ("uninstall", Path("/matrix"), None)),
+    ],
+)  # fmt: skip
+def test_install_and_uninstall_are_handed_on_with_their_options(
+    argv: list[str], handed: tuple[object, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """install.run changes the host (tests/systemd/test_install.py runs it in a container):
+    here it only records what it was given, and its exit code is main's."""
+    seen = []
+
+    def run(*args: object) -> int:
+        seen.append(args)
+        return 7
+
+    monkeypatch.setattr(install, "run", run)
+    assert helper_main.main(argv) == 7
+    assert seen == [handed]
+
+
+def test_without_a_config_the_default_one_is_read(capsys: pytest.CaptureFixture[str]) -> None:
+    if Path("/etc/bridgedoctor/helper.yaml").exists():
+        pytest.skip("this host has a helper config")
+    assert helper_main.main([]) == 78
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(
+        "bridgedoctor-helper: cannot read the config file /etc/bridgedoctor/helper.yaml"
+    )
+    assert err.count("\n") == 1
+
+
+def test_a_bad_config_is_one_sentence_and_ex_config(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (site / "helper.yaml").write_text("- a\n- b\n")
+    assert helper_main.main(["--config", str(site / "helper.yaml")]) == 78
+    assert capsys.readouterr() == (
+        "",
+        f"bridgedoctor-helper: the config file {site / 'helper.yaml'} must be a mapping of "
+        "settings.\n",
+    )
+
+
+def test_a_socket_path_taken_by_a_file_is_one_sentence_and_ex_config(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (site / "run").mkdir()
+    (site / "run" / "h.sock").write_text("keep me")
+    assert helper_main.main(["--config", str(write(site, ""))]) == 78
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"bridgedoctor-helper: {site / 'run' / 'h.sock'} exists and is not a")
+    assert (site / "run" / "h.sock").read_text() == "keep me"
+
+
+def test_the_helper_serves_until_sigterm_then_exits_0(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(site, f"systemd_dir: {site / 'units'}\n")
+    sock = site / "run" / "h.sock"
+    answers: list[object] = []
+    returned = threading.Event()
+
+    def client() -> None:
+        deadline = time.monotonic() + 30
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(30)
+                while s.connect_ex(str(sock)) != 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                s.sendall(json.dumps({"v": 1, "token": TOKEN, "op": "list"}).encode() + b"\n")
+                answers.append(decode_response(s.makefile("rb").readline()))
+        finally:
+            if not returned.is_set():  # SIGTERM's handler is the helper's only while it serves
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    t = threading.Thread(target=client)
+    t.start()
+    try:
+        code = helper_main.main(["--config", str(config)])
+    finally:
+        returned.set()
+        t.join()
+    assert code == 0
+    assert answers == [{"bridges": []}]
+    assert not sock.exists()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"INFO listening on {sock} (max_concurrent=" in err
+    assert f"request op=list bridge=- uid={os.getuid()}" in err
