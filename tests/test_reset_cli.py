@@ -416,7 +416,8 @@ def test_backups_lists_every_reset_and_apply_by_id_and_no_restore(
     )
     assert main([*argv, "--json"]) == 0
     out, err = capsys.readouterr()
-    assert err == ""
+    assert err == "" and out.startswith('[\n  {\n    "id": "20261130T120000Z-apply",\n    "mode"')
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
     assert json.loads(out) == [
         {"id": "20261130T120000Z-apply", "mode": "apply", "state": "undone",
          "created_at": "at 20261130T120000Z-apply", "requested_by": "cli",
@@ -579,3 +580,80 @@ def test_a_reset_and_a_restore_done_but_not_recorded_say_so_in_a_note(
         "not permitted)); the next command does it.\n",
         "",
     )
+
+
+# --- refusals and what is said without --yes ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ident", "said"),
+    [
+        # An id is DATE-MODE: only the part after the first '-' says whether it is an apply.
+        ("20261201T020000Z-crypto-apply", "no backup {id} of {bridge} in {dir}."),
+        ("20261201T020000Z-apply-crypto", "no apply {id} in {dir}."),
+        ("20261201T020000Z-full", "no backup {id} of {bridge} in {dir}."),
+        ("20261201T020000Z-apply", "no apply {id} in {dir}."),
+    ],
+)
+def test_restoring_a_backup_that_is_not_there_is_a_usage_error(
+    sqlite_host: Host,
+    systemd: Systemd,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    ident: str,
+    said: str,
+) -> None:
+    argv = ["restore", BRIDGE, ident, "--yes", *sqlite_host.args(), *backup_args(tmp_path)]
+    assert main(argv) == 2
+    d = tmp_path / "backups" / BRIDGE
+    assert capsys.readouterr() == (
+        "",
+        "bridgedoctor: " + said.format(id=ident, bridge=BRIDGE, dir=d) + "\n",
+    )
+    assert systemd.calls() == []
+
+
+def test_without_yes_and_without_a_terminal_the_plans_are_shown_and_nothing_is_done(
+    sqlite_host: Host, systemd: Systemd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*sqlite_host.args(), *backup_args(tmp_path)]
+    assert main(["reset", BRIDGE, "--mode", "full", *argv]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"Reset plan for {BRIDGE} (full):\n")
+    assert err == (
+        "bridgedoctor: not a terminal; re-run with --yes to confirm.\n"
+        "bridgedoctor: not confirmed; nothing was changed.\n"
+    )
+    assert all_for(tmp_path / "backups" / BRIDGE) == []
+    assert main(["reset", BRIDGE, "--mode", "full", "--yes", *argv]) == 0
+    (m,) = all_for(tmp_path / "backups" / BRIDGE)
+    assert capsys.readouterr() == (
+        f"Reset {BRIDGE} (full) done. Backup: {m.location}\n"
+        f"Undo: bridgedoctor restore {BRIDGE} {m.id}\n"
+        "Now log in to the remote network again (the bridge's login command).\n",
+        "",
+    )
+    calls = systemd.calls()
+    assert main(["restore", BRIDGE, m.id, *argv]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"Restore {BRIDGE} from {m.id} (full): stop {UNIT}, put back the ")
+    assert err == (
+        "bridgedoctor: not a terminal; re-run with --yes to confirm.\n"
+        "bridgedoctor: not confirmed; nothing was changed.\n"
+    )
+    assert [c for c in systemd.calls()[len(calls) :] if not c.startswith("show")] == []
+
+
+def test_backups_of_one_bridge_finishes_only_that_bridge(
+    tmp_path: Path, systemd: Systemd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = interrupted(tmp_path, "reset", ["stop", "backup"])
+    other = interrupted(tmp_path, "reset", ["stop", "backup"], bridge="whatsapp")
+    systemd.set(UNIT, "inactive")
+    argv = ["backups", BRIDGE, "--root", str(tmp_path), *backup_args(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"bridgedoctor: The interrupted reset {mine.id} of {BRIDGE} was ")
+    assert "whatsapp" not in out
+    assert Manifest.load(mine.dir / "manifest.json").state == "rolled_back"
+    assert Manifest.load(other.dir / "manifest.json").state == "planned"
