@@ -21,7 +21,9 @@ from bridgedoctor.helper import __main__ as helper_main
 from bridgedoctor.helper import install
 from bridgedoctor.helper.audit import LOGGER_NAME
 from bridgedoctor.protocol import decode_response
+from tests.support.reset_env import RESET_UNIT, Systemd
 from tests.test_helper_config import TOKEN, site, write
+from tests.test_reset_recovery import interrupted
 
 __all__ = ["site"]  # a fixture used by name below
 
@@ -207,3 +209,36 @@ def test_the_helper_serves_until_sigterm_then_exits_0(
     assert out == ""
     assert f"INFO listening on {sock} (max_concurrent=" in err
     assert f"request op=list bridge=- uid={os.getuid()}" in err
+
+
+def test_ctrl_c_before_the_helper_serves_ends_it_quietly(
+    site: Path, systemd: Systemd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the helper is still starting (here: recovering an interrupted reset, whose
+    unit takes its time to start again) is not a traceback: 'interrupted', exit 0."""
+    interrupted(site, "reset", ["stop", "backup"])
+    systemd.set(RESET_UNIT, "inactive")
+    systemd.hang_start(RESET_UNIT)
+    config = write(site, f"systemd_dir: {site / 'units'}\nallow_reset: true\n")
+    returned = threading.Event()
+
+    def ctrl_c() -> None:
+        deadline = time.monotonic() + 60
+        while f"start {RESET_UNIT}" not in systemd.calls() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not returned.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+        systemd.hang_start(RESET_UNIT, False)
+
+    t = threading.Thread(target=ctrl_c)
+    t.start()
+    try:
+        code = helper_main.main(["--config", str(config)])
+    finally:
+        returned.set()
+        t.join()
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err.endswith("INFO interrupted\n"), err
+    assert "listening on" not in err and "Traceback" not in err
+    assert not (site / "run" / "h.sock").exists()
