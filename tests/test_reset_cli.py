@@ -28,10 +28,9 @@ from bridgedoctor.reset.plan import DEFAULT_BACKUP_ROOT
 from tests.support.cli import run
 from tests.support.fleet import Host
 from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd
-from tests.test_reset import backup_args, deploy, engine, host
+from tests.test_reset import backup_args, deploy
 from tests.test_reset_recovery import immutable, interrupted
 
-__all__ = ["engine", "host"]  # fixtures used by name below
 BRIDGE, UNIT = RESET_BRIDGE, RESET_UNIT
 
 
