@@ -34,6 +34,17 @@ from tests.test_reset_recovery import immutable, interrupted
 BRIDGE, UNIT = RESET_BRIDGE, RESET_UNIT
 
 
+def choose_from(*names: str) -> str:
+    """The choices as this Python's argparse lists them in a refusal (3.12.8 and 3.13.1 dropped
+    the quotes): the wording is argparse's, the choices are the code's."""
+    action = argparse.ArgumentParser().add_argument("x", choices=names)
+    try:
+        argparse.ArgumentParser()._check_value(action, "?")
+    except argparse.ArgumentError as e:
+        return str(e).split("(choose from ", 1)[1].removesuffix(")")
+    raise AssertionError("argparse took a value that is not a choice")
+
+
 # --- the arguments ------------------------------------------------------------------------------
 
 COMMON = {
@@ -81,7 +92,7 @@ def test_the_common_options_parse_to_these_values() -> None:
     ("argv", "said"),
     [
         (["reset", "signal", "--mode", "bogus"],
-         "argument --mode: invalid choice: 'bogus' (choose from 'crypto', 'full')"),
+         f"argument --mode: invalid choice: 'bogus' (choose from {choose_from('crypto', 'full')})"),
         (["reset", "signal", "--db-name", "nonsense"],
          "argument --db-name: --db-name takes BRIDGE=DATABASE[:ROLE], not 'nonsense'"),
         (["backups", "signal", "--db-name", "a b=c"],
