@@ -158,10 +158,11 @@ def _sha(text: str) -> str:
 class Files:
     """Writes only missing files or files this command wrote that nobody changed since."""
 
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, state_file: Path = STATE) -> None:
         self.report = report
+        self.state_file = state_file
         try:
-            self.state: dict[str, str] = json.loads(STATE.read_text())["files"]
+            self.state: dict[str, str] = json.loads(state_file.read_text())["files"]
         except (OSError, ValueError, KeyError, TypeError):
             self.state = {}
         self.dirs: list[str] = []
@@ -207,8 +208,8 @@ class Files:
         self.state[str(path)] = "dir"
 
     def save(self) -> None:
-        STATE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        STATE.write_text(json.dumps({"files": self.state}, indent=2, sort_keys=True) + "\n")
+        self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"files": self.state}, indent=2, sort_keys=True) + "\n")
 
 
 def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
