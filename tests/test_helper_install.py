@@ -7,9 +7,12 @@ so that a careless edit of them fails in seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import socket
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,3 +245,92 @@ def test_install_and_uninstall_refuse_without_root(
     assert capsys.readouterr().err == f"bridgedoctor-helper {command}: run {command} as root" + (
         " (it writes /etc and starts a system service).\n" if command == "install" else ".\n"
     )
+
+
+def venv(tmp_path: Path) -> Path:
+    """A prefix with the helper's console script where install looks for it."""
+    prefix = tmp_path / "venv"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "bridgedoctor-helper").write_text("#!/bin/sh\n")
+    return prefix
+
+
+def root_user() -> str:
+    return pwd.getpwuid(0).pw_name
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install runs as root")
+def test_install_refuses_a_venv_without_the_helper_or_one_the_unit_hides(tmp_path: Path) -> None:
+    with pytest.raises(InstallError) as e:
+        install.detect(tmp_path, root_user(), tmp_path)
+    assert str(e.value) == f"run install with the venv's own bridgedoctor-helper ({tmp_path}/bin)."
+    # tmp_path is under /tmp/, which PrivateTmp=yes replaces for the helper.
+    assert str(tmp_path).startswith("/tmp/")
+    prefix = venv(tmp_path)
+    with pytest.raises(
+        InstallError, match=f"the venv {prefix} is under a directory the unit hides"
+    ):
+        install.detect(tmp_path, root_user(), prefix)
+
+
+def outside_hidden() -> Path:
+    """A venv under a directory the unit does not hide (the checkout's own, not /tmp)."""
+    here = Path(__file__).resolve().parent
+    if str(here).startswith(install.HIDDEN_PREFIXES):
+        pytest.skip("the checkout itself is under a directory the unit hides")
+    return Path(sys.prefix)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install runs as root")
+def test_install_finds_mdads_socket_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = outside_hidden()
+    if not (prefix / "bin" / "bridgedoctor-helper").exists():
+        pytest.skip("this interpreter has no bridgedoctor-helper script")
+    run = tmp_path / "postgres" / "run"
+    run.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(run / ".s.PGSQL.5432"))
+        monkeypatch.setenv("PATH", "/nonexistent")  # docker is not asked when the socket is there
+        h = install.detect(tmp_path, root_user(), prefix)
+    assert (h.root, h.uid, h.gid, h.prefix) == (tmp_path, 0, 0, prefix)
+    assert h.db_host == str(run) and h.network is None
+    assert h.db_note == f"the socket directory {run}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install runs as root")
+@pytest.mark.parametrize("running", [True, False])
+def test_install_without_a_socket_directory_allows_the_containers_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: bool
+) -> None:
+    prefix = outside_hidden()
+    if not (prefix / "bin" / "bridgedoctor-helper").exists():
+        pytest.skip("this interpreter has no bridgedoctor-helper script")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    answer = [
+        {
+            "State": {"Running": running},
+            "NetworkSettings": {
+                "Networks": {"matrix": {"IPAddress": "172.18.0.2", "IPPrefixLen": 16}}
+            },
+        }
+    ]
+    # docker, at the process boundary: what `docker inspect matrix-postgres` prints.
+    (bin_dir / "docker").write_text(
+        f"#!{sys.executable}\nimport sys\nsys.stdout.write({json.dumps(answer)!r})\n"
+    )
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    h = install.detect(tmp_path, root_user(), prefix)
+    assert h.db_host == "auto"
+    if running:
+        assert h.network == "172.18.0.0/16"
+        assert "(now at 172.18.0.2)" in h.db_note and "its network 172.18.0.0/16" in h.db_note
+        assert h.db_note.startswith(
+            "no socket directory here (MDAD before March 2026); the matrix-postgres"
+        )
+    else:
+        assert h.network is None
+        assert h.db_note.startswith("none found now (no socket directory, no running container)")

@@ -92,18 +92,19 @@ def unit_text(prefix: Path) -> str:
     return packaged("bridgedoctor-helper.service").replace(PACKAGED_PREFIX, f"{prefix}/")
 
 
-def detect(root: Path) -> Host:
+def detect(root: Path, user_name: str = MATRIX_USER, prefix: Path | None = None) -> Host:
+    """What install needs to know about this host; `prefix` is the venv (this one's, sys.prefix)."""
     if os.geteuid() != 0:
         raise InstallError("run install as root (it writes /etc and starts a system service).")
     if not root.is_dir():
         raise InstallError(f"{root} does not exist: is this an MDAD host? Pass --root DIR.")
     try:
-        user = pwd.getpwnam(MATRIX_USER)
+        user = pwd.getpwnam(user_name)
     except KeyError:
         raise InstallError(
-            f"there is no '{MATRIX_USER}' user: MDAD creates it and runs maubot as it."
+            f"there is no '{user_name}' user: MDAD creates it and runs maubot as it."
         ) from None
-    prefix = Path(sys.prefix)
+    prefix = Path(sys.prefix) if prefix is None else prefix
     if not (prefix / "bin" / "bridgedoctor-helper").exists():
         raise InstallError(f"run install with the venv's own bridgedoctor-helper ({prefix}/bin).")
     if str(prefix).startswith(HIDDEN_PREFIXES) or str(prefix) == "/root":
