@@ -400,6 +400,76 @@ def _mutmut_in_scratch(children: int, names: list[str]) -> int:
     return 0
 
 
+UNTRACKED = "untracked-results.json"
+
+
+def run_untracked(
+    where: Path, results: list[dict[str, str]], chosen: tuple[str, ...], tests: list[str]
+) -> None:
+    """The chosen modules' "no tests" mutants, each run against `tests` by hand.
+
+    mutmut learns which tests reach a function from its trampolines in the test process, so a
+    function that runs only in a child (the SQLite reader, the scan worker, the CLI started as a
+    command) has "no tests" and none of its mutants run. The trampolines in the child do obey
+    MUTANT_UNDER_TEST, so here each such mutant gets one pytest run with it set: killed when a
+    test fails, survived when all pass. The results are kept in the copy (UNTRACKED) and stand
+    in for mutmut's "no tests" in later reports of the same copy; a mutant already detected
+    there, or judged equivalent, is not run again.
+    """
+    done = _untracked_done(where)
+    equivalent = load_equivalent()
+    todo = [
+        r for r in results
+        if r["status"] == "no tests" and any(fnmatch(r["module"], g) for g in chosen)
+        and done.get(r["name"]) not in DETECTED and mutant_key(r) not in equivalent
+    ]  # fmt: skip
+    if not todo:
+        return
+    python = str(where / ".mutation-venv" / "bin" / "python")
+    cwd = where / "mutants"
+    shutil.copytree(where / "tests", cwd / "tests", dirs_exist_ok=True)  # the current tests
+    cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "_fastest_first",
+           *tests, *DESELECT]  # fmt: skip
+    env = {**os.environ, "BRIDGEDOCTOR_REQUIRE_E2E": "0", "MUTANT_UNDER_TEST": ""}
+    started = time.monotonic()
+    clean = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True)
+    took = time.monotonic() - started
+    if clean.returncode != 0:
+        tail = clean.stdout.decode("utf-8", "replace")[-3000:]
+        raise SystemExit(f"mutation: the --untracked tests fail without a mutant:\n{tail}")
+    timeout = max(60.0, 5 * took)
+    print(f"untracked: {len(todo)} mutants, {took:.0f} s per clean run", flush=True)
+    for n, r in enumerate(todo, 1):
+        try:
+            code = subprocess.run(
+                cmd, cwd=cwd, env={**env, "MUTANT_UNDER_TEST": r["name"]},
+                capture_output=True, timeout=timeout,
+            ).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            code = -1
+        if code not in (0, 1, 3, -1):
+            raise SystemExit(f"mutation: pytest exited {code} for {r['name']}; check --untracked.")
+        done[r["name"]] = {0: "survived", -1: "timeout"}.get(code, "killed")
+        (where / UNTRACKED).write_text(json.dumps(done, indent=1), "utf-8")
+        print(f"untracked {n}/{len(todo)} {done[r['name']]}: {r['name']}", flush=True)
+
+
+def _untracked_done(where: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads((where / UNTRACKED).read_text("utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def with_untracked(where: Path, results: list[dict[str, str]]) -> list[dict[str, str]]:
+    """mutmut's "no tests" replaced by what an --untracked run of the same copy found."""
+    done = _untracked_done(where)
+    return [
+        {**r, "status": done[r["name"]]} if r["status"] == "no tests" and r["name"] in done else r
+        for r in results
+    ]
+
+
 def mutant_key(r: dict[str, str]) -> tuple[str, str, str, str]:
     """What identifies a mutant across runs and unrelated edits: module, function, and the
     lines it changes (mutmut's numbers shift whenever a function changes)."""
@@ -494,6 +564,15 @@ def main(argv: list[str] | None = None) -> int:
         "'bridgedoctor.reset.dbio.xǁPgDbǁopen__mutmut_*' (methods are xǁClassǁname); "
         "the modules still choose which results are reported",
     )
+    r.add_argument(
+        "--untracked",
+        nargs="+",
+        metavar="TEST",
+        help='then run each mutant mutmut left at "no tests" (functions reached only in a '
+        "child process: the SQLite reader, the scan worker, the CLI run as a command) against "
+        "these tests, one pytest per mutant; with --scratch and without --survivors/--names, "
+        "only that (mutmut is not run again)",
+    )
     c = sub.add_parser("ci", help="the bounded run of .ci/run (guards, then guard functions)")
     for sp in (r, c):
         sp.add_argument("--children", type=int, default=2, help="mutants run at once (default 2)")
@@ -525,7 +604,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.survivors:
                     names = survivors(where, chosen)
                 tests = tuple(args.tests or ())
-                results = run_mutmut(where, SAFETY_CRITICAL, tests, names, args.children)
+                if reuse and args.untracked and not (args.survivors or args.names or tests):
+                    results = last_results(where)
+                else:
+                    results = run_mutmut(where, SAFETY_CRITICAL, tests, names, args.children)
+                if args.untracked:
+                    run_untracked(where, results, chosen, args.untracked)
+                results = with_untracked(where, results)
                 results = [x for x in results if any(fnmatch(x["module"], g) for g in chosen)]
                 return 0 if report(results, args.show) else 1
             guards_ok = run_guards([], where)
@@ -547,10 +632,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def survivors(where: Path, chosen: tuple[str, ...]) -> list[str]:
     """The mutants of `chosen` a kept copy's last run left undetected and not judged equivalent."""
-    try:
-        last = json.loads((where / "mutation-results.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        raise SystemExit(f"mutation: {where} has no results of an earlier run.") from None
+    last = with_untracked(where, last_results(where))
     equivalent = load_equivalent()
     names = [
         r["name"]
@@ -562,6 +644,13 @@ def survivors(where: Path, chosen: tuple[str, ...]) -> list[str]:
     if not names:
         raise SystemExit("mutation: no undetected mutant left in these modules.")
     return names
+
+
+def last_results(where: Path) -> list[dict[str, str]]:
+    try:
+        return list(json.loads((where / "mutation-results.json").read_text("utf-8")))
+    except (OSError, ValueError):
+        raise SystemExit(f"mutation: {where} has no results of an earlier run.") from None
 
 
 def module_names(glob: str) -> str:
