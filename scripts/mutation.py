@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -160,15 +161,24 @@ def postgres() -> Iterator[None]:
         cluster.stop()
 
 
+def without_e2e() -> dict[str, str]:
+    """The environment without BRIDGEDOCTOR_REQUIRE_E2E: the scratch copy has no Synapse venv,
+    and the e2e tests (ignored, but mutmut runs tests it finds new by node id) must skip. Any
+    value, "0" too, would make them fail."""
+    return {k: v for k, v in os.environ.items() if k != "BRIDGEDOCTOR_REQUIRE_E2E"}
+
+
 def pytest(
     python: str, where: Path, tests: list[str], timeout: float = 900, show: bool = False
 ) -> int:
     """pytest's exit code: 0 passed, 1 a test failed, anything else an error. `show`: print
     the end of pytest's output when it did not pass."""
     cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-    env = {**os.environ, "BRIDGEDOCTOR_REQUIRE_E2E": "0"}
+    env = without_e2e()
     try:
-        r = subprocess.run(cmd, cwd=where, env=env, capture_output=True, timeout=timeout)
+        r = subprocess.run(
+            cmd, cwd=where, env=env, capture_output=True, timeout=timeout, start_new_session=True
+        )
     except subprocess.TimeoutExpired:
         return -1
     if show and r.returncode != 0:
@@ -264,6 +274,10 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_sessionstart(session):
+    # A group of its own: a mutant that turns a pid into 0 (sqlite_zygote's fork, then
+    # os.kill(0, SIGKILL)) kills its whole process group, which was mutmut's and this script's.
+    if os.getpgrp() != os.getpid():  # not already a leader (a session leader may not move)
+        os.setpgid(0, 0)
     _HOME[:] = [os.getcwd(), tempfile.mkdtemp(prefix="bd-mutant-cwd-")]
     # mutmut's trampolines in a subprocess (the CLI, the SQLite reader) read its config from
     # the directory they run in.
@@ -341,7 +355,7 @@ def run_mutmut(
     (where / "mutants" / "_fastest_first.py").write_text(FASTEST_FIRST, "utf-8")
     # Subprocesses started by tests (the CLI, the SQLite reader) must import the mutants too.
     python = scratch_python(where, where / "mutants")
-    env = {**os.environ, "BRIDGEDOCTOR_REQUIRE_E2E": "0"}
+    env = without_e2e()
     cmd = [python, str(Path(__file__).resolve()), "_mutmut", str(children), *names]
     log = where / "mutmut.log"
     with log.open("wb") as out:
@@ -430,9 +444,9 @@ def run_untracked(
     shutil.copytree(where / "tests", cwd / "tests", dirs_exist_ok=True)  # the current tests
     cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "_fastest_first",
            *tests, *DESELECT]  # fmt: skip
-    env = {**os.environ, "BRIDGEDOCTOR_REQUIRE_E2E": "0", "MUTANT_UNDER_TEST": ""}
+    env = {**without_e2e(), "MUTANT_UNDER_TEST": ""}
     started = time.monotonic()
-    clean = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True)
+    clean = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, start_new_session=True)
     took = time.monotonic() - started
     if clean.returncode != 0:
         tail = clean.stdout.decode("utf-8", "replace")[-3000:]
@@ -440,18 +454,34 @@ def run_untracked(
     timeout = max(60.0, 5 * took)
     print(f"untracked: {len(todo)} mutants, {took:.0f} s per clean run", flush=True)
     for n, r in enumerate(todo, 1):
-        try:
-            code = subprocess.run(
-                cmd, cwd=cwd, env={**env, "MUTANT_UNDER_TEST": r["name"]},
-                capture_output=True, timeout=timeout,
-            ).returncode  # fmt: skip
-        except subprocess.TimeoutExpired:
-            code = -1
-        if code not in (0, 1, 3, -1):
+        code = _alone(cmd, cwd, {**env, "MUTANT_UNDER_TEST": r["name"]}, timeout)
+        if code in (4, 5):  # a usage error, no tests collected: the selection is wrong
             raise SystemExit(f"mutation: pytest exited {code} for {r['name']}; check --untracked.")
-        done[r["name"]] = {0: "survived", -1: "timeout"}.get(code, "killed")
+        # 1: a test failed; 3: pytest's internal error (a mutant broke it); < 0: killed by a
+        # signal (a mutant that kills its own group). Anything else (2: interrupted) is not
+        # counted as a kill: "error", left for a look.
+        killed = code == 1 or code == 3 or (code is not None and code < 0)
+        done[r["name"]] = (
+            "timeout" if code is None else "survived" if code == 0 else "killed" if killed
+            else "error"
+        )  # fmt: skip
         (where / UNTRACKED).write_text(json.dumps(done, indent=1), "utf-8")
         print(f"untracked {n}/{len(todo)} {done[r['name']]}: {r['name']}", flush=True)
+
+
+def _alone(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> int | None:
+    """The exit code of `cmd` run in a session of its own (None when it timed out: then it is
+    killed with everything it started, the SQLite fork server of a mutant included)."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
 
 
 def _untracked_done(where: Path) -> dict[str, str]:
