@@ -1,13 +1,16 @@
 """probes/sqlite_child.py, its parts in this process: which files a read holds and checks (the
 store and its -wal/-shm), the read-only connection, the wire form, the reasons. What SQLite may
 have open besides them (`_opened_only`) can only be judged in a process with no other file open,
-the child: that, its limits and `main` are tests/test_sqlite_read.py's (and tests/hostile's)."""
+the child: that and `main` are tests/test_sqlite_read.py's (and tests/hostile's); its limits
+are checked here in a process of their own."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +174,19 @@ def test_the_reason_of_a_failed_read_is_one_bounded_line(
     else:
         assert got == ("bad\\nline\\u202e" + "x" * 200)[:120]
     assert got.isascii() and "\n" not in got and len(got) <= 120
+
+
+@pytest.mark.parametrize("cpu", [30, 900])
+def test_a_read_runs_under_its_limits_soft_and_hard(cpu: int) -> None:
+    """Address space 1 GiB, the job's CPU seconds, 64 descriptors, no core dump: each both soft
+    and hard, so the read cannot raise them again. In a process of its own, as a read runs."""
+    code = (
+        "import sys; from bridgedoctor.probes import sqlite_child; "
+        f"sqlite_child._limit({cpu}); sys.stdout.write(open('/proc/self/limits').read())"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    limits = {line[:26].strip(): line[26:].split()[:2] for line in r.stdout.splitlines()[1:]}
+    assert limits["Max address space"] == [str(1024 * 1024 * 1024)] * 2
+    assert limits["Max cpu time"] == [str(cpu)] * 2
+    assert limits["Max open files"] == ["64", "64"]
+    assert limits["Max core file size"] == ["0", "0"]
