@@ -418,7 +418,11 @@ UNTRACKED = "untracked-results.json"
 
 
 def run_untracked(
-    where: Path, results: list[dict[str, str]], chosen: tuple[str, ...], tests: list[str]
+    where: Path,
+    results: list[dict[str, str]],
+    chosen: tuple[str, ...],
+    tests: list[str],
+    names: list[str] | None = None,
 ) -> None:
     """The chosen modules' "no tests" mutants, each run against `tests` by hand.
 
@@ -436,6 +440,7 @@ def run_untracked(
         r for r in results
         if r["status"] == "no tests" and any(fnmatch(r["module"], g) for g in chosen)
         and done.get(r["name"]) not in DETECTED and mutant_key(r) not in equivalent
+        and (not names or any(fnmatch(r["name"], n) for n in names))
     ]  # fmt: skip
     if not todo:
         return
@@ -600,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TEST",
         help='then run each mutant mutmut left at "no tests" (functions reached only in a '
         "child process: the SQLite reader, the scan worker, the CLI run as a command) against "
-        "these tests, one pytest per mutant; with --scratch and without --survivors/--names, "
-        "only that (mutmut is not run again)",
+        "these tests, one pytest per mutant (with --names, only those mutants); with --scratch "
+        "and without --survivors/--tests, only that (mutmut is not run again)",
     )
     c = sub.add_parser("ci", help="the bounded run of .ci/run (guards, then guard functions)")
     for sp in (r, c):
@@ -634,12 +639,12 @@ def main(argv: list[str] | None = None) -> int:
                 if args.survivors:
                     names = survivors(where, chosen)
                 tests = tuple(args.tests or ())
-                if reuse and args.untracked and not (args.survivors or args.names or tests):
+                if reuse and args.untracked and not (args.survivors or tests):
                     results = last_results(where)
                 else:
                     results = run_mutmut(where, SAFETY_CRITICAL, tests, names, args.children)
                 if args.untracked:
-                    run_untracked(where, results, chosen, args.untracked)
+                    run_untracked(where, results, chosen, args.untracked, args.names)
                 results = with_untracked(where, results)
                 results = [x for x in results if any(fnmatch(x["module"], g) for g in chosen)]
                 return 0 if report(results, args.show) else 1
