@@ -210,7 +210,9 @@ class Files:
 
     def save(self) -> None:
         self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({"files": self.state}, indent=2, sort_keys=True) + "\n")
+        self.state_file.write_text(
+            json.dumps({"files": self.state}, indent=2, sort_keys=True) + "\n"
+        )
 
 
 def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -240,6 +242,12 @@ def install(root: Path, allow_reset: bool | None) -> int:
         files.state.pop(str(DROPIN), None)
         unit_changed = True
         report.note(f"{DROPIN} (removed: resets off)", True)
+    elif DROPIN.exists():
+        report.note(
+            f"{DROPIN} (kept: changed by you; the unit still lets resets write until you "
+            "remove it)",
+            False,
+        )
     if h.network is not None:
         unit_changed |= files.put(DROPIN_TCP, TCP_DROPIN_TEXT.format(network=h.network))
     elif DROPIN_TCP.exists() and files.ours(DROPIN_TCP):

@@ -32,6 +32,20 @@ def fingerprint(m: Machine) -> str:
     ).stdout
 
 
+def as_if_older(m: Machine, path: str, extra: str) -> None:
+    """`path` as an earlier version of install wrote it: other text, recorded as its own."""
+    m.sh(f"printf '%s' '{extra}' >> {path}")
+    m.run(
+        "python3",
+        "-c",
+        "import hashlib, json, sys; p, f = '/var/lib/bridgedoctor/install.json', sys.argv[1]; "
+        "d = json.load(open(p)); "
+        "d['files'][f] = hashlib.sha256(open(f, encoding='utf-8').read().encode()).hexdigest(); "
+        "json.dump(d, open(p, 'w'))",
+        path,
+    )
+
+
 def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
     m = mdad_host.m
     out = docs_install(m, "--allow-reset")
@@ -74,10 +88,27 @@ def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
     assert "Nothing changed" in out
     assert fingerprint(m) == before and m.show(UNIT, "InvocationID") == invocation
 
-    # An edited config is kept, and said so.
+    # An upgrade whose unit differs from the one an earlier install wrote: rewritten, loaded
+    # (no daemon-reload left pending) and the helper restarted on it.
+    as_if_older(m, FILES[2], "# written by an older bridgedoctor\n")
+    out = docs_install(m)
+    assert f"Changed:\n  {FILES[2]}\n" in out and f"restarted {UNIT}" in out
+    assert m.show(UNIT, "NeedDaemonReload") == "no"
+    assert m.show(UNIT, "InvocationID") != invocation and m.show(UNIT, "ActiveState") == "active"
+    assert "# written by an older" not in m.run("cat", FILES[2]).stdout
+
+    # An edited config is kept, and said so; so is an edited drop-in, which keeps resets
+    # possible in the unit, so turning resets off does not remove it.
     m.sh("echo 'naming: legacy' >> /etc/bridgedoctor/helper.yaml")
+    dropin = m.run("cat", FILES[3]).stdout
+    m.write(FILES[3], dropin + "# the admin's\n")
     out = docs_install(m, "--no-allow-reset")
     assert "helper.yaml (kept: changed by you" in out
+    assert "reset.conf (kept: changed by you; the unit still lets resets write" in out
+    assert m.run("cat", FILES[3]).stdout == dropin + "# the admin's\n"
+    m.write(FILES[3], dropin)  # the admin's edit undone: ours again, removed with resets off
+    out = docs_install(m, "--no-allow-reset")
+    assert f"{FILES[3]} (removed: resets off)" in out
     assert m.run("test", "-e", FILES[3], check=False).returncode != 0  # drop-in gone: resets off
 
     out = m.run(HELPER, "uninstall").stdout
