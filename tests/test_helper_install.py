@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import socket
 import stat
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,7 +85,7 @@ def test_the_config_written_is_what_was_found_and_the_helper_accepts_it(
 
 def files_at(tmp_path: Path) -> tuple[Files, Report, Path]:
     report = Report()
-    state = tmp_path / "var" / "install.json"
+    state = tmp_path / "var" / "lib" / "bridgedoctor" / "install.json"  # none of it there yet
     return Files(report, state), report, state
 
 
@@ -103,6 +106,40 @@ def test_a_missing_file_is_written_with_its_mode_and_group_and_recorded(tmp_path
     assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
     again = Files(Report(), state)
     assert again.state == files.state and again.ours(path)
+    files.put(tmp_path / "a.conf", "x\n")  # recorded after, listed first
+    files.save()  # again, into the directory it made
+    # For the admin to read: one path a line, in order.
+    lines = state.read_text().splitlines()
+    assert lines[:2] == ["{", '  "files": {']
+    paths = [x.split('"')[1] for x in lines[2:-2]]
+    assert paths == sorted(files.state) and len(paths) == 4
+
+
+def test_by_default_a_file_is_root_s_and_readable_and_a_directory_searchable(
+    tmp_path: Path,
+) -> None:
+    files, _, _ = files_at(tmp_path)
+    path = tmp_path / "made" / "bridgedoctor-helper.service"
+    with_umask(0o077, lambda: files.put(path, "[Unit]\n"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.stat().st_gid == 0
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755 and path.parent.stat().st_gid == 0
+
+
+def with_umask(mask: int, fn: Callable[[], object]) -> None:
+    old = os.umask(mask)
+    try:
+        fn()
+    finally:
+        os.umask(old)
+
+
+def test_a_file_that_is_not_text_is_kept_not_read_as_an_error(tmp_path: Path) -> None:
+    files, report, _ = files_at(tmp_path)
+    path = tmp_path / "helper.yaml"
+    path.write_bytes(b"root: /m\xe4trix\n")  # latin-1, written by someone else
+    assert files.put(path, "root: /matrix\n") is False
+    assert path.read_bytes() == b"root: /m\xe4trix\n"
+    assert report.kept == [f"{path} (kept: changed by you, or not written by install)"]
 
 
 def test_the_same_text_again_writes_nothing(tmp_path: Path) -> None:
@@ -193,15 +230,23 @@ def test_the_report_names_what_changed_and_only_what_was_kept_against_install(
 ) -> None:
     report = Report()
     report.note("/etc/bridgedoctor/helper.yaml", True)
+    report.note("restarted bridgedoctor-helper.service", True)
     report.note("/etc/bridgedoctor/token (kept)", False)
     report.note("/etc/x (unchanged)", False)
     report.note("/etc/y (kept: changed by you, or not written by install)", False)
+    report.note("/etc/z (kept: changed since install)", False)
     install._print_report(host(tmp_path), report)
     out = capsys.readouterr().out
     assert f"MDAD root: {tmp_path}; matrix user: uid 991, gid 992" in out
     assert "PostgreSQL: the socket directory /matrix/postgres/run" in out
-    assert "Changed:\n  /etc/bridgedoctor/helper.yaml\n" in out
-    assert "Left alone:\n  /etc/y (kept: changed by you, or not written by install)" in out
+    assert (
+        "Changed:\n  /etc/bridgedoctor/helper.yaml\n  restarted bridgedoctor-helper.service\n"
+        in out
+    )
+    assert (
+        "Left alone:\n  /etc/y (kept: changed by you, or not written by install)\n"
+        "  /etc/z (kept: changed since install)\n" in out
+    )
     assert "token (kept)" not in out and "/etc/x" not in out
     install._print_report(host(tmp_path), Report())
     out = capsys.readouterr().out
@@ -247,47 +292,63 @@ def test_install_and_uninstall_refuse_without_root(
     )
 
 
-def venv(tmp_path: Path) -> Path:
-    """A prefix with the helper's console script where install looks for it."""
-    prefix = tmp_path / "venv"
-    (prefix / "bin").mkdir(parents=True)
-    (prefix / "bin" / "bridgedoctor-helper").write_text("#!/bin/sh\n")
-    return prefix
-
-
 def root_user() -> str:
     return pwd.getpwuid(0).pw_name
 
 
+@pytest.fixture
+def shown_venv() -> Iterator[Path]:
+    """A venv with the helper's console script, in a directory the unit does not hide (not
+    /tmp, which PrivateTmp=yes replaces for the helper)."""
+    prefix = Path(tempfile.mkdtemp(prefix="bd-venv-", dir="/dev/shm"))
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / "bridgedoctor-helper").write_text("#!/bin/sh\n")
+    yield prefix
+    shutil.rmtree(prefix, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="install runs as root")
-def test_install_refuses_a_venv_without_the_helper_or_one_the_unit_hides(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "hidden",
+    ["/root", "/root/venv", "/home/admin/venv", "/tmp/venv", "/var/tmp/venv", "/run/user/0/v"],
+)
+def test_install_refuses_a_venv_the_unit_hides(tmp_path: Path, hidden: str) -> None:
     with pytest.raises(InstallError) as e:
-        install.detect(tmp_path, root_user(), tmp_path)
-    assert str(e.value) == f"run install with the venv's own bridgedoctor-helper ({tmp_path}/bin)."
-    # tmp_path is under /tmp/, which PrivateTmp=yes replaces for the helper.
-    assert str(tmp_path).startswith("/tmp/")
-    prefix = venv(tmp_path)
-    with pytest.raises(
-        InstallError, match=f"the venv {prefix} is under a directory the unit hides"
-    ):
-        install.detect(tmp_path, root_user(), prefix)
+        install.detect(tmp_path, root_user(), Path(hidden))
+    assert str(e.value) == (
+        f"the venv {hidden} is under a directory the unit hides from the helper; install "
+        "bridgedoctor into a venv under /opt (python3 -m venv /opt/bridgedoctor)."
+    )
 
 
-def outside_hidden() -> Path:
-    """A venv under a directory the unit does not hide (the checkout's own, not /tmp)."""
-    here = Path(__file__).resolve().parent
-    if str(here).startswith(install.HIDDEN_PREFIXES):
-        pytest.skip("the checkout itself is under a directory the unit hides")
-    return Path(sys.prefix)
+@pytest.mark.skipif(os.geteuid() != 0, reason="install runs as root")
+def test_install_refuses_a_venv_without_the_helper(tmp_path: Path, shown_venv: Path) -> None:
+    (shown_venv / "bin" / "bridgedoctor-helper").unlink()
+    with pytest.raises(InstallError) as e:
+        install.detect(tmp_path, root_user(), shown_venv)
+    assert (
+        str(e.value) == f"run install with the venv's own bridgedoctor-helper ({shown_venv}/bin)."
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install runs as root")
+def test_install_looks_at_the_venv_it_runs_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no docker
+    try:
+        h = install.detect(tmp_path, root_user())
+    except InstallError as e:  # this venv is under a hidden directory, or has no script
+        assert f"venv {sys.prefix} is under" in str(e) or f"({sys.prefix}/bin)" in str(e)
+    else:
+        assert h.prefix == Path(sys.prefix)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="install runs as root")
 def test_install_finds_mdads_socket_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown_venv: Path
 ) -> None:
-    prefix = outside_hidden()
-    if not (prefix / "bin" / "bridgedoctor-helper").exists():
-        pytest.skip("this interpreter has no bridgedoctor-helper script")
+    prefix = shown_venv
     run = tmp_path / "postgres" / "run"
     run.mkdir(parents=True)
     with socket.socket(socket.AF_UNIX) as s:
@@ -302,11 +363,9 @@ def test_install_finds_mdads_socket_directory(
 @pytest.mark.skipif(os.geteuid() != 0, reason="install runs as root")
 @pytest.mark.parametrize("running", [True, False])
 def test_install_without_a_socket_directory_allows_the_containers_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: bool, shown_venv: Path
 ) -> None:
-    prefix = outside_hidden()
-    if not (prefix / "bin" / "bridgedoctor-helper").exists():
-        pytest.skip("this interpreter has no bridgedoctor-helper script")
+    prefix = shown_venv
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     answer = [

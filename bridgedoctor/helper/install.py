@@ -105,13 +105,13 @@ def detect(root: Path, user_name: str = MATRIX_USER, prefix: Path | None = None)
             f"there is no '{user_name}' user: MDAD creates it and runs maubot as it."
         ) from None
     prefix = Path(sys.prefix) if prefix is None else prefix
-    if not (prefix / "bin" / "bridgedoctor-helper").exists():
-        raise InstallError(f"run install with the venv's own bridgedoctor-helper ({prefix}/bin).")
     if str(prefix).startswith(HIDDEN_PREFIXES) or str(prefix) == "/root":
         raise InstallError(
             f"the venv {prefix} is under a directory the unit hides from the helper; install "
             "bridgedoctor into a venv under /opt (python3 -m venv /opt/bridgedoctor)."
         )
+    if not (prefix / "bin" / "bridgedoctor-helper").exists():
+        raise InstallError(f"run install with the venv's own bridgedoctor-helper ({prefix}/bin).")
     sock = postgres.socket_dir(root)
     network = None
     if sock is not None:
