@@ -111,9 +111,25 @@ def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
     assert f"{FILES[3]} (removed: resets off)" in out
     assert m.run("test", "-e", FILES[3], check=False).returncode != 0  # drop-in gone: resets off
 
+    # A helper that cannot start (a setting it does not know): install says so and shows why.
+    m.systemctl("stop", UNIT)
+    m.sh("echo 'not_a_setting: 1' >> /etc/bridgedoctor/helper.yaml")
+    cmd = next(c for c in install_commands() if "bridgedoctor-helper install" in c)
+    r = m.sh(cmd, check=False, timeout=180)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "The helper does not answer on /run/bridgedoctor/helper.sock. Its journal:" in r.stdout
+    assert "unknown setting 'not_a_setting'" in r.stdout
+    assert "bridges found" not in r.stdout
+    m.sh("sed -i '/^not_a_setting/d' /etc/bridgedoctor/helper.yaml")
+    assert "bridges found: gmessages, whatsapp" in docs_install(m)  # started again
+    assert m.show(UNIT, "ActiveState") == "active"
+
     out = m.run(HELPER, "uninstall").stdout
     assert m.show(UNIT, "LoadState") == "not-found"
+    assert m.show(UNIT, "ActiveState") == "inactive"  # stopped, not only disabled
+    assert m.run("test", "-e", "/var/lib/bridgedoctor/install.json", check=False).returncode != 0
     for f in (FILES[0], FILES[2], FILES[4], "/run/bridgedoctor"):
         assert m.run("test", "-e", f, check=False).returncode != 0, f
     assert "helper.yaml (kept: changed since install)" in out
     assert m.run("test", "-d", "/var/lib/bridgedoctor/backups").returncode == 0
+    assert "Nothing to remove" in m.run(HELPER, "uninstall").stdout
