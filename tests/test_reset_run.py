@@ -658,3 +658,65 @@ def test_a_bridge_that_changes_while_the_plan_is_confirmed_is_left_alone(
         assert str(e.value) == runner.CHANGED
         assert [m.id for m in all_for(backups / BRIDGE)] == [src.id]
     assert [c for c in systemd.calls() if not c.startswith("show")][-1] == f"start {UNIT}"
+
+
+# --- the record's reserve: a disk that fills once the unit is stopped ------------------------------
+
+
+def test_a_disk_that_fills_once_the_unit_stopped_is_caught_before_the_next_step(
+    tmp_path: Path, systemd: Systemd
+) -> None:
+    """The record of the stop draws on the reserve; the run then stops before anything is
+    written, for a reset and for a restore alike (the reserve existed when each began)."""
+    from tests.support.disks import tmpfs
+    from tests.test_reset_disk import fill_command
+
+    host = deploy(tmp_path, None, "sqlite")
+    backups = tmp_path / "b"
+    bridge_dir = backups / BRIDGE
+    with tmpfs(backups, "4m"):
+        src = asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups, yes, "t"))
+        why = f"no space left in {bridge_dir} (the room kept for the record had to be used)"
+        systemd.on_stop_once(UNIT, fill_command(backups))
+        with pytest.raises(ResetError) as e:
+            asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups, yes, "t"))
+        assert (
+            str(e.value) == f"reset failed ({why}); nothing was changed. {UNIT} is running again."
+        )
+        (backups / "filler").unlink()
+        systemd.on_stop_once(UNIT, fill_command(backups))
+        with pytest.raises(ResetError) as e:
+            asyncio.run(runner.restore(BRIDGE, src.id, options(host), backups, yes, "t"))
+        assert str(e.value) == f"restore refused ({why}; nothing was changed)."
+    assert systemd.get(UNIT) == "active"
+
+
+def test_a_half_restored_bridge_whose_record_cannot_be_written_still_says_so(
+    tmp_path: Path, systemd: Systemd
+) -> None:
+    """The disk fills (and the reserve is gone) just as the unit is to start, and it will not:
+    the record stays as it was, the sentence says what to do."""
+    from bridgedoctor.reset.manifest import RESERVE
+    from tests.support.disks import fill, tmpfs
+
+    host = deploy(tmp_path, None, "sqlite")
+    backups = tmp_path / "b"
+
+    def at_start(state: dict) -> None:
+        if state.get("step") == "start" and "table" not in state:
+            (backups / BRIDGE / RESERVE).unlink()
+            fill(backups)
+
+    with tmpfs(backups, "4m"):
+        src = asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups, yes, "t"))
+        systemd.refuse_start_once(UNIT)
+        with pytest.raises(ResetError) as e:
+            asyncio.run(runner.restore(BRIDGE, src.id, options(host), backups, yes, "t",
+                                       progress=at_start))  # fmt: skip
+        assert str(e.value) == (
+            f"restore failed (systemctl start {UNIT} failed; see journalctl -u {UNIT}); the "
+            f"bridge is left stopped, half restored. Retry with 'bridgedoctor restore {BRIDGE} "
+            f"{src.id}'."
+        )
+        (m,) = [x for x in all_for(backups / BRIDGE) if x.kind == "restore"]
+        assert m.state != "failed"  # its record could not say so
