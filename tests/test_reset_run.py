@@ -21,6 +21,7 @@ from bridgedoctor.reset.target import resolve
 from tests.support.fleet import Host
 from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd, options
 from tests.test_reset import deploy, engine, host
+from tests.test_reset_integrity import fence_left
 
 __all__ = ["engine", "host"]  # fixtures used by name below
 BRIDGE, UNIT = RESET_BRIDGE, RESET_UNIT
@@ -196,8 +197,20 @@ def test_a_plan_under_the_id_of_a_backup_that_exists_is_refused(
     with pytest.raises(ResetError) as e:
         asyncio.run(runner.prepare(BRIDGE, "crypto", options(host), tmp_path / "b", "ID-crypto"))
     assert str(e.value) == f"backup ID-crypto of {BRIDGE} already exists; plan again."
-    _, plan = asyncio.run(runner.prepare(BRIDGE, "crypto", options(host), tmp_path / "b", "ID-2"))
-    assert plan.id == "ID-2"
+    b, plan = asyncio.run(runner.prepare(BRIDGE, "crypto", options(host), tmp_path / "b", "ID-2"))
+    assert b == resolve(BRIDGE, options(host))
+    assert (plan.id, plan.bridge, plan.mode, plan.unit, plan.was_active) == (
+        "ID-2",
+        BRIDGE,
+        "crypto",
+        UNIT,
+        True,
+    )
+    assert (plan.database, plan.data_dir) == (b.db.location, b.data_dir)
+    assert plan.backup_dir == tmp_path / "b" / BRIDGE / "ID-2"
+    assert "all rows of crypto_olm_session" in plan.removed  # a table the store has
+    # kv_store holds a recovery key (PostgreSQL), or the plan cannot tell (SQLite): kept.
+    assert plan.kept.startswith("kv_store row recovery_key")
 
 
 def test_a_sqlite_store_that_is_not_a_database_is_bad_input(
@@ -570,6 +583,8 @@ def test_a_restore_whose_load_fails_changes_nothing_and_says_it_failed(
     assert "crypto_secrets" in str(e.value) and e.value.touched is False
     (m,) = [x for x in all_for(backups / BRIDGE) if x.kind == "restore"]
     assert m.state == "rolled_back" and systemd.get(UNIT) == "active"
+    assert "crypto_secrets" in m.error and f"restore failed ({m.error}; " in str(e.value)
+    assert not fence_left(host)  # the restore's fence went with the undo
 
 
 def test_a_crypto_restore_that_cannot_start_the_unit_is_left_half_restored(
@@ -720,3 +735,38 @@ def test_a_half_restored_bridge_whose_record_cannot_be_written_still_says_so(
         )
         (m,) = [x for x in all_for(backups / BRIDGE) if x.kind == "restore"]
         assert m.state != "failed"  # its record could not say so
+
+
+def test_a_done_operation_whose_last_record_failed_says_so(
+    tmp_path: Path, systemd: Systemd
+) -> None:
+    """The disk fills (the reserve gone) as the unit starts again: the reset and the restore
+    are done all the same, and each says its record could not be updated."""
+    from bridgedoctor.reset.manifest import RESERVE
+    from tests.support.disks import fill, tmpfs
+
+    host = deploy(tmp_path, None, "sqlite")
+    backups = tmp_path / "b"
+
+    def at_start(state: dict) -> None:
+        if state.get("step") == "start" and "table" not in state:
+            (backups / BRIDGE / RESERVE).unlink()
+            fill(backups)
+
+    with tmpfs(backups, "4m"):
+        m = asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups, yes, "t",
+                                     progress=at_start))  # fmt: skip
+        assert m.state == "done"
+        assert m.error == (
+            f"its record could not be updated (cannot write {m.dir / 'manifest.json'} (No space "
+            "left on device)); the next command does it"
+        )
+        (backups / "filler").unlink()
+        r = asyncio.run(runner.restore(BRIDGE, m.id, options(host), backups, yes, "t",
+                                       progress=at_start))  # fmt: skip
+        assert r.state == "done"
+        assert r.error == (
+            f"its record could not be updated (cannot write {r.dir / 'manifest.json'} (No space "
+            "left on device)); the next command does it"
+        )
+    assert systemd.get(UNIT) == "active"
