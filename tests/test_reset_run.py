@@ -300,12 +300,17 @@ def test_a_reset_records_what_it_was_asked_and_for_whom(
 ) -> None:
     backups = tmp_path / "b"
     b = resolve(BRIDGE, options(host))
-    m = asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups, yes, "alice"))
+    shown: list[object] = []
+    m = asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups,
+                                 lambda p: shown.append(p) or True, "alice", "ID-shown"))  # fmt: skip
+    assert m.id == "ID-shown" and [p.id for p in shown] == ["ID-shown"]  # type: ignore[attr-defined]
     bridge_dir = backups / BRIDGE
     assert stat.S_IMODE(bridge_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE(m.dir.stat().st_mode) == 0o700
     on_disk = json.loads((m.dir / "manifest.json").read_text())
     assert on_disk["requested_by"] == "alice" and on_disk["kind"] == "reset"
+    assert (on_disk["id"], on_disk["bridge"], on_disk["mode"]) == ("ID-shown", BRIDGE, "crypto")
+    assert on_disk["created_at"].startswith("20") and on_disk["created_at"].endswith("Z")
     assert on_disk["engine"] == engine
     assert (on_disk["database"], on_disk["data_dir"]) == (b.db.location, str(b.data_dir))
     assert (on_disk["unit"], on_disk["was_active"]) == (UNIT, True)
