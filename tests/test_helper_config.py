@@ -17,7 +17,16 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from bridgedoctor.helper.config import KEYS, MIN_TOKEN_CHARS, ConfigError, load, parse
+from bridgedoctor.dbpin import DbPin
+from bridgedoctor.helper.config import (
+    KEYS,
+    MAX_SOCKET_PATH,
+    MIN_TOKEN_CHARS,
+    ConfigError,
+    HelperConfig,
+    load,
+    parse,
+)
 from bridgedoctor.protocol import decode_response
 
 SCRIPT = Path(sys.executable).parent / "bridgedoctor-helper"
@@ -283,3 +292,166 @@ def test_example_config_is_valid(site: Path) -> None:
     raw.update(root=str(site / "matrix"), token_file=str(site / "token"), socket_group=0)
     cfg = parse(raw, example)
     assert cfg.socket_mode == 0o660 and cfg.db_host == "/matrix/postgres/run"
+
+
+def test_every_default_is_the_documented_one(site: Path) -> None:
+    """The whole config, not field by field: a setting read from the wrong key or given the
+    wrong default shows here."""
+    assert load(write(site, "")) == HelperConfig(
+        token=TOKEN,
+        token_file=site / "token",
+        root=site / "matrix",
+        socket=site / "run" / "h.sock",
+        backup_dir=site / "backups",
+    )
+    assert HelperConfig(token="t", token_file=Path("/t")) == HelperConfig(
+        token="t",
+        token_file=Path("/t"),
+        root=Path("/matrix"),
+        systemd_dir=Path("/etc/systemd/system"),
+        db_host="auto",
+        socket=Path("/run/bridgedoctor/helper.sock"),
+        socket_gid=None,
+        socket_mode=0o660,
+        allowed_uids=None,
+        backup_dir=Path("/var/lib/bridgedoctor/backups"),
+        allow_reset=False,
+        naming="auto",
+        inventory=None,
+        max_concurrent=4,
+        request_timeout=60.0,
+        deep_timeout=900.0,
+        read_timeout=5.0,
+        databases={},
+        verify_seconds=30.0,
+    )
+
+
+def test_every_setting_is_read_from_its_own_key(site: Path) -> None:
+    (site / "inv").mkdir()
+    cfg = load(
+        write(
+            site,
+            f"systemd_dir: /srv/units\ndb_host: 'db.example:5433'\nsocket: {site}/s/x.sock\n"
+            f"socket_group: 0\nsocket_mode: 0o600\nallowed_uids: [991, 1000]\n"
+            f"backup_dir: {site}/bk\nallow_reset: true\nnaming: current\ninventory: {site}/inv\n"
+            "max_concurrent: 256\nrequest_timeout: 3600\ndeep_timeout: 901\nread_timeout: 0.5\n"
+            "databases: {gmessages: 'gm_db:gm_role'}\nverify_seconds: 3590\n",
+        )
+    )
+    assert cfg == HelperConfig(
+        token=TOKEN,
+        token_file=site / "token",
+        root=site / "matrix",
+        systemd_dir=Path("/srv/units"),
+        db_host="db.example:5433",
+        socket=site / "s" / "x.sock",
+        socket_gid=0,
+        socket_mode=0o600,
+        allowed_uids=frozenset({991, 1000}),
+        backup_dir=site / "bk",
+        allow_reset=True,
+        naming="current",
+        inventory=site / "inv",
+        max_concurrent=256,
+        request_timeout=3600.0,
+        deep_timeout=901.0,
+        read_timeout=0.5,
+        databases={"gmessages": DbPin(database="gm_db", user="gm_role")},
+        verify_seconds=3590.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("max_concurrent: 257\n", "max_concurrent must be a whole number from 1 to 256."),
+        ("deep_timeout: 3600.5\n", "deep_timeout must be a number of seconds above 0 and at most 3600."),
+        ("request_timeout: 0\n", "request_timeout must be a number of seconds above 0 and at most 3600."),
+        ("socket_mode: 0o1000\n", "socket_mode 512 is not a permission mode; write it as 0o660 or '0660'."),
+        ("socket_mode: '0O600'\n",
+         "socket_mode 0O600 is not a permission mode; write it as 0o660 or '0660'."),
+        ("socket_mode: '" + "7" * 30 + "'\n",
+         f"socket_mode {'7' * 20} is not a permission mode; write it as 0o660 or '0660'."),
+        ("db_host: 'pg:0'\n", "db_host port 0 is out of range."),
+        ("db_host: 'pg:65536'\n", "db_host port 65536 is out of range."),
+        ("db_host: '/run/pg:0'\n", "db_host port 0 is out of range."),
+        ("db_host: ''\n", "db_host must be auto, HOST[:PORT], a socket directory, or null."),
+        ("db_host: 5432\n", "db_host must be auto, HOST[:PORT], a socket directory, or null."),
+        ("db_host: \"/run/p\\0g\"\n", "db_host must be auto, HOST[:PORT], a socket directory, or null."),
+        ("db_host: '" + "h;" * 40 + "'\n",
+         f"db_host '{'h;' * 30}' is not HOST[:PORT] or a socket directory."),
+        ("backup_dir: \"/var/b\\0k\"\n", "backup_dir must be an absolute path."),
+        ("socket_group: " + "g" * 50 + "\n", f"socket_group '{'g' * 40}' does not exist on this host."),
+        ("socket_group: ''\n", "socket_group must be a group name, a numeric gid, or null."),
+        ("socket_group: -1\n", "socket_group must be a group name, a numeric gid, or null."),
+        ("allowed_uids: []\n",
+         "allowed_uids is an empty list, so no one could use the helper; list the uids that may "
+         "connect (id -u matrix) or remove the setting."),
+        ("allow_reset: 'yes'\n", "allow_reset must be true or false."),
+        ("databases: 5\n", "databases must map bridge names to their database."),
+        ("databases: {'../x': db}\n", "databases: '../x' is not a bridge name."),
+        ("databases: [gmessages]\n", "databases takes BRIDGE=DATABASE[:ROLE], not 'gmessages'."),
+        ("verify_seconds: 50.5\n",
+         "verify_seconds must be at least 10 seconds below request_timeout."),
+        ("x" * 50 + ": 1\n", None),
+    ],
+)  # fmt: skip
+def test_each_refusal_is_its_own_sentence(site: Path, text: str, said: str | None) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(site, text))
+    if said is None:
+        said = f"unknown setting '{'x' * 40}' in {site / 'helper.yaml'}; known settings: "
+        assert str(err.value).startswith(said)
+        return
+    assert str(err.value) == said
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("db_host: '/run/pg:5432'\n", "/run/pg:5432"),
+        ("db_host: '/run/a:b'\n", "/run/a:b"),  # a socket directory with a colon in its name
+        ("db_host: 'pg:1'\n", "pg:1"),
+        ("db_host: 'pg:65535'\n", "pg:65535"),
+        ("db_host: null\n", None),
+    ],
+)
+def test_db_host_bounds_and_socket_directories(site: Path, text: str, value: str | None) -> None:
+    assert load(write(site, text)).db_host == value
+
+
+def test_the_bounds_themselves_are_accepted(site: Path) -> None:
+    cfg = load(write(site, "max_concurrent: 1\nsocket_mode: 0\nrequest_timeout: 11\n"))
+    assert (cfg.max_concurrent, cfg.socket_mode) == (1, 0)
+    assert cfg.verify_seconds == 1.0  # 10 s below request_timeout, at least 1
+    assert load(write(site, "socket_mode: 0o777\n")).socket_mode == 0o777
+    assert load(write(site, "request_timeout: 40\nverify_seconds: 30\n")).verify_seconds == 30.0
+    assert load(write(site, "verify_seconds: 50\n")).verify_seconds == 50.0  # 60 - 10
+    assert load(write(site, "request_timeout: 45\n")).verify_seconds == 30.0  # at most 30
+    # A socket path of exactly the limit is accepted; one byte more is not.
+    name = site / "run" / ("s" * (MAX_SOCKET_PATH - len(str(site / "run")) - 1))
+    assert len(str(name)) == MAX_SOCKET_PATH
+    assert load(write(site, f"socket: {name}\n")).socket == name
+    with pytest.raises(ConfigError, match="longer than 107 bytes"):
+        load(write(site, f"socket: {name}s\n"))
+
+
+def test_what_the_config_file_itself_gets_wrong_is_one_sentence(site: Path) -> None:
+    path = site / "helper.yaml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == f"token_file is required in {path}."
+    path.write_text("- root\n")
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == f"the config file {path} must be a mapping of settings."
+    path.write_text("root: /m\x07\n")  # a character YAML does not allow: no line to point at
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == f"the config file {path} is not valid YAML."
+    path.write_bytes(b"root: /m\xe4trix\n")
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == f"cannot read the config file {path}: UnicodeDecodeError."
