@@ -166,7 +166,6 @@ class Files:
             self.state: dict[str, str] = json.loads(state_file.read_text())["files"]
         except (OSError, ValueError, KeyError, TypeError):
             self.state = {}
-        self.dirs: list[str] = []
 
     def ours(self, path: Path) -> bool:
         """Written by install and unchanged since."""
