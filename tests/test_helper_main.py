@@ -4,7 +4,6 @@ console script as a process; mutation testing sees only what runs in-process."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -12,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from bridgedoctor.helper import __main__ as helper_main
 from bridgedoctor.helper import install
 from bridgedoctor.helper.audit import LOGGER_NAME
 from bridgedoctor.protocol import decode_response
+from tests.support.cli import choose_from
 from tests.support.reset_env import RESET_UNIT, Systemd
 from tests.test_helper_config import TOKEN, site, write
 from tests.test_reset_recovery import interrupted
@@ -56,17 +56,6 @@ options:
                         turn resets from the room on (config and unit drop-in) or off; default: \
 as before
 """
-
-
-def choose_from(*names: str) -> str:
-    """The choices as this Python's argparse lists them in a refusal (3.12.8 and 3.13.1 dropped
-    the quotes): the wording is argparse's, the choices are the code's."""
-    action = argparse.ArgumentParser().add_argument("x", choices=names)
-    try:
-        argparse.ArgumentParser()._check_value(action, "?")
-    except argparse.ArgumentError as e:
-        return str(e).split("(choose from ", 1)[1].removesuffix(")")
-    raise AssertionError("argparse took a value that is not a choice")
 
 
 @pytest.fixture(autouse=True)
@@ -186,15 +175,27 @@ def test_a_socket_path_taken_by_a_file_is_one_sentence_and_ex_config(
     assert (site / "run" / "h.sock").read_text() == "keep me"
 
 
+def main_beside(config: Path, beside: Callable[[threading.Event], None]) -> int:
+    """main's exit code, with `beside` running in a thread meanwhile; the event it is given is
+    set once main has returned (so it can stop waiting for a helper that never serves)."""
+    returned = threading.Event()
+    t = threading.Thread(target=beside, args=(returned,))
+    t.start()
+    try:
+        return helper_main.main(["--config", str(config)])
+    finally:
+        returned.set()
+        t.join()
+
+
 def test_the_helper_serves_until_sigterm_then_exits_0(
     site: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write(site, f"systemd_dir: {site / 'units'}\n")
     sock = site / "run" / "h.sock"
     answers: list[object] = []
-    returned = threading.Event()
 
-    def client() -> None:
+    def client(returned: threading.Event) -> None:
         deadline = time.monotonic() + 30
         try:
             with socket.socket(socket.AF_UNIX) as s:
@@ -209,14 +210,7 @@ def test_the_helper_serves_until_sigterm_then_exits_0(
             if not returned.is_set():  # SIGTERM's handler is the helper's only while it serves
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    t = threading.Thread(target=client)
-    t.start()
-    try:
-        code = helper_main.main(["--config", str(config)])
-    finally:
-        returned.set()
-        t.join()
-    assert code == 0
+    assert main_beside(config, client) == 0
     assert answers == [{"bridges": []}]
     assert not sock.exists()
     out, err = capsys.readouterr()
@@ -234,9 +228,8 @@ def test_ctrl_c_before_the_helper_serves_ends_it_quietly(
     systemd.set(RESET_UNIT, "inactive")
     systemd.hang_start(RESET_UNIT)
     config = write(site, f"systemd_dir: {site / 'units'}\nallow_reset: true\n")
-    returned = threading.Event()
 
-    def ctrl_c() -> None:
+    def ctrl_c(returned: threading.Event) -> None:
         deadline = time.monotonic() + 60
         while f"start {RESET_UNIT}" not in systemd.calls() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -244,14 +237,7 @@ def test_ctrl_c_before_the_helper_serves_ends_it_quietly(
             os.kill(os.getpid(), signal.SIGINT)
         systemd.hang_start(RESET_UNIT, False)
 
-    t = threading.Thread(target=ctrl_c)
-    t.start()
-    try:
-        code = helper_main.main(["--config", str(config)])
-    finally:
-        returned.set()
-        t.join()
-    assert code == 0
+    assert main_beside(config, ctrl_c) == 0
     out, err = capsys.readouterr()
     assert out == "" and err.endswith("INFO interrupted\n"), err
     assert "listening on" not in err and "Traceback" not in err

@@ -25,24 +25,13 @@ from bridgedoctor.reset import lock
 from bridgedoctor.reset.errors import ResetError
 from bridgedoctor.reset.manifest import Manifest, all_for
 from bridgedoctor.reset.plan import DEFAULT_BACKUP_ROOT
-from tests.support.cli import run
+from tests.support.cli import choose_from, run
 from tests.support.fleet import Host
 from tests.support.reset_env import RESET_BRIDGE, RESET_UNIT, Systemd
 from tests.test_reset import backup_args, deploy
 from tests.test_reset_recovery import immutable, interrupted
 
 BRIDGE, UNIT = RESET_BRIDGE, RESET_UNIT
-
-
-def choose_from(*names: str) -> str:
-    """The choices as this Python's argparse lists them in a refusal (3.12.8 and 3.13.1 dropped
-    the quotes): the wording is argparse's, the choices are the code's."""
-    action = argparse.ArgumentParser().add_argument("x", choices=names)
-    try:
-        argparse.ArgumentParser()._check_value(action, "?")
-    except argparse.ArgumentError as e:
-        return str(e).split("(choose from ", 1)[1].removesuffix(")")
-    raise AssertionError("argparse took a value that is not a choice")
 
 
 # --- the arguments ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -27,3 +28,14 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
     code, text = run(capsys, *argv, "--json")
     return code, json.loads(text)
+
+
+def choose_from(*names: str) -> str:
+    """The choices as this Python's argparse lists them in a refusal (3.12.8 and 3.13.1 dropped
+    the quotes): the wording is argparse's, the choices are the code's."""
+    action = argparse.ArgumentParser().add_argument("x", choices=names)
+    try:
+        argparse.ArgumentParser()._check_value(action, "?")
+    except argparse.ArgumentError as e:
+        return str(e).split("(choose from ", 1)[1].removesuffix(")")
+    raise AssertionError("argparse took a value that is not a choice")
