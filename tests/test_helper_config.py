@@ -455,3 +455,26 @@ def test_what_the_config_file_itself_gets_wrong_is_one_sentence(site: Path) -> N
     with pytest.raises(ConfigError) as err:
         load(path)
     assert str(err.value) == f"cannot read the config file {path}: UnicodeDecodeError."
+
+
+def test_paths_left_out_are_mdads(site: Path) -> None:
+    """Only token_file given: root, socket and backup_dir are MDAD's and the helper's own."""
+    path = site / "helper.yaml"
+    path.write_text(f"token_file: {site / 'token'}\n")
+    if Path("/matrix").is_dir():  # an MDAD host: its root is the default
+        cfg = load(path)
+        assert cfg.root == Path("/matrix")
+    else:
+        with pytest.raises(ConfigError) as err:
+            load(path)
+        assert str(err.value) == "root /matrix is not a directory."
+    path.write_text(f"token_file: {site / 'token'}\nroot: {site / 'matrix'}\n")
+    cfg = load(path)
+    assert cfg.socket == Path("/run/bridgedoctor/helper.sock")
+    assert cfg.backup_dir == Path("/var/lib/bridgedoctor/backups")
+
+
+def test_a_socket_directory_s_port_is_after_its_last_colon(site: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(site, "db_host: '/run/a:b:99999'\n"))
+    assert str(err.value) == "db_host port 99999 is out of range."
