@@ -1,8 +1,8 @@
 """probes/sqlite_child.py, its parts in this process: which files a read holds and checks (the
 store and its -wal/-shm), the read-only connection, the wire form, the reasons. What SQLite may
 have open besides them (`_opened_only`) can only be judged in a process with no other file open,
-the child: that and `main` are tests/test_sqlite_read.py's (and tests/hostile's); its limits
-are checked here in a process of their own."""
+and the limits only in a process that may keep them: both are checked here in a process of
+their own; `main` is tests/test_sqlite_read.py's (and tests/hostile's)."""
 
 from __future__ import annotations
 
@@ -190,3 +190,57 @@ def test_a_read_runs_under_its_limits_soft_and_hard(cpu: int) -> None:
     assert limits["Max cpu time"] == [str(cpu)] * 2
     assert limits["Max open files"] == ["64", "64"]
     assert limits["Max core file size"] == ["0", "0"]
+
+
+OPENED_ONLY = """
+import os, sys
+from pathlib import Path
+from bridgedoctor.probes import bridgefile, sqlite_child
+store = Path(sys.argv[1])
+held = {str(store): os.stat(store)}
+kept = []
+for what in sys.argv[2:]:  # opened in this order, after stdin, stdout and stderr (pipes)
+    if what == "pipe":
+        kept += os.pipe()
+    else:
+        kept.append(os.open(what, os.O_RDONLY))
+try:
+    sqlite_child._opened_only(held, store)
+    print("ok")
+except bridgefile.Refused as r:
+    print(r.code, r.message)
+"""
+
+
+def opened_only(store: Path, *opened: str) -> str:
+    """_opened_only's judgement in a process of its own, with only `opened` open beside
+    its pipes (in a test process pytest's own files would be judged too)."""
+    r = subprocess.run(
+        [sys.executable, "-c", OPENED_ONLY, str(store), *opened],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return r.stdout.strip()
+
+
+def test_a_read_may_hold_only_the_store_and_its_own_wal_and_shm(store: Path) -> None:
+    changed = f"refused {store} changed while it was read; nothing is reported."
+    other = store.with_name("other.db")
+    other.write_bytes(b"x")
+    wal, shm = Path(f"{store}-wal"), Path(f"{store}-shm")
+    wal.write_bytes(b"w")
+    shm.write_bytes(b"s")
+    assert opened_only(store, str(store)) == "ok"
+    assert opened_only(store, "pipe", str(store), str(wal), str(shm)) == "ok"
+    # Another regular file, after the store, after a pipe, after the -wal: each is seen.
+    assert opened_only(store, str(store), str(other)) == changed
+    assert opened_only(store, "pipe", str(store), str(other)) == changed
+    assert opened_only(store, str(store), str(wal), str(other)) == changed
+    # The store itself not among the open files (what SQLite opened is some other file).
+    assert opened_only(store) == changed
+    assert opened_only(store, str(other)) == changed
+    # A -wal that is a hard link to something else is not the store's own.
+    wal.unlink()
+    os.link(other, wal)
+    assert opened_only(store, str(store), str(wal)) == changed
