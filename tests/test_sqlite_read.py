@@ -150,6 +150,7 @@ def test_refusals_come_back_as_one_sentence(store: Path, tmp_path: Path) -> None
     garbage.write_bytes(b"not a database" * 100)
     result = asyncio.run(sqlite_read.probe(garbage, store.parents[1]))
     assert isinstance(result, ProbeError) and "file is not a database" in result.message
+    assert result.code == "db_unreachable"  # SQLite's own refusal: not ours, not an attack
 
 
 def test_the_child_ignores_the_current_directory(store: Path, tmp_path: Path) -> None:
