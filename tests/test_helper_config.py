@@ -7,11 +7,12 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from bridgedoctor.helper.config import (
     HelperConfig,
     load,
     parse,
+    prepare_dirs,
 )
 from bridgedoctor.protocol import decode_response
 
@@ -478,3 +480,41 @@ def test_a_socket_directory_s_port_is_after_its_last_colon(site: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(write(site, "db_host: '/run/a:b:99999'\n"))
     assert str(err.value) == "db_host port 99999 is out of range."
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the backup directory must be root's")
+def test_the_helper_makes_its_socket_and_backup_directories(site: Path) -> None:
+    cfg = load(write(site, f"socket: {site}/run/deep/h.sock\nbackup_dir: {site}/var/b/backups\n"))
+    with_umask(0o022, lambda: prepare_dirs(cfg))
+    assert stat.S_IMODE((site / "run" / "deep").stat().st_mode) == 0o755
+    assert stat.S_IMODE((site / "var" / "b" / "backups").stat().st_mode) == 0o700
+    prepare_dirs(cfg)  # again: they are there, nothing to do
+    (site / "var" / "b" / "backups").rmdir()
+    (site / "var" / "b" / "backups").write_text("a file")
+    with pytest.raises(ConfigError) as err:
+        prepare_dirs(cfg)
+    assert str(err.value) == f"cannot create {site}/var/b/backups: File exists."
+    (site / "var" / "b" / "backups").unlink()
+    (site / "var" / "b").rmdir()
+    (site / "var" / "b").write_text("a file on the way")
+    with pytest.raises(ConfigError) as err:
+        prepare_dirs(cfg)
+    assert str(err.value) == f"cannot create {site}/var/b/backups: Not a directory."
+    (site / "var" / "b").unlink()
+    (site / "var" / "b").mkdir(mode=0o777)
+    (site / "var" / "b").chmod(0o777)  # anyone may swap what is in it
+    with pytest.raises(ConfigError) as err:
+        prepare_dirs(cfg)
+    assert str(err.value) == (
+        f"the backup directory {site}/var/b/backups is not root's alone ({site}/var/b is owned "
+        "by uid 0, mode 0777); keep backups in a directory only root can change, such as "
+        "/var/lib/bridgedoctor/backups."
+    )
+
+
+def with_umask(mask: int, fn: Callable[[], object]) -> None:
+    old = os.umask(mask)
+    try:
+        fn()
+    finally:
+        os.umask(old)

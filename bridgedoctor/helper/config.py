@@ -301,8 +301,6 @@ def prepare_dirs(cfg: HelperConfig) -> None:
             directory.mkdir(mode=mode, parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create {directory}: {_reason(e)}.") from None
-        if not directory.is_dir():
-            raise ConfigError(f"{directory} is not a directory.")
     if not os.access(cfg.backup_dir, os.W_OK):
         raise ConfigError(f"backup_dir {cfg.backup_dir} is not writable.")
     from ..reset.errors import ResetError
