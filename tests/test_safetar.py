@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridgedoctor.reset.backup import dir_digest, tar_dir, untar_into
+from bridgedoctor.reset.backup import copy_file, dir_digest, tar_dir, untar_into, verify_copy
 from bridgedoctor.reset.errors import ResetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,3 +352,28 @@ def test_clear_covered_removes_a_link_the_tar_holds_and_keeps_a_changed_one(
         "dangling", "media", "media/new", "media/new/f", "run.sh",
     ]  # fmt: skip
     assert os.readlink(data / "dangling") == "media/elsewhere"
+
+
+def test_a_copied_file_is_new_private_and_checked_against_both_sides(tmp_path: Path) -> None:
+    src, copy = tmp_path / "mautrix-x.db", tmp_path / "backup" / "mautrix-x.db"
+    src.write_bytes(b"store" * 1000)
+    copy.parent.mkdir()
+    sha = copy_file(src, copy)
+    assert copy.read_bytes() == src.read_bytes() and stat.S_IMODE(copy.stat().st_mode) == 0o600
+    verify_copy(copy, sha, src)
+    with pytest.raises(FileExistsError):  # never over an existing file or through a link
+        copy_file(src, copy)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(FileExistsError):
+        copy_file(src, tmp_path / "link")
+    assert not (tmp_path / "elsewhere").exists()
+    differs = f"mautrix-x.db differs from {src} in the backup; nothing was changed."
+    src.write_bytes(b"changed since")  # the source moved on: the copy is not of it
+    with pytest.raises(ResetError) as err:
+        verify_copy(copy, sha, src)
+    assert str(err.value) == differs
+    src.write_bytes(b"store" * 1000)
+    copy.write_bytes(b"store" * 999)  # the copy is not what was written
+    with pytest.raises(ResetError) as err:
+        verify_copy(copy, sha, src)
+    assert str(err.value) == differs
