@@ -30,6 +30,7 @@ from bridgedoctor.helper.config import (
     prepare_dirs,
 )
 from bridgedoctor.protocol import decode_response
+from tests.support.disks import read_only, tmpfs
 
 SCRIPT = Path(sys.executable).parent / "bridgedoctor-helper"
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -518,3 +519,15 @@ def with_umask(mask: int, fn: Callable[[], object]) -> None:
         fn()
     finally:
         os.umask(old)
+
+
+def test_a_backup_directory_on_a_read_only_disk_is_refused_at_start(site: Path) -> None:
+    """Root may write anywhere but on a read-only file system (an ext4 that remounted itself
+    read-only after errors): the helper says so at start, not at the first reset."""
+    with tmpfs(site / "disk", "1M") as disk:
+        (disk / "backups").mkdir(mode=0o700)
+        cfg = load(write(site, f"backup_dir: {disk / 'backups'}\n"))
+        read_only(disk)
+        with pytest.raises(ConfigError) as err:
+            prepare_dirs(cfg)
+        assert str(err.value) == f"backup_dir {disk / 'backups'} is not writable."
