@@ -15,7 +15,7 @@ import socket
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from ruamel.yaml import YAML
 from bridgedoctor.helper import install
 from bridgedoctor.helper.config import parse
 from bridgedoctor.helper.install import Files, Host, InstallError, Report
+from tests.test_helper_config import with_umask
 
 GID = 4242
 
@@ -123,14 +124,6 @@ def test_by_default_a_file_is_root_s_and_readable_and_a_directory_searchable(
     with_umask(0o077, lambda: files.put(path, "[Unit]\n"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.stat().st_gid == 0
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755 and path.parent.stat().st_gid == 0
-
-
-def with_umask(mask: int, fn: Callable[[], object]) -> None:
-    old = os.umask(mask)
-    try:
-        fn()
-    finally:
-        os.umask(old)
 
 
 def test_a_file_that_is_not_text_is_kept_not_read_as_an_error(tmp_path: Path) -> None:

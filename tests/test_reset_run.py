@@ -10,6 +10,7 @@ import getpass
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -149,13 +150,18 @@ def test_a_running_unit_counts_as_running_and_a_stopped_one_without_history_as_s
     assert was_active(host, tmp_path / "b") is False
 
 
+def stopped(tmp_path: Path, systemd: Systemd) -> tuple[Host, Path]:
+    """A SQLite bridge whose unit is stopped, and where its backups go."""
+    host = deploy(tmp_path, None, "sqlite")
+    systemd.set(UNIT, "inactive")
+    return host, tmp_path / "b" / BRIDGE
+
+
 def test_an_unfinished_operation_says_how_the_unit_was_before_it(
     tmp_path: Path, systemd: Systemd
 ) -> None:
     """It stopped the unit: recovery starts it again, so the plan counts it as running."""
-    host = deploy(tmp_path, None, "sqlite")
-    systemd.set(UNIT, "inactive")
-    bridge_dir = tmp_path / "b" / BRIDGE
+    host, bridge_dir = stopped(tmp_path, systemd)
     record(bridge_dir, "A", "done", "2026-01-01T00:00:00Z", False)
     record(bridge_dir, "B", "backed_up", "2026-01-02T00:00:00Z", True)
     assert was_active(host, tmp_path / "b") is True
@@ -165,9 +171,7 @@ def test_a_stopped_unit_counts_as_running_only_after_an_operation_that_failed_ha
     tmp_path: Path, systemd: Systemd
 ) -> None:
     """The last operation by time, not by name: a restore sorts right after its backup."""
-    host = deploy(tmp_path, None, "sqlite")
-    systemd.set(UNIT, "inactive")
-    bridge_dir = tmp_path / "b" / BRIDGE
+    host, bridge_dir = stopped(tmp_path, systemd)
     record(bridge_dir, "A", "done", "2026-01-01T00:00:00Z", True)
     record(bridge_dir, "B", "done", "2026-01-02T00:00:00Z", False)
     restore = record(bridge_dir, "A.restore-x", "failed", "2026-01-03T00:00:00Z", True,
@@ -711,21 +715,29 @@ def test_a_disk_that_fills_once_the_unit_stopped_is_caught_before_the_next_step(
     assert systemd.get(UNIT) == "active"
 
 
-def test_a_half_restored_bridge_whose_record_cannot_be_written_still_says_so(
-    tmp_path: Path, systemd: Systemd
-) -> None:
-    """The disk fills (and the reserve is gone) just as the unit is to start, and it will not:
-    the record stays as it was, the sentence says what to do."""
+def fill_at_start(backups: Path) -> Callable[[dict], None]:
+    """A progress hook: as the unit is to start, the reserve is gone and the disk is full."""
     from bridgedoctor.reset.manifest import RESERVE
-    from tests.support.disks import fill, tmpfs
-
-    host = deploy(tmp_path, None, "sqlite")
-    backups = tmp_path / "b"
+    from tests.support.disks import fill
 
     def at_start(state: dict) -> None:
         if state.get("step") == "start" and "table" not in state:
             (backups / BRIDGE / RESERVE).unlink()
             fill(backups)
+
+    return at_start
+
+
+def test_a_half_restored_bridge_whose_record_cannot_be_written_still_says_so(
+    tmp_path: Path, systemd: Systemd
+) -> None:
+    """The disk fills (and the reserve is gone) just as the unit is to start, and it will not:
+    the record stays as it was, the sentence says what to do."""
+    from tests.support.disks import tmpfs
+
+    host = deploy(tmp_path, None, "sqlite")
+    backups = tmp_path / "b"
+    at_start = fill_at_start(backups)
 
     with tmpfs(backups, "4m"):
         src = asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups, yes, "t"))
@@ -747,16 +759,11 @@ def test_a_done_operation_whose_last_record_failed_says_so(
 ) -> None:
     """The disk fills (the reserve gone) as the unit starts again: the reset and the restore
     are done all the same, and each says its record could not be updated."""
-    from bridgedoctor.reset.manifest import RESERVE
-    from tests.support.disks import fill, tmpfs
+    from tests.support.disks import tmpfs
 
     host = deploy(tmp_path, None, "sqlite")
     backups = tmp_path / "b"
-
-    def at_start(state: dict) -> None:
-        if state.get("step") == "start" and "table" not in state:
-            (backups / BRIDGE / RESERVE).unlink()
-            fill(backups)
+    at_start = fill_at_start(backups)
 
     with tmpfs(backups, "4m"):
         m = asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups, yes, "t",
