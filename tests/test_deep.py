@@ -269,3 +269,40 @@ def test_a_row_that_opens_but_holds_no_session_is_damaged(host: Host, capsys) ->
     _, report = deep(capsys, host)
     f = finding(report, "crypto_store_damaged")
     assert "1 of 7" in f["summary"], f["summary"]
+
+
+def test_a_store_that_fails_half_way_through_the_scan_says_where(
+    host: Host, pg: PgServer, capsys
+) -> None:
+    """The server refuses a read the deep scan has begun (here a row policy that raises for the
+    scan's own session on the megolm table, read after the account and the Olm sessions): one
+    sentence naming the store and the kind of error, not a traceback, not a partial verdict."""
+    import asyncio
+
+    import asyncpg
+
+    deploy(host, "postgres", session_rows(WA_KEY, olm_sessions=2, inbound=3))
+    (name,) = host.databases.values()
+
+    async def refuse() -> None:
+        conn = await asyncpg.connect(pg.dsn(name))
+        try:
+            await conn.execute(
+                "CREATE FUNCTION half_way() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+                "IF current_setting('application_name') = 'bridgedoctor-deep' THEN "
+                "RAISE EXCEPTION 'disk read error'; END IF; RETURN true; END $$; "
+                "ALTER TABLE crypto_megolm_inbound_session ENABLE ROW LEVEL SECURITY; "
+                "ALTER TABLE crypto_megolm_inbound_session FORCE ROW LEVEL SECURITY; "
+                "CREATE POLICY half_way ON crypto_megolm_inbound_session USING (half_way())"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(refuse())
+    _, report = deep(capsys, host)
+    at = f"{pg.host}:{pg.port}"
+    assert finding(report, "crypto_store_unverified")["summary"] == (
+        f"The whole-store check of whatsapp could not finish: reading postgres://{name}@{at}/"
+        f"{name} failed (RaiseError)."  # the server's own words may be the bridge's: not shown
+    )
+    assert "crypto_store_verified" not in [f["code"] for f in report["findings"]]
