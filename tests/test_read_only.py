@@ -104,7 +104,7 @@ runpy.run_module("bridgedoctor.probes.sqlite_child", run_name="__main__")
 
 def child_modes(base: Path, db: Path) -> tuple[list[int], dict[str, Any]]:
     r = subprocess.run(
-        [sys.executable, "-I", "-c", CHILD, str(base), str(db)],
+        [sys.executable, "-I", "-c", CHILD, str(base), str(db), "facts"],
         capture_output=True,
         text=True,
         timeout=60,
