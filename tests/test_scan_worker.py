@@ -4,6 +4,7 @@ real pickles, its answers against this process's own verifier."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -266,3 +267,33 @@ async def test_whether_to_use_a_worker_is_decided_once_per_scan(
     crashed = Spread(KEYS, after=0)
     assert await spread_over(crashed, batches) == alone
     assert len(starts) == 1 and crashed.used_worker
+
+
+@pytest.mark.parametrize("short", ["lengths", "data"])
+def test_a_batch_cut_short_gets_no_answer(short: str) -> None:
+    """The parent went away mid-batch (or verifies the batch itself): the worker answers
+    nothing for a batch whose lengths or whose bytes stop early, rather than counts of part."""
+    import subprocess
+    from array import array
+
+    rows = batch(2)
+    lengths = array(scan_worker._LEN_TYPE, [len(r) for r in rows]).tobytes()
+    data = b"".join(rows)
+    head = json.dumps({"kind": "megolm_inbound", "n": len(rows), "bytes": len(data)}).encode()
+    head += b"\n"
+    one = array(scan_worker._LEN_TYPE).itemsize  # the parent writes whole lengths
+    sent = head + (lengths[:one] if short == "lengths" else lengths + data[:-1])
+    r = subprocess.run(
+        [sys.executable, "-c", "from bridgedoctor.probes.scan_worker import serve; serve()"],
+        input=json.dumps(list(KEYS)).encode() + b"\n" + sent,
+        capture_output=True,
+        timeout=60,
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    whole = subprocess.run(
+        [sys.executable, "-c", "from bridgedoctor.probes.scan_worker import serve; serve()"],
+        input=json.dumps(list(KEYS)).encode() + b"\n" + head + lengths + data,
+        capture_output=True,
+        timeout=60,
+    )
+    assert json.loads(whole.stdout)["rows"] == len(rows)  # the same batch whole is answered
