@@ -277,28 +277,17 @@ def test_a_store_that_fails_half_way_through_the_scan_says_where(
     """The server refuses a read the deep scan has begun (here a row policy that raises for the
     scan's own session on the megolm table, read after the account and the Olm sessions): one
     sentence naming the store and the kind of error, not a traceback, not a partial verdict."""
-    import asyncio
-
-    import asyncpg
-
     deploy(host, "postgres", session_rows(WA_KEY, olm_sessions=2, inbound=3))
     (name,) = host.databases.values()
-
-    async def refuse() -> None:
-        conn = await asyncpg.connect(pg.dsn(name))
-        try:
-            await conn.execute(
-                "CREATE FUNCTION half_way() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
-                "IF current_setting('application_name') = 'bridgedoctor-deep' THEN "
-                "RAISE EXCEPTION 'disk read error'; END IF; RETURN true; END $$; "
-                "ALTER TABLE crypto_megolm_inbound_session ENABLE ROW LEVEL SECURITY; "
-                "ALTER TABLE crypto_megolm_inbound_session FORCE ROW LEVEL SECURITY; "
-                "CREATE POLICY half_way ON crypto_megolm_inbound_session USING (half_way())"
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(refuse())
+    pg.as_superuser(
+        name,
+        "CREATE FUNCTION half_way() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+        "IF current_setting('application_name') = 'bridgedoctor-deep' THEN "
+        "RAISE EXCEPTION 'disk read error'; END IF; RETURN true; END $$; "
+        "ALTER TABLE crypto_megolm_inbound_session ENABLE ROW LEVEL SECURITY; "
+        "ALTER TABLE crypto_megolm_inbound_session FORCE ROW LEVEL SECURITY; "
+        "CREATE POLICY half_way ON crypto_megolm_inbound_session USING (half_way())",
+    )
     _, report = deep(capsys, host)
     at = f"{pg.host}:{pg.port}"
     assert finding(report, "crypto_store_unverified")["summary"] == (

@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from bridgedoctor.reset import lock
@@ -166,23 +165,14 @@ def kill_inside_the_drop(host: Host, pg: PgServer, backups: Path) -> None:
     trigger, which only a superuser of the bridge's database can make, sleeps once."""
     _exec(host, "CREATE SEQUENCE slow_once")
     (name,) = host.databases.values()
-
-    async def go() -> None:
-        conn = await asyncpg.connect(pg.dsn(name))
-        try:
-            await conn.execute(
-                "CREATE FUNCTION slow_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF current_setting('application_name') = 'bridgedoctor-reset' "
-                "AND nextval('slow_once') = 1 THEN PERFORM pg_sleep(4); END IF; END $$"
-            )
-            await conn.execute(
-                "CREATE EVENT TRIGGER slow_drop ON ddl_command_start "
-                "WHEN TAG IN ('DROP OWNED') EXECUTE FUNCTION slow_drop()"
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
+    pg.as_superuser(
+        name,
+        "CREATE FUNCTION slow_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF current_setting('application_name') = 'bridgedoctor-reset' "
+        "AND nextval('slow_once') = 1 THEN PERFORM pg_sleep(4); END IF; END $$",
+        "CREATE EVENT TRIGGER slow_drop ON ddl_command_start "
+        "WHEN TAG IN ('DROP OWNED') EXECUTE FUNCTION slow_drop()",
+    )
     kill_after_the_backup(host, backups, "--mode", "full")
 
 

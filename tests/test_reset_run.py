@@ -625,23 +625,16 @@ def test_a_postgres_plan_reads_through_a_read_only_plan_session(
 
     host = deploy(tmp_path, pg, "postgres")
     (name,) = host.databases.values()
-
-    async def guard() -> None:
-        conn = await asyncpg.connect(pg.dsn(name))
-        try:
-            await conn.execute(
-                "CREATE FUNCTION plan_only() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
-                "IF current_setting('transaction_read_only') <> 'on' "
-                "OR current_setting('application_name') <> 'bridgedoctor-plan' THEN "
-                "RAISE EXCEPTION 'kv_store read outside a plan'; END IF; RETURN true; END $$; "
-                "ALTER TABLE kv_store ENABLE ROW LEVEL SECURITY; "
-                "ALTER TABLE kv_store FORCE ROW LEVEL SECURITY; "
-                "CREATE POLICY plan_only ON kv_store USING (plan_only())"
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(guard())
+    pg.as_superuser(
+        name,
+        "CREATE FUNCTION plan_only() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+        "IF current_setting('transaction_read_only') <> 'on' "
+        "OR current_setting('application_name') <> 'bridgedoctor-plan' THEN "
+        "RAISE EXCEPTION 'kv_store read outside a plan'; END IF; RETURN true; END $$; "
+        "ALTER TABLE kv_store ENABLE ROW LEVEL SECURITY; "
+        "ALTER TABLE kv_store FORCE ROW LEVEL SECURITY; "
+        "CREATE POLICY plan_only ON kv_store USING (plan_only())",
+    )
     for mode in ("crypto", "full"):
         _, plan = asyncio.run(runner.prepare(BRIDGE, mode, options(host), tmp_path / "b"))  # type: ignore[arg-type]
         assert "recovery_key" in plan.kept or mode == "full"

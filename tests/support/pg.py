@@ -30,6 +30,23 @@ class PgServer:
     def dsn(self, database: str = "postgres") -> str:
         return f"postgres://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
 
+    def as_superuser(self, database: str, *sqls: str) -> None:
+        """Run `sqls` in `database` as the cluster's superuser: what a test sets up that only a
+        superuser may (an event trigger, a row policy on a bridge's own table)."""
+        import asyncio
+
+        import asyncpg
+
+        async def go() -> None:
+            conn = await asyncpg.connect(self.dsn(database))
+            try:
+                for sql in sqls:
+                    await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        asyncio.run(go())
+
 
 def bindir() -> Path:
     """The newest PostgreSQL server/client binaries on this machine."""
