@@ -278,7 +278,10 @@ def pytest_sessionstart(session):
     # os.kill(0, SIGKILL)) kills its whole process group, which was mutmut's and this script's.
     if os.getpgrp() != os.getpid():  # not already a leader (a session leader may not move)
         os.setpgid(0, 0)
-    _HOME[:] = [os.getcwd(), tempfile.mkdtemp(prefix="bd-mutant-cwd-")]
+    # Made in the scratch copy, beside mutants/: a test process killed before its
+    # sessionfinish (a mutant's kill(0), a timeout) leaves it there, gone with the copy.
+    home = os.getcwd()
+    _HOME[:] = [home, tempfile.mkdtemp(prefix="bd-mutant-cwd-", dir=os.path.dirname(home))]
     # mutmut's trampolines in a subprocess (the CLI, the SQLite reader) read its config from
     # the directory they run in.
     shutil.copy(Path(_HOME[0], "pyproject.toml"), _HOME[1])
