@@ -18,6 +18,8 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -68,6 +70,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, pg: PgServer) -> Host:
 
 
 def make_config(host: Host, sockdir: Path, **overrides: Any) -> HelperConfig:
+    return parse(raw_config(host, sockdir, **overrides), sockdir / "helper.yaml")
+
+
+def raw_config(host: Host, sockdir: Path, **overrides: Any) -> dict[str, Any]:
     token_file = sockdir / "token"
     if not token_file.exists():
         token_file.write_text(TOKEN + "\n")
@@ -82,7 +88,7 @@ def make_config(host: Host, sockdir: Path, **overrides: Any) -> HelperConfig:
         "databases": dict(host.databases),
     }
     raw.update(overrides)
-    return parse(raw, sockdir / "helper.yaml")
+    return raw
 
 
 @pytest.fixture
@@ -744,3 +750,65 @@ def test_a_client_gone_before_its_answer_costs_nothing(
     gone = ("bridgedoctor.helper", logging.DEBUG, "client went away before the answer was sent")
     assert said.count(gone) == 2
     assert [m for _, level, m in said if level >= logging.WARNING] == []
+
+
+def test_a_client_that_stops_reading_does_not_pin_the_answer(
+    fleet: Host, sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends its request and then never reads: the answer (larger than both
+    sockets' buffers here) can neither be flushed nor the connection closed cleanly. Each wait is
+    bounded by read_timeout, and neither time-out escapes: on Python 3.10 asyncio's TimeoutError
+    is not an OSError, so both must be named."""
+    helper = Helper(make_config(fleet, sockdir, read_timeout=0.3))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    async def send() -> tuple[float, bool]:
+        _, writer = await asyncio.open_unix_connection(sock=ours)
+        started = time.monotonic()
+        await helper._send(writer, b"x" * (16 << 20))
+        return time.monotonic() - started, writer.is_closing()
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="bridgedoctor.helper"):
+            took, closing = asyncio.run(asyncio.wait_for(send(), 30))
+    finally:
+        theirs.close()
+    assert closing and 0.5 <= took < 10, took
+    said = [r.getMessage() for r in caplog.records if r.name == "bridgedoctor.helper"]
+    assert said == ["client went away before the answer was sent"]
+
+
+def test_a_backup_dir_the_helper_cannot_list_hides_neither_kind(
+    fleet: Host, sockdir: Path
+) -> None:
+    """Root that may not read every directory (a backup share exported with root_squash; here,
+    a helper without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH) cannot list a backup directory
+    another user owns: recovery at start says so once for each kind, the resets' failure does
+    not stop the applies from being tried, and recovery returns (the helper then serves)."""
+    raw = raw_config(fleet, sockdir, allow_reset=True)
+    backups = Path(raw["backup_dir"])
+    backups.mkdir(mode=0o700)
+    os.chown(backups, 65534, 65534)
+    (sockdir / "raw.json").write_text(json.dumps(raw))
+    code = (
+        "import asyncio, json, logging, sys\n"
+        "from pathlib import Path\n"
+        "from bridgedoctor.helper.config import parse\n"
+        "from bridgedoctor.helper.server import Helper\n"
+        "logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='%(levelname)s %(message)s')\n"
+        "d = Path(sys.argv[1])\n"
+        "asyncio.run(Helper(parse(json.loads((d / 'raw.json').read_text()), d / 'h.yaml')).recover())\n"
+    )
+    drop = "-dac_override,-dac_read_search"
+    done = subprocess.run(
+        ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", "--",
+         sys.executable, "-c", code, str(sockdir)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    denied = f"[Errno 13] Permission denied: '{backups}'"
+    assert done.stdout.splitlines() == [
+        f"ERROR could not recover interrupted resets in {backups}: {denied}",
+        f"ERROR could not recover interrupted applies in {backups}: {denied}",
+    ], done.stdout + done.stderr
