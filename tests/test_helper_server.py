@@ -636,6 +636,34 @@ def test_a_socket_that_cannot_be_made_is_one_sentence_and_nothing_is_left(
     assert refused.value.__cause__ is None and refused.value.__suppress_context__
 
 
+def test_a_socket_whose_group_cannot_be_set_is_removed(fleet: Host, sockdir: Path) -> None:
+    """The helper runs in a user namespace (a container, systemd's PrivateUsers=) where the
+    configured socket_group is not mapped: bind() made the socket, chown() then fails. The
+    admin reads why in a sentence, and the half-made socket (mode set, wrong group) is gone."""
+    gid = next(g.gr_gid for g in grp.getgrall() if g.gr_gid != 0)  # only gid 0 is mapped
+    raw = raw_config(fleet, sockdir, socket_group=gid)
+    (sockdir / "raw.json").write_text(json.dumps(raw))
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from bridgedoctor.helper.config import parse\n"
+        "from bridgedoctor.helper.listen import StartupError, bind\n"
+        "d = Path(sys.argv[1])\n"
+        "try:\n"
+        "    bind(parse(json.loads((d / 'raw.json').read_text()), d / 'h.yaml'))\n"
+        "except StartupError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--", sys.executable, "-c", code, str(sockdir)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"cannot create the socket {raw['socket']}: Invalid argument.\n"
+    assert not os.path.lexists(raw["socket"])
+
+
 def test_a_listener_with_a_full_queue_is_not_replaced(fleet: Host, sockdir: Path) -> None:
     """A helper too busy to accept still listens: its socket is not stale. (Connecting to a
     Unix socket whose queue is full fails at once with EAGAIN, whatever the timeout.)"""
