@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import sys
@@ -386,3 +387,19 @@ def test_install_without_a_socket_directory_allows_the_containers_network(
     else:
         assert h.network is None
         assert h.db_note.startswith("none found now (no socket directory, no running container)")
+
+
+def test_ctrl_c_waits_until_the_changes_are_made() -> None:
+    """install's and uninstall's changes run in _whole: a Ctrl-C that comes meanwhile is held
+    until the last change is made, then raised (and run says it in a sentence, tests/systemd)."""
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with install._whole():
+            os.kill(os.getpid(), signal.SIGINT)
+            for step in range(3):  # the handler would have run by now, were SIGINT let through
+                signal.pthread_sigmask(signal.SIG_BLOCK, set())
+                done.append(step)
+        done.append("after")
+    assert done == [0, 1, 2]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    assert signal.SIGINT not in signal.sigpending()

@@ -14,16 +14,18 @@ disables the unit and removes what install added and nobody changed; backups are
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -221,9 +223,43 @@ def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     return r
 
 
+@contextlib.contextmanager
+def _whole() -> Iterator[None]:
+    """Ctrl-C waits until the block's changes are all made: a unit written but not loaded, or a
+    record removed before the daemon-reload, would leave a second run nothing to redo."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def install(root: Path, allow_reset: bool | None) -> int:
     h = detect(root)
     report = Report()
+    with _whole():
+        allow_reset = _install(h, report, allow_reset)
+    _print_report(h, report)
+    bridges = _answers(h)
+    if bridges is None:
+        print(
+            f"\nThe helper does not answer on {SOCKET}. Its journal:\n"
+            + subprocess.run(
+                ["journalctl", "-u", UNIT_NAME, "-n", "15", "--no-pager", "-o", "cat"],
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        return 1
+    print(
+        f"\nThe helper answers the {MATRIX_USER} user; bridges found: {', '.join(bridges) or 'none'}."
+    )
+    _print_next_steps(allow_reset)
+    return 0
+
+
+def _install(h: Host, report: Report, allow_reset: bool | None) -> bool:
+    """Write what is missing or ours, load it and (re)start the helper; the choice of resets."""
     files = Files(report)
     if allow_reset is None:  # keep what an earlier install chose
         allow_reset = DROPIN.exists()
@@ -266,23 +302,7 @@ def install(root: Path, allow_reset: bool | None) -> int:
     if not active or unit_changed or config_changed:
         systemctl("restart" if active else "start", UNIT_NAME, check=False)
         report.note(f"{'restarted' if active else 'started'} {UNIT_NAME}", True)
-    _print_report(h, report)
-    bridges = _answers(h)
-    if bridges is None:
-        print(
-            f"\nThe helper does not answer on {SOCKET}. Its journal:\n"
-            + subprocess.run(
-                ["journalctl", "-u", UNIT_NAME, "-n", "15", "--no-pager", "-o", "cat"],
-                capture_output=True,
-                text=True,
-            ).stdout
-        )
-        return 1
-    print(
-        f"\nThe helper answers the {MATRIX_USER} user; bridges found: {', '.join(bridges) or 'none'}."
-    )
-    _print_next_steps(allow_reset)
-    return 0
+    return allow_reset
 
 
 def _print_report(h: Host, report: Report) -> None:
@@ -352,25 +372,26 @@ def uninstall() -> int:
     if not files.state:
         print(f"Nothing to remove: {STATE} does not list anything install wrote.")
         return 0
-    systemctl("disable", "--now", UNIT_NAME, check=False)
-    for path_s, sha in sorted(files.state.items(), key=lambda kv: len(kv[0]), reverse=True):
-        path = Path(path_s)
-        if sha == "dir":
-            try:
-                path.rmdir()
-                report.note(f"{path}/", True)
-            except OSError:
-                report.note(f"{path}/ (kept: not empty)", False)
-        elif not path.exists():
-            continue
-        elif files.ours(path):
-            path.unlink()
-            report.note(str(path), True)
-        else:
-            report.note(f"{path} (kept: changed since install)", False)
-    STATE.unlink(missing_ok=True)
-    systemctl("daemon-reload", check=False)
-    shutil.rmtree("/run/bridgedoctor", ignore_errors=True)
+    with _whole():
+        systemctl("disable", "--now", UNIT_NAME, check=False)
+        for path_s, sha in sorted(files.state.items(), key=lambda kv: len(kv[0]), reverse=True):
+            path = Path(path_s)
+            if sha == "dir":
+                try:
+                    path.rmdir()
+                    report.note(f"{path}/", True)
+                except OSError:
+                    report.note(f"{path}/ (kept: not empty)", False)
+            elif not path.exists():
+                continue
+            elif files.ours(path):
+                path.unlink()
+                report.note(str(path), True)
+            else:
+                report.note(f"{path} (kept: changed since install)", False)
+        STATE.unlink(missing_ok=True)
+        systemctl("daemon-reload", check=False)
+        shutil.rmtree("/run/bridgedoctor", ignore_errors=True)
     print("Removed:\n" + "\n".join(f"  {c}" for c in report.changed))
     if report.kept:
         print("Kept:\n" + "\n".join(f"  {k}" for k in report.kept))
@@ -388,5 +409,8 @@ def run(command: str, root: Path, allow_reset: bool | None) -> int:
     except InstallError as e:
         sys.stderr.write(f"bridgedoctor-helper {command}: {e}\n")
         return 2
-    except asyncio.CancelledError:  # pragma: no cover - Ctrl-C during the check
-        return 1
+    except KeyboardInterrupt:
+        # Changes wait for Ctrl-C (_whole): what it cuts short is the look at the host or the
+        # wait for the helper's answer, both of which a second run does again.
+        sys.stderr.write(f"bridgedoctor-helper {command}: interrupted; run it again to finish.\n")
+        return 130

@@ -64,6 +64,10 @@ def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
         "640",
         "root:matrix",
     ]
+    assert m.run("stat", "-c", "%a %U:%G", "/etc/bridgedoctor/helper.yaml").stdout.split() == [
+        "640",
+        "root:matrix",
+    ]
     assert m.run("stat", "-c", "%a %g", "/run/bridgedoctor/helper.sock").stdout.split() == [
         "660",
         "991",
@@ -120,6 +124,12 @@ def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
     assert "The helper does not answer on /run/bridgedoctor/helper.sock. Its journal:" in r.stdout
     assert "unknown setting 'not_a_setting'" in r.stdout
     assert "bridges found" not in r.stdout
+    # Ctrl-C while install waits for that answer: a sentence, not a traceback; what it changed
+    # (the helper started) was done before the wait, and a second run does the rest.
+    r = m.sh(f"timeout -s INT --preserve-status 8 {cmd}", check=False, timeout=180)
+    assert r.returncode == 130, r.stdout + r.stderr
+    assert f"started {UNIT}" in r.stdout and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert r.stderr.endswith("bridgedoctor-helper install: interrupted; run it again to finish.\n")
     m.sh("sed -i '/^not_a_setting/d' /etc/bridgedoctor/helper.yaml")
     assert "bridges found: gmessages, whatsapp" in docs_install(m)  # started again
     assert m.show(UNIT, "ActiveState") == "active"
