@@ -169,6 +169,15 @@ def test_the_child_ignores_the_current_directory(store: Path, tmp_path: Path) ->
     assert not pwned.exists()
 
 
+def test_a_read_leaves_no_file_behind(store: Path) -> None:
+    """A read writes nothing: not in the fork server's working directory (/, where a misspelt
+    in-memory database name would become a file; root may write there) nor beside the store."""
+    before = (sorted(os.listdir("/")), sorted(os.listdir(store.parent)))
+    assert isinstance(asyncio.run(sqlite_read.probe(store, store.parents[1])), DbFacts)
+    sqlite_read.stop()
+    assert (sorted(os.listdir("/")), sorted(os.listdir(store.parent))) == before
+
+
 def _forks_of(pid: int) -> set[int]:
     out = set()
     for p in os.listdir("/proc"):
