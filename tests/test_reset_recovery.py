@@ -730,6 +730,60 @@ def test_a_put_back_that_cannot_be_recorded_leaves_the_bridge_as_the_admin_had_i
     assert systemd.get(UNIT) == "active"
 
 
+def test_a_half_put_back_full_reset_that_cannot_be_recorded_is_left_stopped(
+    tmp_path: Path, pg: PgServer, systemd: Systemd
+) -> None:
+    """A full reset killed right after its database was cleared; when recovery finishes it the
+    unit will not start, so its verified backup is to go back. The data directory is put back;
+    then, from that roll-back's stop on, nothing can be written beside the record, so the
+    database's fence cannot go on record and the database stays cleared. Started now, the bridge
+    would run on its old files with an empty database: it is left stopped, the sentence says so,
+    and the next recovery puts the rest back and starts it as the admin had it."""
+    from bridgedoctor.reset.backup import dir_digest
+
+    host = deploy(tmp_path, pg, "postgres")
+    bridge = resolve(BRIDGE, options(host))
+    before, files = digests(bridge.db), dir_digest(bridge.data_dir)
+    backups = tmp_path / "backups"
+    argv = ("reset", BRIDGE, "--mode", "full", "--yes", *args(host, backups))
+    assert outside.run(*argv, **{CRASH: "clear_db"})[0] == 137
+    cleared = digests(bridge.db)
+    (m,) = all_for(backups / BRIDGE)
+    path = m.dir / "manifest.json"
+    systemd.refuse_start_once(UNIT)
+    with immutable_from_stop(systemd, m.dir, 3):  # recovery's stop, its drive's, the roll-back's
+        (r,) = asyncio.run(recover(backups))
+
+    refused = f"systemctl start {UNIT} failed; see journalctl -u {UNIT}"
+    assert r.sentence == (
+        f"the interrupted reset {m.id} of {BRIDGE} failed while being finished ({refused}). "
+        f"Its data directory was put back but not its database: its record could not be "
+        f"updated (cannot write {path} (Operation not permitted)). The bridge is left stopped; "
+        "the next bridgedoctor command puts the rest back."
+    ), r.sentence
+    assert not r.finished
+    assert systemd.get(UNIT) == "inactive"
+    now = digests(bridge.db)
+    now.pop(FENCE, None)  # set before the record that had to name it failed
+    assert now == cleared and dir_digest(bridge.data_dir) == files
+    assert Manifest.load(path).state == "rolling_back"
+
+    # The same when the data directory's return is on record (a crash after that record, before
+    # the database's fence): the next recovery finds it done and must still not start the unit.
+    m = Manifest.load(path)
+    m.steps.append({"step": "restore_data", "at": manifest_now()})
+    m.save()
+    with immutable_from_stop(systemd, m.dir, 1):
+        (r,) = asyncio.run(recover(backups))
+    assert (r.finished, systemd.get(UNIT)) == (False, "inactive"), r.sentence
+    assert "Its data directory was put back but not its database" in r.sentence
+
+    (r,) = asyncio.run(recover(backups))
+    assert (r.manifest.state, r.finished) == ("rolled_back", True), r.sentence
+    assert digests(bridge.db) == before and dir_digest(bridge.data_dir) == files
+    assert systemd.get(UNIT) == "active"
+
+
 def test_recovery_goes_through_every_bridge_directory_on_its_own(
     tmp_path: Path, systemd: Systemd
 ) -> None:

@@ -111,7 +111,14 @@ async def roll_back(m: Manifest, reason: str, ctx: Ctx | None = None) -> str:
         except RecordError as e:
             # The fence could not go on record, so the database was not loaded: as when the
             # decision itself cannot be recorded, the record (rolling_back) says what the next
-            # command does, and the unit goes back as the admin had it, the bridge as reset.
+            # command does. The bridge as reset goes back as the admin had it; one whose data
+            # directory is already the backup's, on a cleared database, must not run: stopped.
+            if "restore_data" in m.done_steps():  # in memory even when its record failed
+                return (
+                    f" Its data directory was put back but not its database: its record could "
+                    f"not be updated ({e}). The bridge is left stopped; the next bridgedoctor "
+                    "command puts the rest back."
+                )
             tail = _settle(m)
             return (
                 f" Its backup could not be put back, its record could not be updated ({e}); "
