@@ -377,3 +377,30 @@ def test_a_copied_file_is_new_private_and_checked_against_both_sides(tmp_path: P
     with pytest.raises(ResetError) as err:
         verify_copy(copy, sha, src)
     assert str(err.value) == differs
+
+
+def test_a_backup_bigger_than_the_memory_allowed_is_still_checked(tmp_path: Path) -> None:
+    """A big store (a SQLite database in its data directory) is hashed piece by piece, in the
+    tar and out of it: in a process that may map 128 MiB in all, a data directory holding a
+    192 MiB file (sparse: no disk spent on it) is tarred, and the tar verified against it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    with (data / "mautrix-whatsapp.db").open("wb") as f:
+        f.truncate(192 << 20)
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (128 << 20, 128 << 20))\n"
+        "from bridgedoctor.reset.backup import tar_dir, verify_tar\n"
+        "data, tar = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "verify_tar(tar, tar_dir(data, tar), data)\n"
+        "print('verified')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(data), str(tmp_path / "data.tar")],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (done.returncode, done.stdout) == (0, "verified\n"), done.stderr[-500:]

@@ -9,6 +9,7 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from . import paths, safetar
 from .errors import ResetError
@@ -58,10 +59,16 @@ def _walk(path: Path) -> Iterator[str]:
 
 
 def _file_sha(p: Path) -> str:
-    h = hashlib.sha256()
     with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 16), b""):
-            h.update(chunk)
+        return _stream_sha(f)
+
+
+def _stream_sha(f: IO[bytes]) -> str:
+    """Piece by piece: a big store's files (a SQLite database in its data directory, the tar
+    holding it) never have to fit in memory."""
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 16), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 
@@ -100,7 +107,7 @@ def verify_tar(tar: Path, expected_sha: str, src: Path) -> None:
             if m.isfile():
                 f = tf.extractfile(m)
                 assert f is not None
-                if hashlib.sha256(f.read()).hexdigest() != _file_sha(src / m.name):
+                if _stream_sha(f) != _file_sha(src / m.name):
                     raise ResetError(f"{m.name} differs in the backup; nothing was changed.")
 
 
