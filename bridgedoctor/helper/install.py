@@ -226,12 +226,19 @@ def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 @contextlib.contextmanager
 def _whole() -> Iterator[None]:
     """Ctrl-C waits until the block's changes are all made: a unit written but not loaded, or a
-    record removed before the daemon-reload, would leave a second run nothing to redo."""
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    record removed before the daemon-reload, would leave a second run nothing to redo. Held
+    twice: the mask for the commands started meanwhile (systemctl inherits it), the handler for
+    this process (a signal the kernel gives another thread still reaches ours)."""
+    held: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda signum, _: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one that came is handled now: held
+        signal.signal(signal.SIGINT, handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def install(root: Path, allow_reset: bool | None) -> int:
