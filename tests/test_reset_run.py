@@ -577,13 +577,52 @@ def test_a_failed_reset_says_whether_it_touched_the_bridge(
 
 
 def _drop(host: Host, table: str) -> None:
+    _sql(host, f"DROP TABLE {table}")
+
+
+def _sql(host: Host, *statements: str) -> None:
     """From the confirmation callback, which runs inside the reset's event loop."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tests.test_reset import _exec
 
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(_exec, host, f"DROP TABLE {table}").result()
+        pool.submit(_exec, host, *statements).result()
+
+
+def test_a_reset_whose_delete_fails_is_undone_with_its_reason_on_record(
+    host: Host, engine: str, systemd: Systemd, tmp_path: Path
+) -> None:
+    """The crypto delete fails inside its transaction, after the backup was verified (a trigger
+    of the bridge's raises, say): nothing was changed, the record keeps the reason, and the
+    fence the transaction would have removed goes with the undo."""
+    backups = tmp_path / "b"
+    if engine == "postgres":
+        no_delete = (
+            "CREATE FUNCTION bd_no_delete() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'no delete here'; END $$",
+            "CREATE TRIGGER bd_no_delete BEFORE DELETE OR TRUNCATE ON crypto_account "
+            "FOR EACH STATEMENT EXECUTE FUNCTION bd_no_delete()",
+        )
+    else:
+        no_delete = (
+            "CREATE TRIGGER bd_no_delete BEFORE DELETE ON crypto_account "
+            "BEGIN SELECT RAISE(ABORT, 'no delete here'); END",
+        )
+
+    def trigger_then_yes(_plan: object) -> bool:
+        _sql(host, *no_delete)
+        return True
+
+    with pytest.raises(ResetError) as e:
+        asyncio.run(runner.reset(BRIDGE, "crypto", options(host), backups, trigger_then_yes, "t"))
+    (m,) = all_for(backups / BRIDGE)
+    assert (m.state, "verify" in m.done_steps(), e.value.touched) == ("rolled_back", True, False)
+    assert "no delete here" in m.error
+    assert (
+        str(e.value) == f"reset failed ({m.error}); nothing was changed. {UNIT} is running again."
+    )
+    assert not fence_left(host) and systemd.get(UNIT) == "active"
 
 
 def test_a_restore_whose_load_fails_changes_nothing_and_says_it_failed(
