@@ -379,12 +379,16 @@ def test_a_copied_file_is_new_private_and_checked_against_both_sides(tmp_path: P
     assert str(err.value) == differs
 
 
-def test_a_backup_bigger_than_the_memory_allowed_is_still_checked(tmp_path: Path) -> None:
-    """A big store (a SQLite database in its data directory) is hashed piece by piece, in the
-    tar and out of it: in a process that may map 128 MiB in all, a data directory holding a
-    192 MiB file (sparse: no disk spent on it) is tarred, and the tar verified against it."""
-    data = tmp_path / "data"
+def test_a_store_bigger_than_the_memory_allowed_is_backed_up_checked_and_put_back(
+    tmp_path: Path,
+) -> None:
+    """A big store (a SQLite database in its data directory) is read piece by piece at every
+    step: in a process that may map 128 MiB in all, a data directory holding a 192 MiB file
+    (sparse: no disk spent on the source) is tarred, the tar verified against it, and the file
+    copied back as a restore does (reset/paths.copy_new)."""
+    data, back = tmp_path / "data", tmp_path / "back"
     data.mkdir()
+    back.mkdir()
     with (data / "mautrix-whatsapp.db").open("wb") as f:
         f.truncate(192 << 20)
     code = (
@@ -392,15 +396,18 @@ def test_a_backup_bigger_than_the_memory_allowed_is_still_checked(tmp_path: Path
         "from pathlib import Path\n"
         "resource.setrlimit(resource.RLIMIT_AS, (128 << 20, 128 << 20))\n"
         "from bridgedoctor.reset.backup import tar_dir, verify_tar\n"
-        "data, tar = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "from bridgedoctor.reset.paths import copy_new\n"
+        "data, tar, back = (Path(a) for a in sys.argv[1:])\n"
         "verify_tar(tar, tar_dir(data, tar), data)\n"
-        "print('verified')\n"
+        "copy_new(data / 'mautrix-whatsapp.db', back / 'mautrix-whatsapp.db')\n"
+        "print('done')\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(data), str(tmp_path / "data.tar")],
+        [sys.executable, "-c", code, str(data), str(tmp_path / "data.tar"), str(back)],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert (done.returncode, done.stdout) == (0, "verified\n"), done.stderr[-500:]
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr[-500:]
+    assert (back / "mautrix-whatsapp.db").stat().st_size == 192 << 20
