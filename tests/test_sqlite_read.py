@@ -381,10 +381,9 @@ def test_a_fork_whose_parent_stopped_waiting_ends_at_its_alarm(store: Path) -> N
         writer.close()
 
 
-def test_stopping_the_server_kills_a_reader_at_work_at_once(store: Path) -> None:
-    """At end of input (the process stops its server, or exits) the server kills the readers it
-    still has, then exits 0: one at work on a locked store goes at once, not at SQLite's busy
-    wait (5 s) or its alarm (its deadline, 30 s here)."""
+@contextlib.contextmanager
+def _reader_at_work(store: Path) -> Iterator[tuple[sqlite_read._Server, int]]:
+    """A read of the store, locked so that it lasts (30 s allowed): the server, the fork's pid."""
     with _locked(store):
         server = sqlite_read._server()
         assert server is not None
@@ -392,17 +391,24 @@ def test_stopping_the_server_kills_a_reader_at_work_at_once(store: Path) -> None
         try:
             assert server.request(store, store.parents[1], 30.0, w)
             os.close(w)
-            pid = int(os.read(r, 32).split(b"\n")[0])
-            time.sleep(0.3)
-            assert _state(pid) in ("R", "S")  # alive, waiting on the lock
-            sqlite_read.stop()
-            deadline = time.monotonic() + 2
-            while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert _state(pid) in (None, "Z"), "the reader outlived its server"
-            assert server.proc.returncode == 0  # its clean-up ran to its end (stderr is gone)
+            yield server, int(os.read(r, 32).split(b"\n")[0])
         finally:
             os.close(r)
+
+
+def test_stopping_the_server_kills_a_reader_at_work_at_once(store: Path) -> None:
+    """At end of input (the process stops its server, or exits) the server kills the readers it
+    still has, then exits 0: one at work on a locked store goes at once, not at SQLite's busy
+    wait (5 s) or its alarm (its deadline, 30 s here)."""
+    with _reader_at_work(store) as (server, pid):
+        time.sleep(0.3)
+        assert _state(pid) in ("R", "S")  # alive, waiting on the lock
+        sqlite_read.stop()
+        deadline = time.monotonic() + 2
+        while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(pid) in (None, "Z"), "the reader outlived its server"
+        assert server.proc.returncode == 0  # its clean-up ran to its end (stderr is gone)
 
 
 def test_a_reader_that_fails_at_once_touches_no_other_read(store: Path) -> None:
@@ -410,22 +416,13 @@ def test_a_reader_that_fails_at_once_touches_no_other_read(store: Path) -> None:
     fails at its first write: it exits there and then, and the read another reader is at (a
     locked store, so it lasts) goes on. A fork must never run on as the server, whose list of
     readers it still holds."""
-    with _locked(store):
-        server = sqlite_read._server()
-        assert server is not None
-        r, w = os.pipe()
-        try:
-            assert server.request(store, store.parents[1], 30.0, w)
-            os.close(w)
-            pid = int(os.read(r, 32).split(b"\n")[0])
-            gone_r, gone_w = os.pipe()
-            os.close(gone_r)
-            assert server.request(store, store.parents[1], 30.0, gone_w)
-            os.close(gone_w)
-            time.sleep(0.5)
-            assert _state(pid) in ("R", "S"), "a failing reader ended another read"
-        finally:
-            os.close(r)
+    with _reader_at_work(store) as (server, pid):
+        gone_r, gone_w = os.pipe()
+        os.close(gone_r)
+        assert server.request(store, store.parents[1], 30.0, gone_w)
+        os.close(gone_w)
+        time.sleep(0.5)
+        assert _state(pid) in ("R", "S"), "a failing reader ended another read"
 
 
 def test_a_server_that_dies_is_replaced_and_the_read_still_answered(store: Path) -> None:
