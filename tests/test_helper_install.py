@@ -389,7 +389,16 @@ def test_install_without_a_socket_directory_allows_the_containers_network(
         assert h.db_note.startswith("none found now (no socket directory, no running container)")
 
 
-def test_ctrl_c_waits_until_the_changes_are_made() -> None:
+@pytest.fixture
+def sigint() -> Iterator[None]:
+    """Python's own SIGINT handler, whatever this process inherited (a shell's background job
+    starts with SIGINT ignored), and the inherited one put back after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_waits_until_the_changes_are_made(sigint: None) -> None:
     """install's and uninstall's changes run in _whole: a Ctrl-C that comes meanwhile is held
     until the last change is made, then raised (and run says it in a sentence, tests/systemd);
     a command started meanwhile (systemctl) is not interrupted by it either."""
@@ -416,3 +425,15 @@ def test_ctrl_c_waits_until_the_changes_are_made() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     idle.set()
     other.join()
+
+
+def test_a_ctrl_c_that_was_ignored_stays_ignored(sigint: None) -> None:
+    """Run as a background job (SIGINT ignored), a SIGINT during the changes is not turned
+    into an interruption afterwards."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with install._whole():
+            os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:
+        pytest.fail("an ignored SIGINT became an interruption")
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

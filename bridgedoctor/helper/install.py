@@ -237,7 +237,7 @@ def _whole() -> Iterator[None]:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one that came is handled now: held
         signal.signal(signal.SIGINT, handler)
-    if held:
+    if held and handler is not signal.SIG_IGN:  # ignored before (a background job): still is
         raise KeyboardInterrupt
 
 
