@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bridgedoctor.reset.backup import copy_file, dir_digest, tar_dir, untar_into, verify_copy
+from bridgedoctor.reset.backup import (
+    copy_file,
+    dir_digest,
+    tar_dir,
+    untar_into,
+    verify_copy,
+    verify_tar,
+)
 from bridgedoctor.reset.errors import ResetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -385,10 +392,17 @@ def test_a_store_bigger_than_the_memory_allowed_is_backed_up_checked_and_put_bac
     """A big store (a SQLite database in its data directory) is read piece by piece at every
     step: in a process that may map 128 MiB in all, a data directory holding a 192 MiB file
     (sparse: no disk spent on the source) is tarred, the tar verified against it, and the file
-    copied back as a restore does (reset/paths.copy_new)."""
+    copied back as a restore does (reset/paths.copy_new). The same steps on a small store run
+    here first: the big one's outcome is then the limit's alone."""
+    from bridgedoctor.reset.paths import copy_new
+
     data, back = tmp_path / "data", tmp_path / "back"
     data.mkdir()
     back.mkdir()
+    (data / "mautrix-whatsapp.db").write_bytes(b"SQLite format 3\x00" * 4096)
+    verify_tar(tmp_path / "small.tar", tar_dir(data, tmp_path / "small.tar"), data)
+    copy_new(data / "mautrix-whatsapp.db", back / "small.db")
+    assert (back / "small.db").read_bytes() == (data / "mautrix-whatsapp.db").read_bytes()
     with (data / "mautrix-whatsapp.db").open("wb") as f:
         f.truncate(192 << 20)
     code = (
