@@ -46,9 +46,23 @@ def as_if_older(m: Machine, path: str, extra: str) -> None:
     )
 
 
+def section(out: str, title: str) -> list[str]:
+    """The lines of one part of install's or uninstall's report ("Changed:", "Kept:", ...)."""
+    lines = out.splitlines()
+    start = lines.index(f"{title}:") + 1
+    part = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        part.append(line.strip())
+    return part
+
+
 def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
     m = mdad_host.m
     out = docs_install(m, "--allow-reset")
+    assert section(out, "Changed")[-2:] == [f"enabled {UNIT}", f"started {UNIT}"], out
+    assert set(FILES) <= set(section(out, "Changed")), out
     token = m.run("cat", "/etc/bridgedoctor/token").stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", token)
     # What the admin pastes: the vars.yml lines for maubot and the plugin settings.
@@ -135,6 +149,10 @@ def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
     assert m.show(UNIT, "ActiveState") == "active"
 
     out = m.run(HELPER, "uninstall").stdout
+    removed, kept = section(out, "Removed"), section(out, "Kept")
+    assert {FILES[0], FILES[2], FILES[4], f"{FILES[3].rsplit('/', 1)[0]}/"} <= set(removed), out
+    assert kept == ["/etc/bridgedoctor/helper.yaml (kept: changed since install)",
+                    "/etc/bridgedoctor/ (kept: not empty)"], out  # fmt: skip
     assert m.show(UNIT, "LoadState") == "not-found"
     assert m.show(UNIT, "ActiveState") == "inactive"  # stopped, not only disabled
     assert m.run("test", "-e", "/var/lib/bridgedoctor/install.json", check=False).returncode != 0
@@ -143,3 +161,10 @@ def test_one_command_install_again_and_uninstall(mdad_host: MdadHost) -> None:
     assert "helper.yaml (kept: changed since install)" in out
     assert m.run("test", "-d", "/var/lib/bridgedoctor/backups").returncode == 0
     assert "Nothing to remove" in m.run(HELPER, "uninstall").stdout
+
+    # Installed again, and the socket directory gone before uninstall (an admin's clean-up):
+    # uninstall still ends its work.
+    docs_install(m)
+    m.sh("rm -rf /run/bridgedoctor")
+    assert "Removed:" in m.run(HELPER, "uninstall").stdout
+    assert m.show(UNIT, "LoadState") == "not-found"
