@@ -60,12 +60,12 @@ def _walk(path: Path) -> Iterator[str]:
 
 def _file_sha(p: Path) -> str:
     with p.open("rb") as f:
-        return _stream_sha(f)
+        return stream_sha(f)
 
 
-def _stream_sha(f: IO[bytes]) -> str:
+def stream_sha(f: IO[bytes]) -> str:
     """Piece by piece: a big store's files (a SQLite database in its data directory, the tar
-    holding it) never have to fit in memory."""
+    holding it, its members) never have to fit in memory. reset/covered.py hashes with it too."""
     h = hashlib.sha256()
     for chunk in iter(lambda: f.read(1 << 16), b""):
         h.update(chunk)
@@ -107,7 +107,7 @@ def verify_tar(tar: Path, expected_sha: str, src: Path) -> None:
             if m.isfile():
                 f = tf.extractfile(m)
                 assert f is not None
-                if _stream_sha(f) != _file_sha(src / m.name):
+                if stream_sha(f) != _file_sha(src / m.name):
                     raise ResetError(f"{m.name} differs in the backup; nothing was changed.")
 
 

@@ -9,12 +9,12 @@ path with the same type and content; anything else is kept and named.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import tarfile
 from pathlib import Path
-from typing import IO
+
+from .backup import stream_sha
 
 Entry = tuple[str, str]  # (type, content sha256 or link target; "" for a directory)
 
@@ -32,15 +32,8 @@ def tar_index(tar: Path) -> dict[str, Entry]:
             elif m.isfile() or m.islnk():  # a hard link reads as the file it links to
                 f = tf.extractfile(m)
                 assert f is not None
-                out[name] = ("f", _sha(f))
+                out[name] = ("f", stream_sha(f))
     return out
-
-
-def _sha(f: IO[bytes]) -> str:
-    h = hashlib.sha256()
-    while chunk := f.read(1 << 16):
-        h.update(chunk)
-    return h.hexdigest()
 
 
 def _entry(path: str) -> Entry | None:
@@ -52,7 +45,7 @@ def _entry(path: str) -> Entry | None:
     if stat.S_ISREG(st.st_mode):
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as f:
-            return ("f", _sha(f))
+            return ("f", stream_sha(f))
     return None  # a socket or FIFO is never in our tar: kept
 
 
